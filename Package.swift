@@ -1,0 +1,73 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "payfleet",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "payfleet-demo-worker", targets: ["payfleet-demo-worker"]),
+        .executable(name: "payfleet-bench", targets: ["payfleet-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CRabbitMQ", pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]),
+        .systemLibrary(
+            name: "CSQLite", pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]),
+        .target(
+            name: "PayfleetCore",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .target(
+            name: "PayfleetAMQP",
+            dependencies: [
+                "CRabbitMQ", "PayfleetCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "PayfleetStore",
+            dependencies: [
+                "CSQLite", "PayfleetCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "PayfleetWorker",
+            dependencies: [
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .target(
+            name: "PayfleetTestKit",
+            dependencies: ["PayfleetCore"]),
+        .executableTarget(
+            name: "payfleet-demo-worker",
+            dependencies: ["PayfleetWorker"]),
+        .executableTarget(
+            name: "payfleet-bench",
+            dependencies: [
+                "PayfleetWorker", "PayfleetTestKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "PayfleetCoreTests", dependencies: ["PayfleetCore"]),
+        .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
+        .testTarget(
+            name: "PayfleetIntegrationTests",
+            dependencies: ["PayfleetWorker", "PayfleetTestKit"]),
+    ]
+)

@@ -1,0 +1,88 @@
+import Foundation
+
+/// A merchant as configured under `merchants:` (DESIGN §7).
+///
+/// Keys: `id` (required), `name`, `timezone` (IANA, default `UTC`), `cutoff` (`HH:MM`, default
+/// `00:00`: the business day starts then), `currencies` (ISO codes), `stripe_account`,
+/// `adyen_merchant_account`, `ledger_name` (account-name segment; default derived from the id).
+public struct Merchant: Sendable, Equatable, Codable {
+    public var id: String
+    public var name: String
+    public var timeZone: String
+    public var cutoffMinutes: Int
+    public var currencies: [String]
+    public var stripeAccount: String?
+    public var adyenMerchantAccount: String?
+    public var ledgerName: String
+
+    public init(
+        id: String, name: String? = nil, timeZone: String = "UTC", cutoffMinutes: Int = 0,
+        currencies: [String] = [], stripeAccount: String? = nil, adyenMerchantAccount: String? = nil,
+        ledgerName: String? = nil
+    ) {
+        self.id = id
+        self.name = name ?? id
+        self.timeZone = timeZone
+        self.cutoffMinutes = cutoffMinutes
+        self.currencies = currencies
+        self.stripeAccount = stripeAccount
+        self.adyenMerchantAccount = adyenMerchantAccount
+        self.ledgerName = ledgerName ?? Merchant.accountSegment(id)
+    }
+
+    /// Sanitizes an id into an account-name segment hledger, ledger and beancount all accept:
+    /// first letter upper-cased, every character outside `[A-Za-z0-9-]` replaced by `-`.
+    public static func accountSegment(_ raw: String) -> String {
+        var out = String(raw.map { c -> Character in
+            (c.isASCII && (c.isLetter || c.isNumber)) || c == "-" ? c : "-"
+        })
+        if out.isEmpty { out = "X" }
+        let first = out.removeFirst()
+        var head = String(first).uppercased()
+        // beancount requires a component to start with a capital letter or digit.
+        if !(first.isLetter || first.isNumber) { head = "X" + String(first) }
+        return head + out
+    }
+
+    /// The merchant's business day for an instant: the local date in its time zone, shifted
+    /// back by the cut-off (an event at 01:30 with a 02:00 cut-off belongs to the previous day).
+    public func businessDay(for instant: Date) -> String {
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: timeZone) ?? TimeZone(identifier: "UTC")!
+        // Compare on the local wall clock, so DST days keep the configured cut-off hour.
+        let local = cal.dateComponents([.year, .month, .day, .hour, .minute], from: instant)
+        let minutes = (local.hour ?? 0) * 60 + (local.minute ?? 0)
+        var day = cal.date(from: DateComponents(year: local.year, month: local.month, day: local.day, hour: 12))!
+        if minutes < cutoffMinutes { day = cal.date(byAdding: .day, value: -1, to: day)! }
+        let c = cal.dateComponents([.year, .month, .day], from: day)
+        return String(format: "%04d-%02d-%02d", c.year!, c.month!, c.day!)
+    }
+
+    /// Reads one entry of `merchants:`.
+    public static func read(_ s: ConfigSection) throws(ConfigError) -> Merchant {
+        let id = try s.requiredString("id")
+        let tz = try s.string("timezone", default: "UTC")
+        guard TimeZone(identifier: tz) != nil else {
+            throw ConfigError(key: s.dotted("timezone"), message: "'\(tz)' is not an IANA time zone")
+        }
+        let cutoff = try s.string("cutoff", default: "00:00")
+        guard let mins = parseCutoff(cutoff) else {
+            throw ConfigError(key: s.dotted("cutoff"), message: "'\(cutoff)' is not HH:MM")
+        }
+        let currencies = try s.stringList("currencies") ?? []
+        for (i, c) in currencies.enumerated() where Currency(code: c) == nil {
+            throw ConfigError(key: s.dotted("currencies") + "[\(i)]", message: "'\(c)' is not an ISO 4217 code")
+        }
+        return Merchant(
+            id: id, name: try s.string("name"), timeZone: tz, cutoffMinutes: mins, currencies: currencies,
+            stripeAccount: try s.string("stripe_account"), adyenMerchantAccount: try s.string("adyen_merchant_account"),
+            ledgerName: try s.string("ledger_name"))
+    }
+
+    public static func parseCutoff(_ s: String) -> Int? {
+        let p = s.split(separator: ":")
+        guard p.count == 2, let h = Int(p[0]), let m = Int(p[1]), (0..<24).contains(h), (0..<60).contains(m)
+        else { return nil }
+        return h * 60 + m
+    }
+}

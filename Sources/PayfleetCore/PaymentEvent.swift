@@ -1,0 +1,293 @@
+import Crypto
+import Foundation
+
+/// The canonical Payfleet event (`payfleet.event/v1`, DESIGN §2): what ingest publishes and
+/// every worker consumes. Amounts are integer minor units.
+public struct PaymentEvent: Codable, Sendable, Equatable {
+    public static let schemaV1 = "payfleet.event/v1"
+
+    public var schema: String
+    public var id: String
+    public var type: EventType
+    public var occurredAt: Date
+    public var receivedAt: Date?
+    public var source: Source
+    public var merchantID: String
+    public var customer: Customer?
+    public var payment: Payment?
+    public var amount: Money
+    public var fee: Money?
+    public var invoiceID: String?
+    public var reference: String?
+    public var metadata: [String: String]
+
+    public struct Source: Codable, Sendable, Equatable {
+        public var provider: String
+        public var eventID: String
+        public var account: String?
+        public init(provider: String, eventID: String, account: String? = nil) {
+            self.provider = provider
+            self.eventID = eventID
+            self.account = account
+        }
+        enum CodingKeys: String, CodingKey {
+            case provider, account
+            case eventID = "event_id"
+        }
+    }
+
+    public struct Customer: Codable, Sendable, Equatable {
+        public var id: String?
+        public var name: String?
+        public var email: String?
+        public var phone: String?
+        public init(id: String? = nil, name: String? = nil, email: String? = nil, phone: String? = nil) {
+            self.id = id
+            self.name = name
+            self.email = email
+            self.phone = phone
+        }
+    }
+
+    public struct Card: Codable, Sendable, Equatable {
+        public var brand: String?
+        public var last4: String?
+        public init(brand: String? = nil, last4: String? = nil) {
+            self.brand = brand
+            self.last4 = last4
+        }
+    }
+
+    public struct Payment: Codable, Sendable, Equatable {
+        public var id: String?
+        public var channel: String?
+        public var method: String?
+        public var card: Card?
+        public init(id: String? = nil, channel: String? = nil, method: String? = nil, card: Card? = nil) {
+            self.id = id
+            self.channel = channel
+            self.method = method
+            self.card = card
+        }
+    }
+
+    public enum EventType: String, Codable, Sendable, CaseIterable {
+        case paymentSucceeded = "payment.succeeded"
+        case paymentFailed = "payment.failed"
+        case paymentRefunded = "payment.refunded"
+        case paymentDisputed = "payment.disputed"
+        case disputeClosed = "dispute.closed"
+        case invoiceIssued = "invoice.issued"
+        case payoutPaid = "payout.paid"
+        case settlementDayClosed = "settlement.day_closed"
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case schema, id, type, source, customer, payment, amount, fee, reference, metadata
+        case occurredAt = "occurred_at"
+        case receivedAt = "received_at"
+        case merchantID = "merchant_id"
+        case invoiceID = "invoice_id"
+    }
+
+    public init(
+        id: String, type: EventType, occurredAt: Date, receivedAt: Date? = nil, source: Source,
+        merchantID: String, customer: Customer? = nil, payment: Payment? = nil, amount: Money,
+        fee: Money? = nil, invoiceID: String? = nil, reference: String? = nil, metadata: [String: String] = [:]
+    ) {
+        self.schema = Self.schemaV1
+        self.id = id
+        self.type = type
+        self.occurredAt = occurredAt
+        self.receivedAt = receivedAt
+        self.source = source
+        self.merchantID = merchantID
+        self.customer = customer
+        self.payment = payment
+        self.amount = amount
+        self.fee = fee
+        self.invoiceID = invoiceID
+        self.reference = reference
+        self.metadata = metadata
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try c.decode(String.self, forKey: .schema)
+        id = try c.decode(String.self, forKey: .id)
+        type = try c.decode(EventType.self, forKey: .type)
+        occurredAt = try c.decode(Date.self, forKey: .occurredAt)
+        receivedAt = try c.decodeIfPresent(Date.self, forKey: .receivedAt)
+        source = try c.decode(Source.self, forKey: .source)
+        merchantID = try c.decode(String.self, forKey: .merchantID)
+        customer = try c.decodeIfPresent(Customer.self, forKey: .customer)
+        payment = try c.decodeIfPresent(Payment.self, forKey: .payment)
+        amount = try c.decode(Money.self, forKey: .amount)
+        fee = try c.decodeIfPresent(Money.self, forKey: .fee)
+        invoiceID = try c.decodeIfPresent(String.self, forKey: .invoiceID)
+        reference = try c.decodeIfPresent(String.self, forKey: .reference)
+        metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:]
+    }
+
+    /// The stable canonical id: `evt_` + 26 base32 characters of SHA-256(provider ":" event id).
+    /// The same provider event always maps to the same id, so a redelivered webhook dedupes.
+    public static func canonicalID(provider: String, eventID: String) -> String {
+        let digest = SHA256.hash(data: Data("\(provider):\(eventID)".utf8))
+        return "evt_" + Base32.crockford(Array(digest).prefix(16)).prefix(26)
+    }
+
+    /// Semantic checks beyond the JSON shape; the error names the field.
+    public func validate() throws(EventValidationError) {
+        guard schema == Self.schemaV1 else {
+            throw .init(field: "schema", message: "must be \(Self.schemaV1), got '\(schema)'")
+        }
+        guard !id.isEmpty, id.count <= 128 else { throw .init(field: "id", message: "must be 1–128 characters") }
+        guard !merchantID.isEmpty else { throw .init(field: "merchant_id", message: "must not be empty") }
+        guard !source.provider.isEmpty else { throw .init(field: "source.provider", message: "must not be empty") }
+        guard !source.eventID.isEmpty else { throw .init(field: "source.event_id", message: "must not be empty") }
+        switch type {
+        case .payoutPaid, .paymentSucceeded, .paymentRefunded, .paymentDisputed, .invoiceIssued, .disputeClosed:
+            guard amount.value >= 0 else { throw .init(field: "amount.value", message: "must not be negative") }
+        case .paymentFailed, .settlementDayClosed:
+            break
+        }
+        if let fee {
+            guard fee.currency == amount.currency else {
+                throw .init(field: "fee.currency", message: "must equal amount.currency (\(amount.currency.code))")
+            }
+            guard fee.value >= 0 else { throw .init(field: "fee.value", message: "must not be negative") }
+        }
+        if type == .paymentRefunded || type == .paymentDisputed || type == .disputeClosed {
+            guard let pid = payment?.id, !pid.isEmpty else {
+                throw .init(field: "payment.id", message: "\(type.rawValue) must name the original payment")
+            }
+        }
+        if type == .invoiceIssued {
+            guard invoiceID?.isEmpty == false else {
+                throw .init(field: "invoice_id", message: "invoice.issued must carry invoice_id")
+            }
+        }
+        if type == .disputeClosed {
+            guard let o = metadata["outcome"], o == "won" || o == "lost" else {
+                throw .init(field: "metadata.outcome", message: "dispute.closed needs outcome 'won' or 'lost'")
+            }
+        }
+    }
+
+    /// The partition key for a worker: customer id (falling back to payment id, then merchant).
+    public var customerKey: String { customer?.id ?? payment?.id ?? merchantID }
+}
+
+/// A semantic error in an event; `field` is the JSON path.
+public struct EventValidationError: Error, Equatable, CustomStringConvertible {
+    public let field: String
+    public let message: String
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+    public var description: String { "\(field): \(message)" }
+}
+
+/// Encoding and decoding of events on the wire (RFC 3339 dates, sorted keys).
+public enum EventCodec {
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .custom { dec in
+            let c = try dec.singleValueContainer()
+            let s = try c.decode(String.self)
+            guard let date = RFC3339.parse(s) else {
+                throw DecodingError.dataCorruptedError(in: c, debugDescription: "'\(s)' is not an RFC 3339 date-time")
+            }
+            return date
+        }
+        return d
+    }
+
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .custom { date, enc in
+            var c = enc.singleValueContainer()
+            try c.encode(RFC3339.format(date))
+        }
+        return e
+    }
+
+    /// Decodes and validates; any failure is an `EventDecodingError` that names the problem.
+    public static func decode(_ data: Data) throws(EventDecodingError) -> PaymentEvent {
+        guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+            throw EventDecodingError(message: "body is not a JSON object")
+        }
+        let event: PaymentEvent
+        do {
+            event = try decoder().decode(PaymentEvent.self, from: data)
+        } catch let e as DecodingError {
+            throw EventDecodingError(message: describe(e))
+        } catch {
+            throw EventDecodingError(message: "\(error)")
+        }
+        do { try event.validate() } catch { throw EventDecodingError(message: error.description) }
+        return event
+    }
+
+    public static func encode(_ event: PaymentEvent) -> Data {
+        // Encoding a value type of strings and integers cannot fail.
+        (try? encoder().encode(event)) ?? Data()
+    }
+
+    static func describe(_ e: DecodingError) -> String {
+        func path(_ p: [CodingKey]) -> String {
+            p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+                .replacingOccurrences(of: ".[", with: "[")
+        }
+        switch e {
+        case .keyNotFound(let k, let ctx):
+            let p = path(ctx.codingPath + [k])
+            return "\(p): required field missing"
+        case .typeMismatch(let t, let ctx): return "\(path(ctx.codingPath)): expected \(t)"
+        case .valueNotFound(let t, let ctx): return "\(path(ctx.codingPath)): expected \(t), found null"
+        case .dataCorrupted(let ctx):
+            let p = path(ctx.codingPath)
+            return p.isEmpty ? ctx.debugDescription : "\(p): \(ctx.debugDescription)"
+        @unknown default: return "\(e)"
+        }
+    }
+}
+
+public struct EventDecodingError: Error, Equatable, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// RFC 3339 timestamps, UTC on output, any offset and optional fractions on input.
+public enum RFC3339 {
+    public static func format(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false, timeZone: TimeZone(identifier: "UTC")!))
+    }
+
+    public static func parse(_ s: String) -> Date? {
+        if let d = try? Date(s, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: false)) { return d }
+        if let d = try? Date(s, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) { return d }
+        return nil
+    }
+}
+
+enum Base32 {
+    static let alphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    static func crockford<S: Sequence<UInt8>>(_ bytes: S) -> String {
+        var out = ""
+        var buffer: UInt32 = 0
+        var bits = 0
+        for b in bytes {
+            buffer = (buffer << 8) | UInt32(b)
+            bits += 8
+            while bits >= 5 {
+                out.append(alphabet[Int((buffer >> UInt32(bits - 5)) & 31)])
+                bits -= 5
+            }
+        }
+        if bits > 0 { out.append(alphabet[Int((buffer << UInt32(5 - bits)) & 31)]) }
+        return out
+    }
+}

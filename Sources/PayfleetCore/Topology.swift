@@ -1,0 +1,153 @@
+/// Names and arguments of Payfleet's RabbitMQ topology (DESIGN §4), as plain data so the
+/// processes declare it and the CLI exports it from one description.
+public enum Topology {
+    /// The topic exchange every event is published to (routing key = event type).
+    public static let eventsExchange = "payfleet.events"
+    /// Header carrying the partition key for the consistent-hash exchange.
+    public static let partitionHeader = "x-partition-key"
+
+    public static let workerNames = ["crm-sync", "ledger-writer", "receipt-sender", "settlement-aggregator"]
+}
+
+/// What a worker's queues look like: routing keys, partitions, retry tiers, delivery limit.
+public struct WorkerTopology: Sendable, Equatable {
+    /// How a partitioned worker's events are spread: by customer or by merchant.
+    public enum PartitionKey: String, Sendable { case customer, merchant }
+
+    public var name: String
+    public var routingKeys: [String]
+    public var partitions: Int
+    public var partitionKey: PartitionKey
+    /// Retry tier delays in milliseconds, shortest first.
+    public var retryDelaysMS: [Int]
+    /// Broker-side redelivery limit on the main queue before it dead-letters by itself.
+    public var deliveryLimit: Int
+
+    public init(
+        name: String, routingKeys: [String], partitions: Int = 1, partitionKey: PartitionKey = .merchant,
+        retryDelaysMS: [Int] = [1_000, 10_000, 60_000, 600_000], deliveryLimit: Int = 20
+    ) {
+        self.name = name
+        self.routingKeys = routingKeys
+        self.partitions = max(1, partitions)
+        self.partitionKey = partitionKey
+        self.retryDelaysMS = retryDelaysMS
+        self.deliveryLimit = deliveryLimit
+    }
+
+    public var isPartitioned: Bool { partitions > 1 }
+    /// `payfleet.W`, or `payfleet.W.pN` when partitioned.
+    public func queue(partition: Int) -> String {
+        isPartitioned ? "payfleet.\(name).p\(partition)" : "payfleet.\(name)"
+    }
+    public var allQueues: [String] { (0..<partitions).map { queue(partition: $0) } }
+    /// The consistent-hash exchange in front of the partition queues.
+    public var partitionExchange: String { "payfleet.\(name).partition" }
+    public var dlq: String { "payfleet.\(name).dlq" }
+
+    /// `payfleet.W.retry.1s` (per partition when partitioned, so a retried event returns to
+    /// the instance that owns its key).
+    public func retryQueue(delayMS: Int, partition: Int) -> String {
+        queue(partition: partition) + ".retry." + Self.label(ms: delayMS)
+    }
+
+    static func label(ms: Int) -> String {
+        if ms % 3_600_000 == 0 { return "\(ms / 3_600_000)h" }
+        if ms % 60_000 == 0 { return "\(ms / 60_000)m" }
+        if ms % 1000 == 0 { return "\(ms / 1000)s" }
+        return "\(ms)ms"
+    }
+
+    /// Every queue with its arguments, and every binding, in a fixed order.
+    public var declarations: (queues: [QueueSpec], exchanges: [ExchangeSpec], bindings: [BindingSpec]) {
+        var queues: [QueueSpec] = []
+        var exchanges: [ExchangeSpec] = []
+        var bindings: [BindingSpec] = []
+        queues.append(
+            QueueSpec(name: dlq, arguments: ["x-queue-type": .string("quorum")]))
+        if isPartitioned {
+            exchanges.append(
+                ExchangeSpec(name: partitionExchange, type: "x-consistent-hash",
+                             arguments: ["hash-header": .string(Topology.partitionHeader)]))
+            for key in routingKeys {
+                bindings.append(BindingSpec(source: Topology.eventsExchange, destination: partitionExchange,
+                                            destinationType: .exchange, routingKey: key))
+            }
+        }
+        for p in 0..<partitions {
+            let q = queue(partition: p)
+            var args: [String: AMQPArgument] = [
+                "x-queue-type": .string("quorum"),
+                "x-delivery-limit": .int(deliveryLimit),
+                "x-dead-letter-exchange": .string(""),
+                "x-dead-letter-routing-key": .string(dlq),
+                "x-dead-letter-strategy": .string("at-least-once"),
+                "x-overflow": .string("reject-publish"),
+            ]
+            if isPartitioned { args["x-single-active-consumer"] = .bool(true) }
+            queues.append(QueueSpec(name: q, arguments: args))
+            if isPartitioned {
+                // Bound in a fixed order with equal weight: the key → queue mapping depends on it.
+                bindings.append(BindingSpec(source: partitionExchange, destination: q, destinationType: .queue,
+                                            routingKey: "1"))
+            } else {
+                for key in routingKeys {
+                    bindings.append(BindingSpec(source: Topology.eventsExchange, destination: q,
+                                                destinationType: .queue, routingKey: key))
+                }
+            }
+            for delay in retryDelaysMS {
+                queues.append(QueueSpec(name: retryQueue(delayMS: delay, partition: p), arguments: [
+                    "x-queue-type": .string("quorum"),
+                    "x-message-ttl": .int(delay),
+                    "x-dead-letter-exchange": .string(""),
+                    "x-dead-letter-routing-key": .string(q),
+                    "x-dead-letter-strategy": .string("at-least-once"),
+                    "x-overflow": .string("reject-publish"),
+                ]))
+            }
+        }
+        return (queues, exchanges, bindings)
+    }
+}
+
+/// A queue argument value (the subset of AMQP field values Payfleet uses).
+public enum AMQPArgument: Sendable, Equatable {
+    case string(String)
+    case int(Int)
+    case bool(Bool)
+}
+
+public struct QueueSpec: Sendable, Equatable {
+    public var name: String
+    public var arguments: [String: AMQPArgument]
+    public init(name: String, arguments: [String: AMQPArgument]) {
+        self.name = name
+        self.arguments = arguments
+    }
+}
+
+public struct ExchangeSpec: Sendable, Equatable {
+    public var name: String
+    public var type: String
+    public var arguments: [String: AMQPArgument]
+    public init(name: String, type: String, arguments: [String: AMQPArgument] = [:]) {
+        self.name = name
+        self.type = type
+        self.arguments = arguments
+    }
+}
+
+public struct BindingSpec: Sendable, Equatable {
+    public enum DestinationType: String, Sendable { case queue, exchange }
+    public var source: String
+    public var destination: String
+    public var destinationType: DestinationType
+    public var routingKey: String
+    public init(source: String, destination: String, destinationType: DestinationType, routingKey: String) {
+        self.source = source
+        self.destination = destination
+        self.destinationType = destinationType
+        self.routingKey = routingKey
+    }
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# A private RabbitMQ broker for tests and local runs: its own node name, cookie, epmd, ports,
+# mnesia and log directories under one state directory. Never touches a system-wide broker.
+#
+#   scripts/broker.sh start [DIR]   start (installs rabbitmq-server if missing), wait until it answers
+#   scripts/broker.sh stop  [DIR]   stop cleanly
+#   scripts/broker.sh env   [DIR]   print PAYFLEET_AMQP_URL / PAYFLEET_MANAGEMENT_URL for the broker
+#   scripts/broker.sh ctl   [DIR] ARGS...   run rabbitmqctl against it
+#
+# Ports (override with env): PAYFLEET_BROKER_AMQP_PORT (default 25672), ..._MGMT_PORT (25673),
+# ..._DIST_PORT (25674), ..._EPMD_PORT (25675).
+set -euo pipefail
+
+cmd="${1:-}"; shift || true
+DIR="${1:-${PAYFLEET_BROKER_DIR:-${TMPDIR:-/tmp}/payfleet-broker}}"; [ $# -gt 0 ] && shift
+AMQP_PORT="${PAYFLEET_BROKER_AMQP_PORT:-25672}"
+MGMT_PORT="${PAYFLEET_BROKER_MGMT_PORT:-25673}"
+DIST_PORT="${PAYFLEET_BROKER_DIST_PORT:-25674}"
+EPMD_PORT="${PAYFLEET_BROKER_EPMD_PORT:-25675}"
+NODE="payfleet-${AMQP_PORT}@localhost"
+RMQ_BIN=/usr/lib/rabbitmq/bin
+
+die() { echo "broker.sh: $*" >&2; exit 1; }
+
+install_if_missing() {
+    if [ ! -x "$RMQ_BIN/rabbitmq-server" ]; then
+        echo "broker.sh: installing rabbitmq-server" >&2
+        local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server >/dev/null
+    fi
+}
+
+broker_env() {
+    export HOME="$DIR"
+    export ERL_EPMD_PORT="$EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1
+    export RABBITMQ_NODENAME="$NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_NODE_PORT="$AMQP_PORT" RABBITMQ_DIST_PORT="$DIST_PORT"
+    export RABBITMQ_MNESIA_BASE="$DIR/mnesia" RABBITMQ_LOG_BASE="$DIR/log"
+    export RABBITMQ_PID_FILE="$DIR/rabbitmq.pid"
+    export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/enabled_plugins"
+    export RABBITMQ_CONFIG_FILE="$DIR/rabbitmq.conf"
+    export RABBITMQ_ADVANCED_CONFIG_FILE="$DIR/advanced.config"
+    export RABBITMQ_CONF_ENV_FILE="$DIR/rabbitmq-env.conf"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() {
+    install_if_missing
+    mkdir -p "$DIR/mnesia" "$DIR/log"
+    if [ -f "$DIR/rabbitmq.pid" ] && kill -0 "$(cat "$DIR/rabbitmq.pid")" 2>/dev/null && port_open "$AMQP_PORT"; then
+        echo "broker.sh: already running on $AMQP_PORT" >&2; print_env; return 0
+    fi
+    port_open "$AMQP_PORT" && die "port $AMQP_PORT is taken by another process"
+    [ -f "$DIR/.erlang.cookie" ] || { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/.erlang.cookie"; }
+    chmod 400 "$DIR/.erlang.cookie"
+    echo '[rabbitmq_management,rabbitmq_consistent_hash_exchange].' > "$DIR/enabled_plugins"
+    cat > "$DIR/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.port = $MGMT_PORT
+management.tcp.ip = 127.0.0.1
+loopback_users = none
+log.console = false
+log.file.level = warning
+CONF
+    echo '[].' > "$DIR/advanced.config"
+    : > "$DIR/rabbitmq-env.conf"
+    broker_env
+    nohup "$RMQ_BIN/rabbitmq-server" > "$DIR/log/stdout.log" 2>&1 &
+    echo $! > "$DIR/server.pid"
+    for _ in $(seq 1 600); do
+        if port_open "$AMQP_PORT" && port_open "$MGMT_PORT"; then print_env; return 0; fi
+        kill -0 "$(cat "$DIR/server.pid")" 2>/dev/null || { tail -20 "$DIR/log/stdout.log" >&2; die "rabbitmq-server exited during start-up (logs in $DIR/log)"; }
+        sleep 0.2
+    done
+    die "broker did not open port $AMQP_PORT within 120 s (logs in $DIR/log)"
+}
+
+stop() {
+    broker_env
+    local pid=""
+    [ -f "$DIR/rabbitmq.pid" ] && pid="$(cat "$DIR/rabbitmq.pid")"
+    [ -z "$pid" ] && [ -f "$DIR/server.pid" ] && pid="$(cat "$DIR/server.pid")"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for _ in $(seq 1 20); do
+        epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+        port_open "$EPMD_PORT" || break
+        sleep 0.2
+    done
+    rm -f "$DIR/rabbitmq.pid" "$DIR/server.pid"
+}
+
+print_env() {
+    echo "PAYFLEET_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+    echo "PAYFLEET_MANAGEMENT_URL=http://guest:guest@127.0.0.1:$MGMT_PORT/"
+    echo "PAYFLEET_BROKER_DIR=$DIR"
+}
+
+case "$cmd" in
+    start) start ;;
+    stop) stop ;;
+    env) print_env ;;
+    ctl) broker_env; exec "$RMQ_BIN/rabbitmqctl" -n "$NODE" "$@" ;;
+    *) echo "usage: $0 start|stop|env|ctl [DIR] [args]" >&2; exit 2 ;;
+esac
