@@ -68,6 +68,6 @@ let package = Package(
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
         .testTarget(
             name: "PayfleetIntegrationTests",
-            dependencies: ["PayfleetWorker", "PayfleetTestKit"]),
+            dependencies: ["PayfleetWorker", "PayfleetTestKit", "payfleet-demo-worker"]),
     ]
 )

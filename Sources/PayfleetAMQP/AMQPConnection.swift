@@ -332,31 +332,37 @@ final class AMQPConnection {
     }
 
     /// Reads the next delivery (or another frame) within `timeoutMS` (0 = only what is buffered).
+    ///
+    /// Not `amqp_consume_message`: with a short timeout it can read a basic.deliver method
+    /// frame, time out before the content frames arrive, and drop the delivery — which a later
+    /// multiple-ack would then acknowledge unseen. Here the method frame is read without
+    /// blocking, and once one is in, its content is read to the end (it follows at once).
     func consumeNext(timeoutMS: Int) throws(AMQPError) -> ConsumeResult {
         amqp_maybe_release_buffers(state)
-        var env = amqp_envelope_t()
+        var frame = amqp_frame_t()
         var tv = timeval(tv_sec: timeoutMS / 1000, tv_usec: Int((timeoutMS % 1000) * 1000))
-        let reply = amqp_consume_message(state, &env, &tv, 0)
-        if reply.reply_type == AMQP_RESPONSE_NORMAL {
-            defer { amqp_destroy_envelope(&env) }
-            return .delivery(
-                Self.message(env.message), tag: env.delivery_tag, redelivered: env.redelivered != 0,
-                exchange: env.exchange.swiftString, routingKey: env.routing_key.swiftString)
+        let rc = amqp_simple_wait_frame_noblock(state, &frame, &tv)
+        if rc == AMQP_STATUS_TIMEOUT.rawValue { return .timeout }
+        if rc != AMQP_STATUS_OK.rawValue {
+            isOpen = false
+            throw AMQPError(.connectionLost, "connection to \(config.host):\(config.port): \(Self.statusString(rc))")
         }
-        if reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION {
-            if reply.library_error == AMQP_STATUS_TIMEOUT.rawValue { return .timeout }
-            if reply.library_error == AMQP_STATUS_UNEXPECTED_STATE.rawValue {
-                var frame = amqp_frame_t()
-                let rc = amqp_simple_wait_frame(state, &frame)
-                if rc != AMQP_STATUS_OK.rawValue {
-                    isOpen = false
-                    throw AMQPError(.connectionLost, "reading a frame: \(Self.statusString(rc))")
-                }
-                return .frame(try interpret(frame))
-            }
+        guard frame.frame_type == UInt8(AMQP_FRAME_METHOD), frame.payload.method.id == AMQP_BASIC_DELIVER_METHOD else {
+            return .frame(try interpret(frame))
         }
-        isOpen = false
-        throw Self.error(reply, .connectionLost, "consuming from \(config.host):\(config.port)")
+        let d = frame.payload.method.decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+        let tag = d.delivery_tag
+        let redelivered = d.redelivered != 0
+        let exchange = d.exchange.swiftString
+        let routingKey = d.routing_key.swiftString
+        var msg = amqp_message_t()
+        let reply = amqp_read_message(state, frame.channel, &msg, 0)
+        guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
+            isOpen = false
+            throw Self.error(reply, .connectionLost, "reading delivery \(tag) from \(config.host):\(config.port)")
+        }
+        defer { amqp_destroy_message(&msg) }
+        return .delivery(Self.message(msg), tag: tag, redelivered: redelivered, exchange: exchange, routingKey: routingKey)
     }
 
     /// Fetches one message with basic.get (no auto-ack); nil when the queue is empty.

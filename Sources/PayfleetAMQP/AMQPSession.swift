@@ -1,0 +1,111 @@
+import Foundation
+import PayfleetCore
+
+/// A short-lived connection for operator commands and tests: inspect queues, fetch messages
+/// with basic.get, ack or requeue them, publish with confirms. Every call runs on the session's
+/// own thread; one session is one connection and one channel.
+public final class AMQPSession: @unchecked Sendable {
+    private let thread: BlockingThread
+    private let connection: AMQPConnection
+    private var nextTag: UInt64 = 1
+    private var confirming = false
+
+    public static func connect(_ config: AMQPConfiguration) async throws -> AMQPSession {
+        let thread = BlockingThread(name: "amqp-session")
+        let box = try await thread.run { () throws -> ConnectionBox in ConnectionBox(try AMQPConnection(config)) }
+        return AMQPSession(thread: thread, connection: box.value)
+    }
+
+    private init(thread: BlockingThread, connection: AMQPConnection) {
+        self.thread = thread
+        self.connection = connection
+    }
+
+    deinit {
+        let c = ConnectionBox(connection)
+        thread.submit { c.value.close() }
+        thread.shutdown()
+    }
+
+    /// Runs declarations (or anything else a declarer can do) on the session's thread.
+    public func declare<T: Sendable>(_ body: @escaping @Sendable (AMQPDeclarer) throws -> T) async throws -> T {
+        let c = ConnectionBox(connection)
+        return try await thread.run { try body(AMQPDeclarer(connection: c.value)) }
+    }
+
+    /// Message count and consumer count of an existing queue.
+    public func inspect(queue: String) async throws -> (messages: Int, consumers: Int) {
+        try await declare { try $0.inspect(queue: queue) }
+    }
+
+    /// basic.get without auto-ack: the message stays unacked on this session until `ack`,
+    /// `requeue` or the session closes (then it returns to the queue, in its place).
+    public func get(queue: String) async throws -> AMQPFetched? {
+        let c = ConnectionBox(connection)
+        return try await thread.run {
+            guard let (m, tag, redelivered, remaining) = try c.value.get(queue: queue) else { return nil }
+            return AMQPFetched(message: m, deliveryTag: tag, redelivered: redelivered, remaining: remaining)
+        }
+    }
+
+    public func ack(_ tag: UInt64, multiple: Bool = false) async throws {
+        let c = ConnectionBox(connection)
+        try await thread.run { try c.value.ack(tag, multiple: multiple) }
+    }
+
+    public func requeue(_ tag: UInt64) async throws {
+        let c = ConnectionBox(connection)
+        try await thread.run { try c.value.nack(tag, requeue: true) }
+    }
+
+    /// Publishes with confirm; returns once the broker acked, throws on nack/return/loss.
+    public func publish(_ outgoing: AMQPOutgoing, timeoutMS: Int = 30_000) async throws {
+        let c = ConnectionBox(connection)
+        try await thread.run { [self] in
+            if !confirming {
+                try c.value.confirmSelect()
+                confirming = true
+            }
+            try c.value.publish(outgoing)
+            let tag = nextTag
+            nextTag += 1
+            var returned = false
+            let deadline = Date().addingTimeInterval(Double(timeoutMS) / 1000)
+            while Date() < deadline {
+                switch try c.value.waitFrame(timeoutMS: 500) {
+                case .ack(let t, _) where t >= tag:
+                    if returned {
+                        throw AMQPError(.unroutable, "message to '\(outgoing.exchange)' '\(outgoing.routingKey)' matched no queue", replyCode: 312)
+                    }
+                    return
+                case .nack(let t, _) where t >= tag:
+                    throw AMQPError(.nacked, "broker refused the message for '\(outgoing.routingKey)'")
+                case .returned:
+                    returned = true
+                default:
+                    continue
+                }
+            }
+            throw AMQPError(.timeout, "no publisher confirm within \(timeoutMS) ms")
+        }
+    }
+
+    public func close() async {
+        let c = ConnectionBox(connection)
+        _ = try? await thread.run { c.value.close() }
+    }
+}
+
+/// A message fetched with basic.get.
+public struct AMQPFetched: Sendable {
+    public let message: AMQPMessage
+    public let deliveryTag: UInt64
+    public let redelivered: Bool
+    /// Messages left in the queue after this one.
+    public let remaining: Int
+}
+
+struct ConnectionBox: @unchecked Sendable {
+    let value: AMQPConnection
+    init(_ value: AMQPConnection) { self.value = value }
+}

@@ -1,0 +1,45 @@
+import PayfleetCore
+
+/// Declares exchanges, queues and bindings on a connection's thread; handed to the `onConnect`
+/// callbacks of publishers and consumers so every (re)connect re-declares the topology.
+public struct AMQPDeclarer {
+    let connection: AMQPConnection
+
+    public func exchange(_ spec: ExchangeSpec) throws(AMQPError) {
+        try connection.declareExchange(spec.name, type: spec.type, arguments: spec.arguments.mapValues(AMQPFieldValue.init))
+    }
+
+    public func exchange(_ name: String, type: String) throws(AMQPError) {
+        try connection.declareExchange(name, type: type)
+    }
+
+    @discardableResult
+    public func queue(_ spec: QueueSpec) throws(AMQPError) -> (messages: Int, consumers: Int) {
+        try connection.declareQueue(spec.name, arguments: spec.arguments.mapValues(AMQPFieldValue.init))
+    }
+
+    /// Passive declare: counts of an existing queue; throws when it does not exist.
+    public func inspect(queue: String) throws(AMQPError) -> (messages: Int, consumers: Int) {
+        try connection.declareQueue(queue, passive: true)
+    }
+
+    public func bind(_ spec: BindingSpec) throws(AMQPError) {
+        switch spec.destinationType {
+        case .queue: try connection.bindQueue(spec.destination, exchange: spec.source, routingKey: spec.routingKey)
+        case .exchange:
+            try connection.bindExchange(destination: spec.destination, source: spec.source, routingKey: spec.routingKey)
+        }
+    }
+
+    /// The events exchange plus a worker's whole topology.
+    public func declare(worker: WorkerTopology) throws(AMQPError) {
+        try exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
+        let d = worker.declarations
+        for e in d.exchanges { try exchange(e) }
+        for q in d.queues { try queue(q) }
+        for b in d.bindings { try bind(b) }
+    }
+
+    public func purge(queue: String) throws(AMQPError) -> Int { try connection.purgeQueue(queue) }
+    public func delete(queue: String) throws(AMQPError) { try connection.deleteQueue(queue) }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import Logging
+import PayfleetCore
+import PayfleetStore
+
+/// What a worker is, beyond the shared runtime: its tables, how an event changes them, and
+/// (optionally) an external effect performed after the state change is committed.
+///
+/// The runtime calls `apply` inside the batch transaction for each new event (never for a
+/// duplicate). If `apply` returns an effect, the runtime journals it (intent) in the same
+/// transaction, performs it after the commit, and journals the outcome — so a crash between
+/// the call and the outcome is visible on redelivery as `outcomeUnknown`, not blindly repeated.
+public protocol WorkerHandler: Sendable {
+    associatedtype Effect: Codable & Sendable = NoEffect
+
+    /// The worker's own schema (namespaced ids such as `ledger.1`).
+    var migrations: [Migration] { get }
+
+    /// Changes local state for one event. Runs on the store thread inside a savepoint of the
+    /// batch transaction: throwing undoes this event only.
+    func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> Effect?
+
+    /// Performs the effect outside any transaction (HTTP call, SMTP). `outcomeUnknown` is true
+    /// when an earlier attempt started and never recorded an outcome (a crash mid-call).
+    func perform(_ effect: Effect, event: PaymentEvent, attempt: Int, outcomeUnknown: Bool) async throws
+
+    /// Records a performed effect's outcome in local state (optional).
+    func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws
+}
+
+extension WorkerHandler {
+    public var migrations: [Migration] { [] }
+    public func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws {}
+}
+
+extension WorkerHandler where Effect == NoEffect {
+    public func perform(_ effect: NoEffect, event: PaymentEvent, attempt: Int, outcomeUnknown: Bool) async throws {}
+}
+
+/// The effect type of workers whose whole effect is their SQLite state.
+public struct NoEffect: Codable, Sendable {}
+
+/// A classified handler failure. Transient failures back off through the retry tiers;
+/// permanent ones go to the dead-letter queue at once.
+public struct HandlerError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable, Equatable {
+        case transient
+        case permanent
+    }
+    public let kind: Kind
+    /// Short class for grouping in `payfleet dlq list` (`InvalidEvent`, `HTTP503`, `SMTP550`).
+    public let errorClass: String
+    public let message: String
+
+    public init(_ kind: Kind, _ errorClass: String, _ message: String) {
+        self.kind = kind
+        self.errorClass = errorClass
+        self.message = message
+    }
+
+    public static func transient(_ errorClass: String, _ message: String) -> HandlerError {
+        HandlerError(.transient, errorClass, message)
+    }
+    public static func permanent(_ errorClass: String, _ message: String) -> HandlerError {
+        HandlerError(.permanent, errorClass, message)
+    }
+
+    public var description: String { "\(errorClass): \(message)" }
+
+    /// Any error as a HandlerError: SQLite busy/locked and unknown errors are transient,
+    /// constraint violations and decoding problems permanent.
+    public static func classify(_ error: Error) -> HandlerError {
+        switch error {
+        case let e as HandlerError: return e
+        case let e as SQLiteError:
+            return e.isConstraint
+                ? .permanent("ConstraintViolation", e.message)
+                : .transient("SQLite\(e.code & 0xff)", e.message)
+        case let e as EventDecodingError: return .permanent("InvalidEvent", e.message)
+        case let e as EventValidationError: return .permanent("InvalidEvent", e.description)
+        case let e as DecodingError: return .permanent("InvalidEvent", "\(e)")
+        default: return .transient(String(describing: type(of: error)), "\(error)")
+        }
+    }
+}

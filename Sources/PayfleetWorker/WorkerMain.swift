@@ -1,0 +1,165 @@
+import Foundation
+import Logging
+import PayfleetCore
+import ServiceLifecycle
+
+/// Top-level sections of `config/payfleet.yaml`; each process reads its own and the shared ones.
+public enum ConfigSections {
+    public static let all = [
+        "broker", "state_dir", "log_level", "merchants", "ingest", "crm-sync", "ledger-writer", "receipt-sender",
+        "settlement-aggregator", "demo-worker", "cli", "dev",
+    ]
+}
+
+/// Command-line options every worker executable takes.
+public struct WorkerOptions: Sendable {
+    public var configPath: String
+    public var partition: Int
+    public var checkConfigOnly: Bool
+
+    /// `--config FILE` (else `$PAYFLEET_CONFIG`, else `config/payfleet.yaml`), `--partition N`
+    /// (else `$PAYFLEET_PARTITION`, else 0; systemd's `%i`), `--check-config`.
+    public static func parse(_ args: [String], environment: [String: String]) throws(ConfigError) -> WorkerOptions {
+        var o = WorkerOptions(
+            configPath: environment["PAYFLEET_CONFIG"] ?? "config/payfleet.yaml",
+            partition: Int(environment["PAYFLEET_PARTITION"] ?? "0") ?? 0, checkConfigOnly: false)
+        var i = 1
+        while i < args.count {
+            switch args[i] {
+            case "--config":
+                guard i + 1 < args.count else { throw ConfigError(key: "--config", message: "needs a file") }
+                o.configPath = args[i + 1]
+                i += 1
+            case "--partition":
+                guard i + 1 < args.count, let p = Int(args[i + 1]), p >= 0 else {
+                    throw ConfigError(key: "--partition", message: "needs a partition number")
+                }
+                o.partition = p
+                i += 1
+            case "--check-config": o.checkConfigOnly = true
+            case "-h", "--help":
+                throw ConfigError(key: "usage", message: "\(args[0]) [--config FILE] [--partition N] [--check-config]")
+            default:
+                throw ConfigError(key: args[i], message: "unknown option")
+            }
+            i += 1
+        }
+        return o
+    }
+}
+
+/// The whole life of a worker process, so each executable is one call.
+public enum WorkerMain {
+    public typealias HandlerFactory<H> = @Sendable (_ section: ConfigSection, _ root: ConfigSection, _ merchants: [Merchant], _ logger: Logger) throws -> H
+
+    public static func bootstrapLogging(_ level: String?) {
+        let lvl = Logger.Level(rawValue: level ?? "info") ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = lvl
+            return h
+        }
+    }
+
+    /// Reads `merchants:` (a list of merchant mappings).
+    public static func readMerchants(_ root: ConfigSection) throws(ConfigError) -> [Merchant] {
+        var seen = Set<String>()
+        var out: [Merchant] = []
+        for s in try root.sectionList("merchants") {
+            let m = try Merchant.read(s)
+            guard seen.insert(m.id).inserted else { throw ConfigError(key: s.dotted("id"), message: "duplicate merchant '\(m.id)'") }
+            out.append(m)
+        }
+        return out
+    }
+
+    /// Loads configuration, builds the runtime and admin listener, runs until SIGTERM/SIGINT.
+    /// Returns the process exit code (0 after a graceful stop, 78 for configuration errors).
+    public static func run<H: WorkerHandler>(
+        worker: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey, defaultAdminPort: Int,
+        makeHandler: HandlerFactory<H>
+    ) async -> Int32 {
+        let env = ProcessInfo.processInfo.environment
+        let runtimeConfig: RuntimeConfiguration
+        let handler: H
+        let logger: Logger
+        do {
+            let options = try WorkerOptions.parse(CommandLine.arguments, environment: env)
+            let root = try ConfigSection.load(file: options.configPath, environment: env)
+            bootstrapLogging(try root.string("log_level"))
+            var l = Logger(label: "payfleet.\(worker)")
+            l[metadataKey: "payfleet.worker"] = "\(worker)"
+            logger = l
+            let section = try root.section(worker)
+            runtimeConfig = try RuntimeConfiguration.read(
+                root: root, section: section, worker: worker, routingKeys: routingKeys, partitionKey: partitionKey,
+                defaultAdminPort: defaultAdminPort, partition: options.partition)
+            let merchants = try readMerchants(root)
+            handler = try makeHandler(section, root, merchants, logger)
+            root.ignore(ConfigSections.all)
+            try root.finish()
+            if options.checkConfigOnly {
+                print("\(options.configPath): ok")
+                return 0
+            }
+        } catch let e as ConfigError {
+            FileHandle.standardError.write(Data("\(worker): \(e.description)\n".utf8))
+            return 78
+        } catch {
+            FileHandle.standardError.write(Data("\(worker): \(error)\n".utf8))
+            return 78
+        }
+        do {
+            let runtime = try await WorkerRuntime(configuration: runtimeConfig, handler: handler, logger: logger)
+            let readyFile = env["PAYFLEET_READY_FILE"]
+            let admin = AdminServer(
+                host: runtimeConfig.adminHost, port: runtimeConfig.adminPort, logger: logger,
+                readiness: { await runtime.readiness() }, metrics: { runtime.metrics.text() },
+                onBound: { port in
+                    logger.info("admin listener up", metadata: ["admin.port": "\(port)"])
+                    if let readyFile {
+                        let json = "{\"pid\": \(ProcessInfo.processInfo.processIdentifier), \"admin_port\": \(port)}\n"
+                        _ = FileManager.default.createFile(atPath: readyFile, contents: Data(json.utf8))
+                    }
+                    SystemdNotify.send("READY=1\nSTATUS=consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
+                })
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [
+                        .init(service: runtime, successTerminationBehavior: .gracefullyShutdownGroup),
+                        .init(service: admin),
+                    ],
+                    gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+                    logger: logger))
+            try await group.run()
+            return 0
+        } catch {
+            logger.critical("worker failed", metadata: ["error": "\(error)"])
+            return 1
+        }
+    }
+}
+
+/// sd_notify(3) without libsystemd: one datagram to `$NOTIFY_SOCKET`.
+public enum SystemdNotify {
+    public static func send(_ state: String) {
+        guard var path = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !path.isEmpty else { return }
+        if path.hasPrefix("@") { path = "\0" + path.dropFirst() }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+        _ = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                state.withCString { s in sendto(fd, s, strlen(s), 0, sa, len) }
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+import Foundation
+import PayfleetCore
+import PayfleetWorker
+
+/// The runtime's demonstration worker: consumes every event type into a SQLite table.
+@main
+struct DemoWorker {
+    static func main() async {
+        let code = await WorkerMain.run(
+            worker: "demo-worker",
+            routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue),
+            partitionKey: .merchant, defaultAdminPort: 9190
+        ) { _, _, _, _ in DemoHandler() }
+        exit(code)
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import PayfleetCore
+import Testing
+
+struct ConfigTests {
+    @Test func unknownKeysAreStartupErrorsNamingTheKey() throws {
+        let root = try ConfigSection.parse(yaml: "broker:\n  url: amqp://x\n  hearbeat: 10s\n")
+        let b = try root.section("broker")
+        _ = try b.string("url")
+        _ = try b.durationMS("heartbeat", default: 1)
+        #expect(throws: ConfigError(key: "broker.hearbeat", message: "unknown key")) { try root.finish() }
+    }
+
+    @Test func environmentOverridesTheFile() throws {
+        let root = try ConfigSection.parse(
+            yaml: "ledger-writer:\n  batch_size: 10\n", environment: ["PAYFLEET_LEDGER_WRITER_BATCH_SIZE": "300"])
+        #expect(try root.section("ledger-writer").int("batch_size", default: 1) == 300)
+    }
+
+    @Test func typeAndRangeErrorsNameTheKey() throws {
+        let root = try ConfigSection.parse(yaml: "w:\n  batch_size: lots\n  partitions: 0\n")
+        let w = try root.section("w")
+        #expect(throws: ConfigError(key: "w.batch_size", message: "expected an integer")) {
+            try w.int("batch_size", default: 1)
+        }
+        #expect(throws: ConfigError.self) { try w.int("partitions", default: 1, range: 1...8) }
+    }
+
+    @Test func secretsComeFromFiles() throws {
+        let path = NSTemporaryDirectory() + "secret-\(UUID())"
+        try "s3cret\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let root = try ConfigSection.parse(yaml: "broker:\n  url_file: \(path)\n")
+        #expect(try root.section("broker").secret("url") == "s3cret")
+        let missing = try ConfigSection.parse(yaml: "broker:\n  url_file: /nonexistent/x\n")
+        #expect(throws: ConfigError.self) { try missing.section("broker").secret("url") }
+    }
+
+    @Test func durations() {
+        #expect(ConfigSection.parseDurationMS("500ms") == 500)
+        #expect(ConfigSection.parseDurationMS("10s") == 10_000)
+        #expect(ConfigSection.parseDurationMS("1m") == 60_000)
+        #expect(ConfigSection.parseDurationMS("35d") == 35 * 86_400_000)
+        #expect(ConfigSection.parseDurationMS("soon") == nil)
+    }
+
+    @Test func merchantsValidateTimeZoneCutoffAndCurrencies() throws {
+        let bad = try ConfigSection.parse(yaml: "merchants:\n  - id: m_a\n    timezone: Mars/Olympus\n")
+        #expect(throws: ConfigError.self) { try Merchant.read(bad.sectionList("merchants")[0]) }
+        let cur = try ConfigSection.parse(yaml: "merchants:\n  - id: m_a\n    currencies: [GBP, XXZ]\n")
+        #expect(throws: ConfigError(key: "merchants[0].currencies[1]", message: "'XXZ' is not an ISO 4217 code")) {
+            try Merchant.read(cur.sectionList("merchants")[0])
+        }
+    }
+}
+
+struct BusinessDayTests {
+    func date(_ s: String) -> Date { RFC3339.parse(s)! }
+
+    @Test func midnightAndCutoffInLondon() {
+        let m = Merchant(id: "m_a", timeZone: "Europe/London", cutoffMinutes: 0)
+        #expect(m.businessDay(for: date("2026-11-24T23:59:59Z")) == "2026-11-24")
+        #expect(m.businessDay(for: date("2026-11-25T00:00:00Z")) == "2026-11-25")
+        // BST: 23:30Z on 30 June is 00:30 local on 1 July.
+        #expect(m.businessDay(for: date("2026-06-30T23:30:00Z")) == "2026-07-01")
+        let cut = Merchant(id: "m_b", timeZone: "Europe/London", cutoffMinutes: 120)
+        #expect(cut.businessDay(for: date("2026-11-25T01:59:00Z")) == "2026-11-24")
+        #expect(cut.businessDay(for: date("2026-11-25T02:00:00Z")) == "2026-11-25")
+    }
+
+    @Test func acrossDSTInNewYork() {
+        let m = Merchant(id: "m_ny", timeZone: "America/New_York", cutoffMinutes: 0)
+        // 8 March 2026 (spring forward): 04:59Z is 23:59 EST on the 7th; 05:00Z is 00:00 EST on the 8th.
+        #expect(m.businessDay(for: date("2026-03-08T04:59:00Z")) == "2026-03-07")
+        #expect(m.businessDay(for: date("2026-03-08T05:00:00Z")) == "2026-03-08")
+        // 1 November 2026 (fall back): 03:59Z is 23:59 EDT on 31 October; 04:00Z is 00:00 EDT.
+        #expect(m.businessDay(for: date("2026-11-01T03:59:00Z")) == "2026-10-31")
+        #expect(m.businessDay(for: date("2026-11-01T04:00:00Z")) == "2026-11-01")
+    }
+
+    @Test func accountSegments() {
+        #expect(Merchant.accountSegment("m_acme") == "M-acme")
+        #expect(Merchant.accountSegment("acme corp") == "Acme-corp")
+        #expect(Merchant.accountSegment("_x") == "X-x")
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetTestKit
+import Testing
+
+/// The AMQP module on its own against the private broker.
+@Suite(.serialized)
+struct AMQPIntegrationTests {
+    let logger = Logger(label: "test")
+
+    func withQueue(_ body: (String, AMQPConfiguration) async throws -> Void) async throws {
+        let config = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        let queue = TestEnvironment.uniqueName("amqp-test")
+        let s = try await AMQPSession.connect(config)
+        try await s.declare { d in try d.queue(QueueSpec(name: queue, arguments: ["x-queue-type": .string("quorum")])) }
+        do { try await body(queue, config) } catch {
+            _ = try? await s.declare { try $0.delete(queue: queue) }
+            throw error
+        }
+        _ = try? await s.declare { try $0.delete(queue: queue) }
+        await s.close()
+    }
+
+    @Test("Every confirmed publish is in the queue, and a consumer sees each exactly once")
+    func publishConfirmAndConsume() async throws {
+        try await withQueue { queue, config in
+            let pub = AMQPPublisher(configuration: config, logger: logger)
+            #expect(await pub.waitUntilConnected())
+            let n = 10_000
+            var sent = 0
+            while sent < n {
+                let out = (sent..<min(sent + 500, n)).map { i in
+                    AMQPOutgoing(exchange: "", routingKey: queue, message: AMQPMessage(body: Array("message \(i)".utf8), messageID: "m\(i)"))
+                }
+                let results = await pub.publish(batch: out)
+                #expect(results.allSatisfy { if case .success = $0 { true } else { false } })
+                sent += out.count
+            }
+            pub.close()
+            let s = try await AMQPSession.connect(config)
+            let depth = try await s.inspect(queue: queue).messages
+            await s.close()
+            #expect(depth == n)
+
+            let consumer = AMQPConsumer(configuration: config, queue: queue, prefetch: 200, logger: logger)
+            var seen = Set<String>()
+            var total = 0
+            for await event in consumer.events {
+                guard case .deliveries(let batch) = event else { continue }
+                for d in batch {
+                    total += 1
+                    seen.insert(d.message.messageID ?? "")
+                    #expect(String(decoding: d.message.body, as: UTF8.self) == "message \(d.message.messageID!.dropFirst())")
+                }
+                consumer.ack(batch.last!, multiple: true)
+                if total >= n { break }
+            }
+            consumer.shutdown()
+            #expect(total == n)
+            #expect(seen.count == n)
+        }
+    }
+
+    @Test("An unroutable mandatory publish is an error, not a silent drop")
+    func unroutableIsAnError() async throws {
+        let config = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        let pub = AMQPPublisher(configuration: config, logger: logger)
+        #expect(await pub.waitUntilConnected())
+        do {
+            try await pub.publish(AMQPOutgoing(exchange: "", routingKey: "no-such-queue-\(UUID())", message: AMQPMessage(body: [1])))
+            Issue.record("an unroutable message was confirmed as published")
+        } catch {
+            #expect(error.code == .unroutable)
+        }
+        pub.close()
+    }
+
+    @Test("Declaring a queue with conflicting arguments names the queue and the reply code")
+    func declarationErrorsAreTyped() async throws {
+        try await withQueue { queue, config in
+            let s = try await AMQPSession.connect(config)
+            do {
+                try await s.declare { d in try d.queue(QueueSpec(name: queue, arguments: ["x-queue-type": .string("classic")])) }
+                Issue.record("conflicting declaration accepted")
+            } catch let e as AMQPError {
+                #expect(e.replyCode == 406)
+                #expect(e.message.contains(queue))
+            }
+        }
+    }
+
+    @Test func urlsAreParsedAndPasswordsNeverPrinted() throws {
+        let c = try AMQPConfiguration(url: "amqps://svc:p%40ss@broker.internal:5671/payments?heartbeat=15")
+        #expect(c.tls && c.host == "broker.internal" && c.port == 5671 && c.vhost == "payments")
+        #expect(c.password == "p@ss" && c.heartbeatSeconds == 15)
+        #expect(!c.description.contains("p@ss"))
+        #expect(try AMQPConfiguration(url: "amqp://localhost").vhost == "/")
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "http://localhost") }
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://h/?bogus=1") }
+    }
+}

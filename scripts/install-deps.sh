@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what Payfleet needs on Debian 12 that a fresh machine may lack: the C libraries the
+# Swift targets link (rabbitmq-c, SQLite, libcurl, libsystemd), RabbitMQ itself for the private
+# broker, and the small tools the scripts use. Swift 6.3 itself must already be installed.
+set -euo pipefail
+need=()
+for pkg in librabbitmq-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev rabbitmq-server sqlite3 curl python3; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "install-deps: installing ${need[*]}" >&2
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "install-deps: Swift 6.3 is required (https://www.swift.org/install/linux/)" >&2; exit 1; }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: installs what is missing, starts a private
+# RabbitMQ on non-default ports in a temp dir, runs `swift test` against it, stops the broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+export PAYFLEET_BROKER_DIR="${PAYFLEET_BROKER_DIR:-$(mktemp -d /tmp/payfleet-test-broker.XXXXXX)}"
+export PAYFLEET_BROKER_AMQP_PORT="${PAYFLEET_BROKER_AMQP_PORT:-25672}"
+export PAYFLEET_BROKER_MGMT_PORT="${PAYFLEET_BROKER_MGMT_PORT:-25673}"
+cleanup() { scripts/broker.sh stop "$PAYFLEET_BROKER_DIR" || true; }
+trap cleanup EXIT
+scripts/broker.sh start "$PAYFLEET_BROKER_DIR"
+export PAYFLEET_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:${PAYFLEET_BROKER_AMQP_PORT}/"
+export PAYFLEET_TEST_MANAGEMENT_URL="http://guest:guest@127.0.0.1:${PAYFLEET_BROKER_MGMT_PORT}/"
+swift build --build-tests
+swift test --skip-build "$@"
