@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "payfleet-demo-worker", targets: ["payfleet-demo-worker"]),
         .executable(name: "payfleet-bench", targets: ["payfleet-bench"]),
+        .executable(name: "payfleet", targets: ["payfleet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -55,6 +56,13 @@ let package = Package(
         .target(
             name: "PayfleetTestKit",
             dependencies: ["PayfleetCore"]),
+        .target(
+            name: "PayfleetCLI",
+            dependencies: [
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(name: "payfleet", dependencies: ["PayfleetCLI"]),
         .executableTarget(
             name: "payfleet-demo-worker",
             dependencies: ["PayfleetWorker"]),
@@ -68,6 +76,6 @@ let package = Package(
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
         .testTarget(
             name: "PayfleetIntegrationTests",
-            dependencies: ["PayfleetWorker", "PayfleetTestKit", "payfleet-demo-worker"]),
+            dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet"]),
     ]
 )

@@ -67,7 +67,12 @@ CONF
     echo '[].' > "$DIR/advanced.config"
     : > "$DIR/rabbitmq-env.conf"
     broker_env
-    nohup "$RMQ_BIN/rabbitmq-server" > "$DIR/log/stdout.log" 2>&1 &
+    # The server must not inherit the caller's descriptors (a test runner's pipes): a caller
+    # waiting for this script to exit would otherwise wait for the broker too.
+    for fd in $(ls /proc/$$/fd); do
+        [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null || true
+    done
+    nohup setsid "$RMQ_BIN/rabbitmq-server" < /dev/null > "$DIR/log/stdout.log" 2>&1 &
     echo $! > "$DIR/server.pid"
     for _ in $(seq 1 600); do
         if port_open "$AMQP_PORT" && port_open "$MGMT_PORT"; then print_env; return 0; fi

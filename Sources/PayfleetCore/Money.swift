@@ -29,7 +29,7 @@ public struct Money: Hashable, Sendable, Codable, CustomStringConvertible {
         }
         frac += String(repeating: "0", count: currency.exponent - frac.count)
         let digits = String(parts[0]) + frac
-        guard digits.count <= 18, let v = Int64(digits.isEmpty ? "0" : digits) else { throw .invalidAmount(text) }
+        guard let v = Int64(digits.isEmpty ? "0" : digits) else { throw .invalidAmount(text) }
         self.value = negative ? -v : v
         self.currency = currency
     }

@@ -216,8 +216,17 @@ public enum EventCodec {
 
     /// Decodes and validates; any failure is an `EventDecodingError` that names the problem.
     public static func decode(_ data: Data) throws(EventDecodingError) -> PaymentEvent {
-        guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw EventDecodingError(message: "body is not a JSON object")
+        }
+        // Money is integer minor units: say so plainly for 19.99 instead of a decoder error.
+        for key in ["amount", "fee"] {
+            if let m = object[key] as? [String: Any], let v = m["value"], !(v is NSNull) {
+                let text = String(describing: v)
+                guard v is NSNumber, !text.contains("."), !text.lowercased().contains("e") else {
+                    throw EventDecodingError(message: "\(key).value: must be an integer number of minor units, got \(v)")
+                }
+            }
         }
         let event: PaymentEvent
         do {

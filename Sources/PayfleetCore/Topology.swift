@@ -151,3 +151,59 @@ public struct BindingSpec: Sendable, Equatable {
         self.routingKey = routingKey
     }
 }
+
+extension Topology {
+    /// The fleet's workers with their routing keys and partition keys (DESIGN §4).
+    public static let fleet: [(name: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey)] = [
+        ("crm-sync",
+         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "invoice.issued"],
+         .customer),
+        ("ledger-writer",
+         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "invoice.issued",
+          "payout.paid"],
+         .merchant),
+        ("receipt-sender", ["payment.succeeded", "payment.refunded"], .customer),
+        ("settlement-aggregator",
+         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "payout.paid"],
+         .merchant),
+    ]
+
+    /// A RabbitMQ definitions document (the format `rabbitmqctl import_definitions` and the
+    /// management API accept) for the events exchange and the given workers.
+    public static func definitions(workers: [WorkerTopology], vhost: String = "/") -> [String: Any] {
+        var exchanges: [[String: Any]] = [[
+            "name": eventsExchange, "vhost": vhost, "type": "topic", "durable": true, "auto_delete": false,
+            "internal": false, "arguments": [String: Any](),
+        ]]
+        var queues: [[String: Any]] = []
+        var bindings: [[String: Any]] = []
+        func json(_ a: [String: AMQPArgument]) -> [String: Any] {
+            a.mapValues { v -> Any in
+                switch v {
+                case .string(let s): return s
+                case .int(let i): return i
+                case .bool(let b): return b
+                }
+            }
+        }
+        for w in workers {
+            let d = w.declarations
+            for e in d.exchanges {
+                exchanges.append([
+                    "name": e.name, "vhost": vhost, "type": e.type, "durable": true, "auto_delete": false,
+                    "internal": false, "arguments": json(e.arguments),
+                ])
+            }
+            for q in d.queues {
+                queues.append(["name": q.name, "vhost": vhost, "durable": true, "auto_delete": false, "arguments": json(q.arguments)])
+            }
+            for b in d.bindings {
+                bindings.append([
+                    "source": b.source, "vhost": vhost, "destination": b.destination,
+                    "destination_type": b.destinationType.rawValue, "routing_key": b.routingKey, "arguments": [String: Any](),
+                ])
+            }
+        }
+        return ["rabbit_version": "3.10.8", "vhosts": [["name": vhost]], "exchanges": exchanges, "queues": queues, "bindings": bindings]
+    }
+}

@@ -60,6 +60,7 @@ public enum TestEnvironment {
         p.executableURL = URL(fileURLWithPath: "/bin/bash")
         p.arguments = [repoRoot + "/scripts/broker.sh", command, brokerDir]
         p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
         try p.run()
         p.waitUntilExit()
         return p.terminationStatus

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+/// `payfleet`: the operator's command line (DESIGN §6).
+public struct PayfleetCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "payfleet", abstract: "Operate the Payfleet fleet.",
+        subcommands: [TopologyCommand.self])
+    public init() {}
+}

@@ -1,0 +1,8 @@
+import PayfleetCLI
+
+@main
+struct PayfleetMain {
+    static func main() async {
+        await PayfleetCommand.main()
+    }
+}
