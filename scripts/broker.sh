@@ -17,6 +17,7 @@ AMQP_PORT="${PAYFLEET_BROKER_AMQP_PORT:-25672}"
 MGMT_PORT="${PAYFLEET_BROKER_MGMT_PORT:-25673}"
 DIST_PORT="${PAYFLEET_BROKER_DIST_PORT:-25674}"
 EPMD_PORT="${PAYFLEET_BROKER_EPMD_PORT:-25675}"
+TLS_PORT="${PAYFLEET_BROKER_TLS_PORT:-$((AMQP_PORT + 6))}"
 NODE="payfleet-${AMQP_PORT}@localhost"
 RMQ_BIN=/usr/lib/rabbitmq/bin
 
@@ -44,6 +45,24 @@ broker_env() {
     export RABBITMQ_CONF_ENV_FILE="$DIR/rabbitmq-env.conf"
 }
 
+# A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate, so
+# amqps:// (TLS with CA and client certificate) is tested against a real listener.
+make_tls_material() {
+    [ -f "$DIR/tls/client.pem" ] && return 0
+    command -v openssl >/dev/null || return 0
+    mkdir -p "$DIR/tls"
+    (
+        cd "$DIR/tls"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 -subj "/CN=payfleet-test-ca" 2>/dev/null
+        for who in server client; do
+            openssl req -newkey rsa:2048 -nodes -keyout $who.key -out $who.csr -subj "/CN=$who" 2>/dev/null
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > $who.ext
+            openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 30 -extfile $who.ext 2>/dev/null
+        done
+        chmod 644 ./*.key
+    )
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start() {
@@ -56,6 +75,7 @@ start() {
     [ -f "$DIR/.erlang.cookie" ] || { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/.erlang.cookie"; }
     chmod 400 "$DIR/.erlang.cookie"
     echo '[rabbitmq_management,rabbitmq_consistent_hash_exchange].' > "$DIR/enabled_plugins"
+    make_tls_material
     cat > "$DIR/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$AMQP_PORT
 management.tcp.port = $MGMT_PORT
@@ -63,6 +83,12 @@ management.tcp.ip = 127.0.0.1
 loopback_users = none
 log.console = false
 log.file.level = warning
+listeners.ssl.default = 127.0.0.1:$TLS_PORT
+ssl_options.cacertfile = $DIR/tls/ca.pem
+ssl_options.certfile = $DIR/tls/server.pem
+ssl_options.keyfile = $DIR/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
 CONF
     echo '[].' > "$DIR/advanced.config"
     : > "$DIR/rabbitmq-env.conf"
@@ -104,6 +130,8 @@ print_env() {
     echo "PAYFLEET_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
     echo "PAYFLEET_MANAGEMENT_URL=http://guest:guest@127.0.0.1:$MGMT_PORT/"
     echo "PAYFLEET_BROKER_DIR=$DIR"
+    [ -f "$DIR/tls/ca.pem" ] && echo "PAYFLEET_TEST_AMQPS_URL=amqps://guest:guest@127.0.0.1:$TLS_PORT/?cacertfile=$DIR/tls/ca.pem&certfile=$DIR/tls/client.pem&keyfile=$DIR/tls/client.key"
+    return 0
 }
 
 case "$cmd" in

@@ -13,6 +13,17 @@ public enum TestEnvironment {
         ProcessInfo.processInfo.environment["PAYFLEET_TEST_MANAGEMENT_URL"] ?? "http://guest:guest@127.0.0.1:25673/"
     }
 
+    /// The private broker's TLS listener (amqps, port = AMQP port + 6) with the CA and client
+    /// certificate `scripts/broker.sh` generated; nil when the broker has none.
+    public static var amqpsURL: String? {
+        if let u = ProcessInfo.processInfo.environment["PAYFLEET_TEST_AMQPS_URL"] { return u }
+        let tls = brokerDir + "/tls"
+        guard FileManager.default.fileExists(atPath: tls + "/client.pem"),
+            let port = URLComponents(string: amqpURL)?.port
+        else { return nil }
+        return "amqps://guest:guest@localhost:\(port + 6)/?cacertfile=\(tls)/ca.pem&certfile=\(tls)/client.pem&keyfile=\(tls)/client.key"
+    }
+
     /// The private broker's state directory (for stop/start in fault tests).
     public static var brokerDir: String {
         ProcessInfo.processInfo.environment["PAYFLEET_BROKER_DIR"] ?? "/tmp/payfleet-broker"

@@ -91,6 +91,33 @@ struct AMQPIntegrationTests {
         }
     }
 
+    @Test("amqps:// with a CA and a client certificate publishes and consumes; a wrong CA is refused")
+    func tls() async throws {
+        let url = try #require(TestEnvironment.amqpsURL, "the private broker has no TLS listener (scripts/broker.sh makes one)")
+        let config = try AMQPConfiguration(url: url)
+        #expect(config.tls && config.caFile != nil && config.certFile != nil)
+        let queue = TestEnvironment.uniqueName("amqps-test")
+        let s = try await AMQPSession.connect(config)
+        try await s.declare { d in try d.queue(QueueSpec(name: queue, arguments: ["x-queue-type": .string("quorum")])) }
+        try await s.publish(AMQPOutgoing(exchange: "", routingKey: queue, message: AMQPMessage(body: Array("over tls".utf8), messageID: "tls-1")))
+        let got = try await s.get(queue: queue)
+        #expect(got.map { String(decoding: $0.message.body, as: UTF8.self) } == "over tls")
+        if let got { try await s.ack(got.deliveryTag) }
+        _ = try await s.declare { try $0.delete(queue: queue) }
+        await s.close()
+
+        // The client certificate is not a CA: verifying the broker against it must fail.
+        var wrong = config
+        wrong.caFile = config.certFile
+        do {
+            _ = try await AMQPSession.connect(wrong)
+            Issue.record("connected although the broker's certificate cannot be verified")
+        } catch let e as AMQPError {
+            #expect(e.code == .connectionFailed)
+            #expect(e.message.contains(config.host))
+        }
+    }
+
     @Test func urlsAreParsedAndPasswordsNeverPrinted() throws {
         let c = try AMQPConfiguration(url: "amqps://svc:p%40ss@broker.internal:5671/payments?heartbeat=15")
         #expect(c.tls && c.host == "broker.internal" && c.port == 5671 && c.vhost == "payments")
