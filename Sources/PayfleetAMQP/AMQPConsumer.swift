@@ -28,6 +28,7 @@ public final class AMQPConsumer: @unchecked Sendable {
         case ack(UInt64, multiple: Bool, generation: Int)
         case nack(UInt64, requeue: Bool, generation: Int)
         case stopConsuming
+        case demand
     }
 
     public let queue: String
@@ -43,6 +44,13 @@ public final class AMQPConsumer: @unchecked Sendable {
     private var commands: [Command] = []
     private var closed = false
     private var stopRequested = false
+    /// In on-demand mode deliveries are held until the reader asks, then handed over all at
+    /// once: while a batch is being committed the next one grows, which is what makes group
+    /// commit pay off.
+    private let onDemand: Bool
+    private var pending: [AMQPDelivery] = []
+    private var demanded = false
+    private let maxBatch: Int
     private var connected = false
     private var lastErrorText: String?
     private var pipeFDs: [Int32] = [-1, -1]
@@ -50,8 +58,10 @@ public final class AMQPConsumer: @unchecked Sendable {
 
     public init(
         configuration: AMQPConfiguration, queue: String, prefetch: Int = 200, name: String = "consumer",
-        logger: Logger, onConnect: OnConnect? = nil
+        logger: Logger, onDemand: Bool = false, maxBatch: Int? = nil, onConnect: OnConnect? = nil
     ) {
+        self.onDemand = onDemand
+        self.maxBatch = maxBatch ?? prefetch
         self.config = configuration
         self.queue = queue
         self.prefetch = prefetch
@@ -89,6 +99,9 @@ public final class AMQPConsumer: @unchecked Sendable {
     public func nack(_ d: AMQPDelivery, requeue: Bool) {
         send(.nack(d.deliveryTag, requeue: requeue, generation: d.generation))
     }
+
+    /// On-demand mode: hand over everything received so far (or the next delivery) as one batch.
+    public func requestDeliveries() { send(.demand) }
 
     /// Sends basic.cancel: no new deliveries; acks still work. Used for graceful shutdown.
     public func stopConsuming() {
@@ -164,7 +177,13 @@ public final class AMQPConsumer: @unchecked Sendable {
                 connected = true
                 lastErrorText = nil
                 // Acks for the old connection are void now.
-                commands.removeAll { if case .stopConsuming = $0 { return false } else { return true } }
+                commands.removeAll {
+                    switch $0 {
+                    case .stopConsuming, .demand: return false
+                    default: return true
+                    }
+                }
+                pending.removeAll()
             }
             continuation.yield(.connected(generation: generation))
             logger.info("consuming", metadata: ["amqp.queue": "\(queue)", "amqp.prefetch": "\(prefetch)"])
@@ -214,6 +233,8 @@ public final class AMQPConsumer: @unchecked Sendable {
                     try conn.ack(tag, multiple: multiple)
                 case .nack(let tag, let requeue, let gen) where gen == generation:
                     try conn.nack(tag, requeue: requeue)
+                case .demand:
+                    demanded = true
                 case .stopConsuming:
                     if !cancelled {
                         logger.info("stopping consumption", metadata: ["amqp.queue": "\(queue)"])
@@ -245,17 +266,32 @@ public final class AMQPConsumer: @unchecked Sendable {
                         message: msg, deliveryTag: tag, redelivered: redelivered, exchange: ex, routingKey: rk,
                         generation: generation, queue: queue))
                 case .frame(.cancelled):
-                    if !batch.isEmpty { continuation.yield(.deliveries(batch)) }
+                    hand(batch)
                     throw AMQPError(.serverClosed, "the broker cancelled the consumer on \(queue) (queue deleted?)")
                 case .frame(.cancelOK):
-                    if !batch.isEmpty { continuation.yield(.deliveries(batch)) }
+                    hand(batch)
                     batch = []
                     continuation.yield(.stopped)
                 case .frame, .timeout:
                     if !conn.hasBufferedData && !Self.readable(conn.socketFD) { break reading }
                 }
             }
+            hand(batch)
+        }
+    }
+
+    /// Yields deliveries at once, or (on-demand mode) when the reader has asked for them.
+    private func hand(_ batch: [AMQPDelivery]) {
+        guard onDemand else {
             if !batch.isEmpty { continuation.yield(.deliveries(batch)) }
+            return
+        }
+        pending.append(contentsOf: batch)
+        if demanded && !pending.isEmpty {
+            let n = min(pending.count, maxBatch)
+            continuation.yield(.deliveries(Array(pending.prefix(n))))
+            pending.removeFirst(n)
+            demanded = false
         }
     }
 }

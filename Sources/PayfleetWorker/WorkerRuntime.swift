@@ -71,7 +71,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             configuration: configuration.amqp, name: "\(configuration.worker)-pub", logger: logger, onConnect: declare)
         self.consumer = AMQPConsumer(
             configuration: configuration.amqp, queue: topology.queue(partition: configuration.partition),
-            prefetch: configuration.batchSize, name: configuration.worker, logger: logger, onConnect: declare)
+            // Twice the batch in flight: the next batch arrives while one is being committed.
+            prefetch: configuration.batchSize * 2, name: configuration.worker, logger: logger, onDemand: true,
+            maxBatch: configuration.batchSize, onConnect: declare)
     }
 
     /// Ready when both broker connections are up and the database answers.
@@ -127,11 +129,14 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
     }
 
     private func consumeLoop() async throws {
+        consumer.requestDeliveries()
         for await event in consumer.events {
             switch event {
             case .deliveries(let batch):
                 await process(batch)
+                consumer.requestDeliveries()
             case .connected(let generation):
+                consumer.requestDeliveries()
                 logger.info("consumer connected", metadata: ["amqp.generation": "\(generation)"])
             case .disconnected(let error):
                 lastErrorText.withLock { $0 = error.description }

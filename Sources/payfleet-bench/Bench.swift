@@ -104,6 +104,14 @@ struct Bench: AsyncParsableCommand {
             return n
         }
         let runtimeRate = Double(applied) / (ContinuousClock.now - t0).seconds
+        func metric(_ name: String) -> Double {
+            for line in runtime.metrics.text().split(separator: "\n") where line.hasPrefix(name + "{") {
+                return Double(line.split(separator: " ").last ?? "0") ?? 0
+            }
+            return 0
+        }
+        let batches = metric("payfleet_batch_size_count")
+        let batchSeconds = metric("payfleet_batch_duration_seconds_sum")
         for q in topo.declarations.queues.map(\.name) { _ = try? await session.declare { try $0.delete(queue: q) } }
         await session.close()
         try? FileManager.default.removeItem(atPath: dir)
@@ -113,6 +121,7 @@ struct Bench: AsyncParsableCommand {
         print("(a) AMQP layer  publish with confirms (batch \(confirmBatch)): \(f(publishRate))")
         print("(a) AMQP layer  consume with acks (prefetch \(prefetch)):      \(f(consumeRate))")
         print("(b) runtime     consume → SQLite dedupe + group commit → ack: \(f(runtimeRate))")
+        print(String(format: "    %.0f batches, %.1f events per transaction, %.2f ms per batch", batches, Double(count) / max(batches, 1), 1000 * batchSeconds / max(batches, 1)))
         print(String(format: "ratio (b)/(a consume) = %.2f   (b)/(a publish) = %.2f", runtimeRate / consumeRate, runtimeRate / publishRate))
     }
 }

@@ -136,20 +136,25 @@ struct RuntimeIntegrationTests {
             let pub = fleet.publisher()
             let connected = await pub.waitUntilConnected()
             #expect(connected)
-            try await fleet.publish([bad, crash, good], via: pub)
-            pub.close()
+            try await fleet.publish([bad, crash], via: pub)
             // The crash kills the worker each time it sees the event; restart it like systemd would.
+            // (Deliveries in flight beside a crashing one are charged a delivery too, which is
+            // why production keeps delivery_limit generous; this test uses 2.)
             var restarts = 0
             let finished = try await eventually(timeout: .seconds(120), every: .milliseconds(200)) {
                 if fleet.process?.isRunning != true {
                     restarts += 1
                     try fleet.start()
                 }
-                let dlq = try await fleet.depth(fleet.topology.dlq)
-                return try fleet.applied().rows == 1 && dlq == 2
+                return try await fleet.depth(fleet.topology.dlq) == 2
             }
             #expect(finished)
             #expect(restarts >= 3, "delivered 1 + delivery_limit times before the broker dead-lettered it")
+            // The worker goes on with ordinary events afterwards.
+            if fleet.process?.isRunning != true { try fleet.start() }
+            try await fleet.publish([good], via: pub)
+            pub.close()
+            #expect(try await eventually(timeout: .seconds(30)) { try fleet.applied().rows == 1 })
             let dead = try await fleet.deadLetters()
             #expect(dead.count == 2)
             let permanent = try #require(dead.first { $0.messageID == bad.id })
