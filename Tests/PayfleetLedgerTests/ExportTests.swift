@@ -51,16 +51,17 @@ enum AccountingTools {
         ledgerEvent("evt_fail", .paymentFailed, amount: 100),
     ]
 
-    func book() async throws -> (LedgerHarness, LedgerBook) {
+    /// The fixture applied; the harness owns (and on release deletes) the SQLite file.
+    func harness() async throws -> LedgerHarness {
         let h = try await LedgerHarness(handler: LedgerHandler(merchants: LedgerStream.merchants))
         try await h.apply(Self.fixture)
-        return (h, try h.book())
+        return h
     }
 
     @Test("CSV: the DESIGN §6 columns, signed minor units, one line per posting in date order")
     func csv() async throws {
-        let (_, book) = try await book()
-        let csv = LedgerExportFormat.csv(try book.rows())
+        let h = try await harness()
+        let csv = LedgerExportFormat.csv(try h.book().rows())
         #expect(
             csv == """
                 date,transaction_id,event_id,merchant_id,account,currency,amount
@@ -76,15 +77,15 @@ enum AccountingTools {
                 2026-11-26,evt_bhd,evt_bhd,m_bahrain,Assets:Bahrain:Clearing:Stripe,BHD,-1250
 
                 """)
-        let ranged = LedgerExportFormat.csv(try book.rows(from: "2026-11-25", to: "2026-11-25"))
+        let ranged = LedgerExportFormat.csv(try h.book().rows(from: "2026-11-25", to: "2026-11-25"))
         #expect(ranged.split(separator: "\n").count == 4)
         #expect(ranged.contains("evt_jpy") && !ranged.contains("evt_bhd") && !ranged.contains("evt_inv"))
     }
 
     @Test("hledger journal: declarations, major units with ISO exponents, ids as tags")
     func hledgerText() async throws {
-        let (_, book) = try await book()
-        let text = LedgerExportFormat.hledger(try book.rows())
+        let h = try await harness()
+        let text = LedgerExportFormat.hledger(try h.book().rows())
         #expect(text.contains("decimal-mark .\n"))
         #expect(text.contains("commodity 1000.000 BHD\n"))
         #expect(text.contains("commodity 1000.00 GBP\n"))
@@ -101,8 +102,8 @@ enum AccountingTools {
 
     @Test("beancount: open directives before first use, quoted narration, metadata, major units")
     func beancountText() async throws {
-        let (_, book) = try await book()
-        let text = LedgerExportFormat.beancount(try book.rows())
+        let h = try await harness()
+        let text = LedgerExportFormat.beancount(try h.book().rows())
         #expect(text.contains("2026-11-24 open Assets:M-acme:Receivable:Cus-123\n"))
         #expect(text.contains("2026-11-26 open Income:Bahrain:Refunds\n"))
         #expect(text.contains("2026-11-25 * \"payment.succeeded pi_1\"\n  event_id: \"evt_jpy\"\n"))
