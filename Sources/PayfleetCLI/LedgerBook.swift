@@ -54,8 +54,16 @@ public struct LedgerBook: Sendable {
     /// `YYYY-MM-DD` or a failure naming the option.
     public static func checkDate(_ s: String?, option: String) throws -> String? {
         guard let s else { return nil }
-        let ok = s.count == 10 && s.enumerated().allSatisfy { i, c in (i == 4 || i == 7) ? c == "-" : c.isNumber }
-        guard ok else {
+        let shape = s.count == 10 && s.enumerated().allSatisfy { i, c in (i == 4 || i == 7) ? c == "-" : c.isASCII && c.isNumber }
+        let parts = s.split(separator: "-").compactMap { Int($0) }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        // A real calendar day: 2026-02-30 does not round-trip.
+        let real = shape && parts.count == 3
+            && calendar.date(from: DateComponents(year: parts[0], month: parts[1], day: parts[2])).map {
+                calendar.dateComponents([.year, .month, .day], from: $0) == DateComponents(year: parts[0], month: parts[1], day: parts[2])
+            } == true
+        guard real else {
             throw CLIFailure("\(option): '\(s)' is not a date (YYYY-MM-DD)")
         }
         return s

@@ -21,7 +21,7 @@ import Testing
         return out
     }
 
-    @Test("ledger-writer posts a 2,000-event stream (each event published twice); ledger balance --json shows the expected balances")
+    @Test("ledger-writer posts a 2,000-event stream with duplicates, then all of it redelivered; ledger balance --json shows the expected balances")
     func workerAndCLI() async throws {
         try await LedgerFleet.with(prefix: "ledger") { fleet in
             let stream = LedgerStream(total: 2_000, seed: 2026, prefix: fleet.name)

@@ -78,5 +78,9 @@ import Testing
         #expect(try h.balances(asOf: "2026-11-24").asDictionary["Income:M-acme:Sales GBP"] == -1500)
         #expect(try h.balances(asOf: "2026-11-22").isEmpty)
         #expect(try h.balances(merchant: "m_other").isEmpty)
+        #expect(try LedgerBook.checkDate("2026-02-28", option: "--as-of") == "2026-02-28")
+        for bad in ["2026-13-01", "2026-02-30", "26-11-24", "2026/11/24", "yesterday"] {
+            #expect(throws: CLIFailure.self) { try LedgerBook.checkDate(bad, option: "--as-of") }
+        }
     }
 }
