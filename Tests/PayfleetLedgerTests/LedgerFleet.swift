@@ -7,8 +7,11 @@ import PayfleetTestKit
 import PayfleetWorker
 
 /// One `ledger-writer` process under test against the private broker: its own queue names
-/// (a unique `name:`), config with `merchants:`, state directory and process.
+/// (a unique `name:`), config with `merchants:`, state directory and process. With
+/// `worker: "demo-worker"` the same harness runs the runtime's demonstration handler (the
+/// benchmark's baseline).
 final class LedgerFleet: @unchecked Sendable {
+    let worker: String
     let name: String
     let dir: String
     let configPath: String
@@ -19,13 +22,16 @@ final class LedgerFleet: @unchecked Sendable {
     var starts = 0
     let logger = Logger(label: "test")
 
-    init(prefix: String) throws {
+    init(prefix: String, worker: String = "ledger-writer") throws {
+        self.worker = worker
         name = TestEnvironment.uniqueName(prefix)
         dir = TestEnvironment.makeTempDir(prefix)
         configPath = dir + "/payfleet.yaml"
         adminPort = Int.random(in: 40_000...49_999)
         amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL)
-        let routingKeys = Topology.fleet.first { $0.name == "ledger-writer" }!.routingKeys
+        let routingKeys = worker == "ledger-writer"
+            ? Topology.fleet.first { $0.name == "ledger-writer" }!.routingKeys
+            : PaymentEvent.EventType.allCases.map(\.rawValue)
         topology = WorkerTopology(
             name: name, routingKeys: routingKeys, partitionKey: .merchant, retryDelaysMS: [200, 400, 800], deliveryLimit: 20)
         let merchants = LedgerStream.merchants.map { m -> String in
@@ -43,21 +49,23 @@ final class LedgerFleet: @unchecked Sendable {
             log_level: info
             merchants:
             \(merchants)
-            ledger-writer:
+            \(worker):
               name: \(name)
               admin_port: \(adminPort)
               batch_size: 200
               retry_delays: [200ms, 400ms, 800ms]
               delivery_limit: 20
-              unknown_customer: Unidentified
+            \(worker == "ledger-writer" ? "  unknown_customer: Unidentified" : "")
             """
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
     /// Runs `body` with a fresh worker and always cleans up (queues, process, files) afterwards,
     /// unless `PAYFLEET_TEST_KEEP` is set.
-    static func with(prefix: String, _ body: (LedgerFleet) async throws -> Void) async throws {
-        let fleet = try LedgerFleet(prefix: prefix)
+    static func with(
+        prefix: String, worker: String = "ledger-writer", _ body: (LedgerFleet) async throws -> Void
+    ) async throws {
+        let fleet = try LedgerFleet(prefix: prefix, worker: worker)
         do {
             try await body(fleet)
         } catch {
@@ -73,7 +81,7 @@ final class LedgerFleet: @unchecked Sendable {
     func start() throws {
         starts += 1
         process = try ChildProcess(
-            executable: TestEnvironment.binDir + "/ledger-writer", arguments: ["--config", configPath],
+            executable: TestEnvironment.binDir + (worker == "ledger-writer" ? "/ledger-writer" : "/payfleet-demo-worker"), arguments: ["--config", configPath],
             logPath: dir + "/worker-\(starts).log")
     }
 
@@ -108,7 +116,8 @@ final class LedgerFleet: @unchecked Sendable {
     func recorded() throws -> Int {
         guard FileManager.default.fileExists(atPath: dbPath) else { return 0 }
         let db = try SQLiteConnection(path: dbPath, readOnly: true)
-        return Int((try? db.queryOne("SELECT COUNT(*) FROM ledger_events"))?.int(0) ?? 0)
+        let table = worker == "ledger-writer" ? "ledger_events" : "applied"
+        return Int((try? db.queryOne("SELECT COUNT(*) FROM \(table)"))?.int(0) ?? 0)
     }
 
     func depth(_ queue: String) async throws -> Int {

@@ -68,4 +68,48 @@ import Testing
             #expect(await fleet.process?.wait(timeout: .seconds(20)) == 0)
         }
     }
+
+    /// Drains `events` (published before the worker starts) and returns events/s, timed from
+    /// the first recorded event to the last, so process start-up is not counted.
+    static func throughput(worker: String, events: [PaymentEvent], unique: Int) async throws -> Double {
+        var rate = 0.0
+        try await LedgerFleet.with(prefix: "bench", worker: worker) { fleet in
+            try await fleet.declare()
+            let pub = fleet.publisher()
+            _ = await pub.waitUntilConnected()
+            try await fleet.publish(events, via: pub)
+            pub.close()
+            try fleet.start()
+            _ = try await eventually(timeout: .seconds(120), every: .milliseconds(2)) { try fleet.recorded() > 0 }
+            let first = ContinuousClock.now
+            let firstCount = try fleet.recorded()
+            let done = try await eventually(timeout: .seconds(600), every: .milliseconds(10)) {
+                try fleet.recorded() >= unique
+            }
+            let elapsed = ContinuousClock.now - first
+            #expect(done, "\(worker) drained")
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            rate = Double(unique - firstCount) / max(seconds, 0.001)
+        }
+        return rate
+    }
+
+    @Test(
+        "Benchmark: events/s through ledger-writer vs the runtime's demonstration handler (PAYFLEET_LEDGER_BENCH=N)",
+        .enabled(if: ProcessInfo.processInfo.environment["PAYFLEET_LEDGER_BENCH"] != nil, "set PAYFLEET_LEDGER_BENCH=N to run"))
+    func benchmark() async throws {
+        let n = Int(ProcessInfo.processInfo.environment["PAYFLEET_LEDGER_BENCH"] ?? "") ?? 20_000
+        let stream = LedgerStream(total: n, seed: 11, prefix: "bench")
+        // The baseline gets the same unique events (its table has no dedupe of its own).
+        var seen = Set<String>()
+        let unique = stream.events.filter { seen.insert($0.id).inserted }
+        let baseline = try await Self.throughput(worker: "demo-worker", events: unique, unique: unique.count)
+        let ledger = try await Self.throughput(worker: "ledger-writer", events: unique, unique: unique.count)
+        let line = String(
+            format: "ledger-writer benchmark: %d events; demo-worker %.0f events/s, ledger-writer %.0f events/s, ratio %.2f",
+            unique.count, baseline, ledger, ledger / baseline)
+        print(line)
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+        #expect(ledger > 0 && baseline > 0)
+    }
 }
