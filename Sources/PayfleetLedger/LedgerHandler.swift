@@ -210,14 +210,13 @@ public struct LedgerHandler: WorkerHandler {
         throws
     {
         let merchantID = event.merchantID
-        try db.execute(
+        let inserted = try db.execute(
             "INSERT OR IGNORE INTO customer_links (merchant_id, kind, ref, customer_id) VALUES (?, ?, ?, ?)",
             [.text(merchantID), .text(kind), .text(ref), .text(customer)])
-        guard
-            let linked = try db.queryOne(
-                "SELECT customer_id FROM customer_links WHERE merchant_id = ? AND kind = ? AND ref = ?",
-                [.text(merchantID), .text(kind), .text(ref)])?.string(0)
-        else { return }
+        // A receivable waits only while neither of its links is known (otherwise `apply` found
+        // the customer), so only a link learned just now can resolve one.
+        guard inserted == 1 else { return }
+        let linked = customer
         let column = kind == "payment" ? "payment_id" : "invoice_id"
         let waiting = try db.query(
             """
