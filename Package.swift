@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "payfleet-demo-worker", targets: ["payfleet-demo-worker"]),
         .executable(name: "payfleet-bench", targets: ["payfleet-bench"]),
         .executable(name: "payfleet", targets: ["payfleet"]),
+        .executable(name: "ledger-writer", targets: ["ledger-writer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -63,6 +64,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "payfleet", dependencies: ["PayfleetCLI"]),
+        .target(
+            name: "PayfleetLedger",
+            dependencies: [
+                "PayfleetCore", "PayfleetStore", "PayfleetWorker",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(name: "ledger-writer", dependencies: ["PayfleetLedger", "PayfleetWorker"]),
         .executableTarget(
             name: "payfleet-demo-worker",
             dependencies: ["PayfleetWorker"]),
@@ -77,5 +85,11 @@ let package = Package(
         .testTarget(
             name: "PayfleetIntegrationTests",
             dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet"]),
+        .testTarget(
+            name: "PayfleetLedgerTests",
+            dependencies: [
+                "PayfleetLedger", "PayfleetTestKit", "PayfleetCLI", "ledger-writer",
+                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+            ]),
     ]
 )

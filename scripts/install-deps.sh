@@ -4,7 +4,7 @@
 # broker, and the small tools the scripts use. Swift 6.3 itself must already be installed.
 set -euo pipefail
 need=()
-for pkg in librabbitmq-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev rabbitmq-server sqlite3 curl python3; do
+for pkg in librabbitmq-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev rabbitmq-server sqlite3 curl python3 python3-venv hledger; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -12,5 +12,13 @@ if [ ${#need[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# bean-check (beancount from PyPI, ~1 min) validates the ledger export in the tests; it lives in
+# a private venv so the system Python stays untouched. PAYFLEET_SKIP_BEANCOUNT=1 skips it.
+tools="$(cd "$(dirname "$0")/.." && pwd)/.payfleet/tools"
+if [ -z "${PAYFLEET_SKIP_BEANCOUNT:-}" ] && [ ! -x "$tools/bin/bean-check" ] && ! command -v bean-check >/dev/null; then
+    echo "install-deps: installing beancount into $tools" >&2
+    python3 -m venv "$tools" && "$tools/bin/pip" install -q beancount \
+        || echo "install-deps: beancount not installed; the bean-check test will be skipped" >&2
 fi
 command -v swift >/dev/null || { echo "install-deps: Swift 6.3 is required (https://www.swift.org/install/linux/)" >&2; exit 1; }

@@ -1,0 +1,83 @@
+import PayfleetCore
+
+/// The chart of accounts of DESIGN §5a: account-name templates per role, with `{merchant}`,
+/// `{provider}` and `{customer}` placeholders filled by sanitized segments.
+///
+/// Configured under `ledger-writer.accounts` (every key optional, a string template):
+/// - `receivable` (`Assets:{merchant}:Receivable:{customer}`)
+/// - `sales` (`Income:{merchant}:Sales`)
+/// - `clearing` (`Assets:{merchant}:Clearing:{provider}`)
+/// - `payment_fees` (`Expenses:{merchant}:PaymentFees`)
+/// - `refunds` (`Income:{merchant}:Refunds`)
+/// - `disputes` (`Expenses:{merchant}:Disputes`)
+/// - `bank` (`Assets:{merchant}:Bank`)
+///
+/// A template must yield a name that hledger, ledger and beancount all accept: the first
+/// component one of `Assets`, `Liabilities`, `Equity`, `Income`, `Expenses`, every component
+/// starting with a capital letter or digit and made of `[A-Za-z0-9-]`.
+public struct ChartOfAccounts: Sendable, Equatable {
+    public var receivableTemplate = "Assets:{merchant}:Receivable:{customer}"
+    public var salesTemplate = "Income:{merchant}:Sales"
+    public var clearingTemplate = "Assets:{merchant}:Clearing:{provider}"
+    public var paymentFeesTemplate = "Expenses:{merchant}:PaymentFees"
+    public var refundsTemplate = "Income:{merchant}:Refunds"
+    public var disputesTemplate = "Expenses:{merchant}:Disputes"
+    public var bankTemplate = "Assets:{merchant}:Bank"
+
+    public init() {}
+
+    static let rootTypes: Set<String> = ["Assets", "Liabilities", "Equity", "Income", "Expenses"]
+
+    /// Reads `accounts:` of the worker section; unknown keys stay errors (`finish()` on the root).
+    public static func read(_ section: ConfigSection) throws(ConfigError) -> ChartOfAccounts {
+        var chart = ChartOfAccounts()
+        let s = try section.section("accounts")
+        let keys: [(String, WritableKeyPath<ChartOfAccounts, String>)] = [
+            ("receivable", \.receivableTemplate), ("sales", \.salesTemplate), ("clearing", \.clearingTemplate),
+            ("payment_fees", \.paymentFeesTemplate), ("refunds", \.refundsTemplate), ("disputes", \.disputesTemplate), ("bank", \.bankTemplate),
+        ]
+        for (key, path) in keys {
+            guard let template = try s.string(key) else { continue }
+            let sample = ChartOfAccounts.fill(template, merchant: "M", provider: "P", customer: "C")
+            guard ChartOfAccounts.isValidAccount(sample) else {
+                throw ConfigError(
+                    key: s.dotted(key),
+                    message: "'\(template)' does not make a valid account name (Type:Component:…, Type one of "
+                        + "\(rootTypes.sorted().joined(separator: ", ")), components [A-Z0-9][A-Za-z0-9-]*)")
+            }
+            chart[keyPath: path] = template
+        }
+        return chart
+    }
+
+    static func fill(_ template: String, merchant: String, provider: String = "", customer: String = "") -> String {
+        template.replacingOccurrences(of: "{merchant}", with: merchant)
+            .replacingOccurrences(of: "{provider}", with: provider)
+            .replacingOccurrences(of: "{customer}", with: customer)
+    }
+
+    /// True for names every target tool accepts (beancount is the strictest).
+    public static func isValidAccount(_ name: String) -> Bool {
+        let parts = name.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count >= 2, rootTypes.contains(String(parts[0])) else { return false }
+        for p in parts {
+            guard let first = p.first, first.isASCII, first.isUppercase || first.isNumber else { return false }
+            guard p.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else { return false }
+        }
+        return true
+    }
+
+    // The segments are sanitized here, so an odd provider or customer id can never make an
+    // account name the export tools refuse.
+    public func receivable(merchant: String, customer: String) -> String {
+        Self.fill(receivableTemplate, merchant: merchant, customer: Merchant.accountSegment(customer))
+    }
+    public func sales(merchant: String) -> String { Self.fill(salesTemplate, merchant: merchant) }
+    public func clearing(merchant: String, provider: String) -> String {
+        Self.fill(clearingTemplate, merchant: merchant, provider: Merchant.accountSegment(provider))
+    }
+    public func paymentFees(merchant: String) -> String { Self.fill(paymentFeesTemplate, merchant: merchant) }
+    public func refunds(merchant: String) -> String { Self.fill(refundsTemplate, merchant: merchant) }
+    public func disputes(merchant: String) -> String { Self.fill(disputesTemplate, merchant: merchant) }
+    public func bank(merchant: String) -> String { Self.fill(bankTemplate, merchant: merchant) }
+}
