@@ -12,7 +12,7 @@ export PAYFLEET_CONFIG="${PAYFLEET_CONFIG:-$ROOT/config/payfleet.yaml}"
 export PAYFLEET_BROKER_AMQP_PORT=25682 PAYFLEET_BROKER_MGMT_PORT=25683 PAYFLEET_BROKER_DIST_PORT=25684 PAYFLEET_BROKER_EPMD_PORT=25685
 mkdir -p "$STATE/logs" "$STATE/run"
 
-scripts/install-deps.sh
+PAYFLEET_SKIP_BEANCOUNT=1 scripts/install-deps.sh
 echo "dev-up: building (the first build takes a few minutes)" >&2
 swift build >/dev/null
 BIN="$(swift build --show-bin-path)"

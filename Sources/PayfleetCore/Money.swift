@@ -11,6 +11,21 @@ public struct Money: Hashable, Sendable, Codable, CustomStringConvertible {
         self.currency = currency
     }
 
+    enum CodingKeys: String, CodingKey { case value, currency }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        currency = try c.decode(Currency.self, forKey: .currency)
+        do {
+            value = try c.decode(Int64.self, forKey: .value)
+        } catch DecodingError.keyNotFound(let k, let ctx) {
+            throw DecodingError.keyNotFound(k, ctx)
+        } catch {
+            throw DecodingError.dataCorruptedError(
+                forKey: .value, in: c, debugDescription: "must be an integer number of minor units")
+        }
+    }
+
     /// Parses a decimal string in major units (`"19.99"`, `"-0.5"`, `"1,234.50"` is refused)
     /// exactly, without floating point. More decimal places than the currency has are an error
     /// unless they are zeros.

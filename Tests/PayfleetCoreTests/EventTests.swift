@@ -57,3 +57,30 @@ struct EventTests {
         #expect(a.hasPrefix("evt_") && a.count == 30)
     }
 }
+
+struct RFC3339Tests {
+    @Test("Parses what RFC 3339 allows", arguments: [
+        ("2026-11-24T10:15:00Z", 1_795_515_300.0), ("2026-11-24T10:15:00.250Z", 1_795_515_300.25),
+        ("2026-11-24T11:15:00+01:00", 1_795_515_300.0), ("2026-11-24T05:15:00-05:00", 1_795_515_300.0),
+        ("1970-01-01T00:00:00Z", 0), ("2024-02-29T00:00:00Z", 1_709_164_800),
+    ])
+    func parses(text: String, epoch: Double) {
+        #expect(RFC3339.parse(text)?.timeIntervalSince1970 == epoch)
+    }
+
+    @Test("Refuses what it does not allow", arguments: [
+        "2026-11-24", "2026-02-30T00:00:00Z", "2026-11-24T25:00:00Z", "2026-11-24T10:15:00", "yesterday",
+        "2026-11-24T10:15:00+0100", "2026-11-24T10:15:00.Z",
+    ])
+    func refuses(text: String) {
+        #expect(RFC3339.parse(text) == nil)
+    }
+
+    @Test func formatsUTCAndRoundTrips() {
+        for t in stride(from: -86_400.0 * 400, through: 86_400.0 * 20_000, by: 86_400.0 * 37 + 3_661) {
+            let d = Date(timeIntervalSince1970: t)
+            #expect(RFC3339.parse(RFC3339.format(d)) == d)
+        }
+        #expect(RFC3339.format(Date(timeIntervalSince1970: 1_795_515_300)) == "2026-11-24T10:15:00Z")
+    }
+}
