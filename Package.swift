@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "payfleet-demo-worker", targets: ["payfleet-demo-worker"]),
         .executable(name: "payfleet-bench", targets: ["payfleet-bench"]),
         .executable(name: "payfleet", targets: ["payfleet"]),
+        .executable(name: "ingest", targets: ["ingest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -63,6 +64,17 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "payfleet", dependencies: ["PayfleetCLI"]),
+        .target(
+            name: "PayfleetIngest",
+            dependencies: [
+                "PayfleetCore", "PayfleetStore", "PayfleetAMQP", "PayfleetWorker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .executableTarget(name: "ingest", dependencies: ["PayfleetIngest"]),
         .executableTarget(
             name: "payfleet-demo-worker",
             dependencies: ["PayfleetWorker"]),
@@ -74,6 +86,13 @@ let package = Package(
             ]),
         .testTarget(name: "PayfleetCoreTests", dependencies: ["PayfleetCore"]),
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
+        .testTarget(
+            name: "PayfleetIngestTests",
+            dependencies: [
+                "PayfleetIngest", "PayfleetTestKit", "PayfleetStore", "PayfleetAMQP", "ingest",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            resources: [.copy("Fixtures")]),
         .testTarget(
             name: "PayfleetIntegrationTests",
             dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet"]),
