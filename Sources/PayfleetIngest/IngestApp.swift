@@ -71,14 +71,19 @@ struct IngestHandlers: Sendable {
     /// Reads the body within the limit, runs `body`, turns errors into `{"error": …}` answers.
     func handle(_ source: String, _ req: Request, _ body: ([UInt8]) async throws -> Response) async -> Response {
         do {
-            let bytes: [UInt8]
+            var bytes: [UInt8] = []
+            var tooLarge = false
             do {
-                var buffer = try await req.body.collect(upTo: configuration.bodyLimit)
-                bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-            } catch let e as HTTPError where e.status == .contentTooLarge {
-                throw IngestError(.contentTooLarge, "body_too_large", "body: larger than \(configuration.bodyLimit) bytes")
+                // Read it all (so the connection stays usable) but keep nothing past the limit.
+                for try await chunk in req.body {
+                    if bytes.count + chunk.readableBytes > configuration.bodyLimit { tooLarge = true }
+                    if !tooLarge { bytes.append(contentsOf: chunk.readableBytesView) }
+                }
             } catch {
                 throw IngestError(.badRequest, "bad_body", "body: could not be read")
+            }
+            if tooLarge {
+                throw IngestError(.contentTooLarge, "body_too_large", "body: larger than \(configuration.bodyLimit) bytes")
             }
             return try await body(bytes)
         } catch let e as IngestError {
