@@ -10,6 +10,8 @@ import PayfleetCore
 /// - `max_depth` (int, 32): JSON nesting limit (400 beyond it)
 /// - `state_file` (string, `<state_dir>/ingest.sqlite`): the outbox
 /// - `relay_batch` (int, 500): rows published per confirm round
+/// - `benchmark_no_outbox` (bool, false): answer 202 without committing — only to measure the
+///   HTTP/verification ceiling in a benchmark; never in production (nothing is kept or published)
 /// - `stripe.webhook_secrets` (list of `whsec_…`) or `stripe.webhook_secrets_file` (one per line);
 ///   `stripe.tolerance` (duration, 300s); `stripe.default_merchant` (merchant id for events
 ///   without a Connect `account`)
@@ -39,6 +41,7 @@ public struct IngestConfiguration: Sendable {
     public var maxDepth = 32
     public var statePath: String
     public var relayBatch = 500
+    public var benchmarkNoOutbox = false
     public var stripeSecrets: [String] = []
     public var stripeToleranceSeconds = 300
     public var stripeDefaultMerchant: String?
@@ -66,6 +69,7 @@ public struct IngestConfiguration: Sendable {
         c.bodyLimit = try s.int("body_limit", default: c.bodyLimit, range: 1024...(64 << 20))
         c.maxDepth = try s.int("max_depth", default: 32, range: 4...512)
         c.relayBatch = try s.int("relay_batch", default: 500, range: 1...5000)
+        c.benchmarkNoOutbox = try s.bool("benchmark_no_outbox", default: false)
         c.merchants = merchants
         c.amqp = amqp
 
