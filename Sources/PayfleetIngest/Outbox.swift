@@ -84,6 +84,10 @@ public final class Outbox: Sendable {
     /// Commits `items` atomically (all or none) and returns once they are on disk.
     public func accept(_ items: [Mapped], traceparent: String, idempotency: Idempotency? = nil) async throws -> Outcome {
         let now = Int64(Date().timeIntervalSince1970)
+        // Encode here, on the caller's task: the store thread is serial and does only SQL.
+        let bodies: [String: [UInt8]] = items.reduce(into: [:]) { acc, item in
+            if case .event(let e) = item { acc[e.id] = Array(EventCodec.encode(e)) }
+        }
         return try await committer.submit { db in
             if let idem = idempotency,
                 let row = try db.queryOne(
@@ -104,7 +108,7 @@ public final class Outbox: Sendable {
                         VALUES (?, ?, ?, ?, ?, ?, ?)
                         """,
                         [.text(e.id), .text(e.type.rawValue), .text(e.merchantID), SQLValue(e.customer?.id),
-                         .text(traceparent), .blob(Array(EventCodec.encode(e))), .int(now)])
+                         .text(traceparent), .blob(bodies[e.id] ?? Array(EventCodec.encode(e))), .int(now)])
                     out.append((e.id, n == 0))
                 case .recordOnly(let provider, let eventID, let type, let reason):
                     let id = item.canonicalID

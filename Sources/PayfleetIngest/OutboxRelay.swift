@@ -29,6 +29,7 @@ public final class OutboxRelay: Service, Sendable {
 
     public func run() async throws {
         var failures = 0
+        var lastCount = ContinuousClock.now - .seconds(10)
         defer { publisher.close() }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let rows: [Outbox.Row]
@@ -37,7 +38,11 @@ public final class OutboxRelay: Service, Sendable {
                 try? await Task.sleep(for: .seconds(1))
                 continue
             }
-            if let count = try? await outbox.pendingCount() { metrics.outboxPending.set(Double(count)) }
+            // The gauge is refreshed at most once a second: count(*) shares the store's thread with commits.
+            if ContinuousClock.now - lastCount > .seconds(1), let count = try? await outbox.pendingCount() {
+                metrics.outboxPending.set(Double(count))
+                lastCount = ContinuousClock.now
+            }
             if rows.isEmpty {
                 try? await Task.sleep(for: .milliseconds(20))
                 continue
