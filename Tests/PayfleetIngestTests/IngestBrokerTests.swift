@@ -16,6 +16,7 @@ import Testing
         var payout = TestIngest.object("payout")
         payout["id"] = "po_it_\(n)"
         payout["amount"] = 1000 + n
+        if n == 1 { payout["metadata"] = ["note": "card 4111 1111 1111 1111"] }  // masked before it is kept
         return TestIngest.stripeEvent(id: "evt_it_\(n)", type: "payout.paid", object: payout)
     }
 
@@ -92,6 +93,7 @@ import Testing
         var checkedHeaders = false
         while let m = try await c.get(queue: queue) {
             ids.append(m.message.messageID ?? "")
+            #expect(!String(decoding: m.message.body, as: UTF8.self).contains("4111 1111 1111 1111"))
             if !checkedHeaders {
                 let h = m.message.headers
                 #expect(h["x-payfleet-schema"]?.stringValue == "payfleet.event/v1")
