@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "payfleet-bench", targets: ["payfleet-bench"]),
         .executable(name: "payfleet", targets: ["payfleet"]),
         .executable(name: "ledger-writer", targets: ["ledger-writer"]),
+        .executable(name: "ingest", targets: ["ingest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -71,6 +72,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(name: "ledger-writer", dependencies: ["PayfleetLedger", "PayfleetWorker"]),
+        .target(
+            name: "PayfleetIngest",
+            dependencies: [
+                "PayfleetCore", "PayfleetStore", "PayfleetAMQP", "PayfleetWorker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .executableTarget(name: "ingest", dependencies: ["PayfleetIngest"]),
         .executableTarget(
             name: "payfleet-demo-worker",
             dependencies: ["PayfleetWorker"]),
@@ -82,6 +94,13 @@ let package = Package(
             ]),
         .testTarget(name: "PayfleetCoreTests", dependencies: ["PayfleetCore"]),
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
+        .testTarget(
+            name: "PayfleetIngestTests",
+            dependencies: [
+                "PayfleetIngest", "PayfleetTestKit", "PayfleetStore", "PayfleetAMQP", "ingest",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            resources: [.copy("Fixtures")]),
         .testTarget(
             name: "PayfleetIntegrationTests",
             dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet"]),

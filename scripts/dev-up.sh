@@ -21,7 +21,7 @@ scripts/broker.sh start "$STATE/broker" >/dev/null
 
 # name:admin-port (the ports config/payfleet.yaml gives each process)
 PROCESSES=("payfleet-demo-worker:9190")
-for p in ingest:8081 crm-sync:9101 ledger-writer:9111 receipt-sender:9121 settlement-aggregator:9131; do
+for p in ingest:8080 crm-sync:9101 ledger-writer:9111 receipt-sender:9121 settlement-aggregator:9131; do
     [ -x "$BIN/${p%%:*}" ] && PROCESSES+=("$p")
 done
 

@@ -22,3 +22,9 @@ if [ -z "${PAYFLEET_SKIP_BEANCOUNT:-}" ] && [ ! -x "$tools/bin/bean-check" ] && 
         || echo "install-deps: beancount not installed; the bean-check test will be skipped" >&2
 fi
 command -v swift >/dev/null || { echo "install-deps: Swift 6.3 is required (https://www.swift.org/install/linux/)" >&2; exit 1; }
+# The providers' own signing libraries, used by ingest's tests to cross-check signatures
+# (tests skip that check with a message when they are missing).
+if command -v python3 >/dev/null && ! python3 -c "import stripe, standardwebhooks, Adyen" 2>/dev/null; then
+    python3 -m pip install -q stripe standardwebhooks Adyen >/dev/null 2>&1 \
+        || echo "install-deps: pip install stripe standardwebhooks Adyen failed; signature cross-checks will be skipped" >&2
+fi

@@ -1,0 +1,319 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PayfleetCore
+import ServiceLifecycle
+
+/// Builds the ingest HTTP application: the routes of DESIGN §3 and, when a broker is
+/// configured, the outbox relay as a service of the application.
+public func buildApplication(
+    configuration: IngestConfiguration, logger: Logger, onBound: (@Sendable (Int) -> Void)? = nil
+) async throws -> some ApplicationProtocol {
+    let outbox = try await Outbox(path: configuration.statePath, logger: logger)
+    let metrics = IngestMetrics()
+    let relay = configuration.amqp.map {
+        OutboxRelay(outbox: outbox, amqp: $0, batchSize: configuration.relayBatch, metrics: metrics, logger: logger)
+    }
+    let h = IngestHandlers(configuration: configuration, outbox: outbox, metrics: metrics, relay: relay, logger: logger)
+    let router = Router()
+    router.post("/webhooks/stripe") { req, _ in await h.handle("stripe", req) { try await h.stripe(req, $0) } }
+    router.post("/webhooks/adyen") { req, _ in await h.handle("adyen", req) { try await h.adyen(req, $0) } }
+    router.post("/webhooks/standard/:source") { req, ctx -> Response in
+        let source = ctx.parameters.get("source") ?? ""
+        return await h.handle("standard:\(source)", req) { try await h.standard(source, req, $0) }
+    }
+    router.post("/v1/events") { req, _ in await h.handle("api", req) { try await h.api(req, $0) } }
+    router.get("/healthz") { _, _ in "ok\n" }
+    router.get("/readyz") { _, _ in await h.readiness() }
+    router.get("/metrics") { _, _ -> Response in
+        Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+            body: .init(byteBuffer: ByteBuffer(string: metrics.text())))
+    }
+    return Application(
+        router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
+        services: relay.map { [$0 as any Service] } ?? [],
+        onServerRunning: { channel in onBound?(channel.localAddress?.port ?? 0) }, logger: logger)
+}
+
+extension HTTPField.Name {
+    static let stripeSignature = HTTPField.Name("Stripe-Signature")!
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    static let webhookID = HTTPField.Name("webhook-id")!
+    static let webhookTimestamp = HTTPField.Name("webhook-timestamp")!
+    static let webhookSignature = HTTPField.Name("webhook-signature")!
+    static let traceparent = HTTPField.Name("traceparent")!
+}
+
+/// The request handlers; each returns a response or throws an `IngestError`.
+struct IngestHandlers: Sendable {
+    let configuration: IngestConfiguration
+    let outbox: Outbox
+    let metrics: IngestMetrics
+    let relay: OutboxRelay?
+    let logger: Logger
+    let stripeMapper: StripeMapper
+    let adyenMapper: AdyenMapper
+
+    init(configuration: IngestConfiguration, outbox: Outbox, metrics: IngestMetrics, relay: OutboxRelay?, logger: Logger) {
+        self.configuration = configuration
+        self.outbox = outbox
+        self.metrics = metrics
+        self.relay = relay
+        self.logger = logger
+        stripeMapper = StripeMapper(merchants: configuration.merchants, defaultMerchant: configuration.stripeDefaultMerchant)
+        adyenMapper = AdyenMapper(merchants: configuration.merchants, capture: configuration.adyenCapture)
+    }
+
+    /// Reads the body within the limit, runs `body`, turns errors into `{"error": …}` answers.
+    func handle(_ source: String, _ req: Request, _ body: ([UInt8]) async throws -> Response) async -> Response {
+        do {
+            var bytes: [UInt8] = []
+            var tooLarge = false
+            do {
+                // Read it all (so the connection stays usable) but keep nothing past the limit.
+                for try await chunk in req.body {
+                    if bytes.count + chunk.readableBytes > configuration.bodyLimit { tooLarge = true }
+                    if !tooLarge { bytes.append(contentsOf: chunk.readableBytesView) }
+                }
+            } catch {
+                throw IngestError(.badRequest, "bad_body", "body: could not be read")
+            }
+            if tooLarge {
+                throw IngestError(.contentTooLarge, "body_too_large", "body: larger than \(configuration.bodyLimit) bytes")
+            }
+            return try await body(bytes)
+        } catch let e as IngestError {
+            metrics.rejected(source, code: e.code)
+            if e.status != .serviceUnavailable {
+                logger.info("request rejected", metadata: [
+                    "ingest.source": "\(source)", "http.status": "\(e.status.code)", "ingest.error": "\(e.code)",
+                ])
+            }
+            return e.response
+        } catch {
+            metrics.rejected(source, code: "internal")
+            logger.error("request failed", metadata: ["ingest.source": "\(source)", "error": "\(error)"])
+            return IngestError(.serviceUnavailable, "unavailable", "the event could not be made durable; retry").response
+        }
+    }
+
+    // MARK: Provider routes
+
+    func stripe(_ req: Request, _ body: [UInt8]) async throws -> Response {
+        do {
+            try StripeSignature.verify(
+                header: req.headers[.stripeSignature], payload: body, secrets: configuration.stripeSecrets,
+                tolerance: configuration.stripeToleranceSeconds)
+        } catch {
+            throw IngestError(.unauthorized, "invalid_signature", "Stripe-Signature: \(Self.describe(error))")
+        }
+        let object = try parseObject(body)
+        let (masked, fields) = PANGuard.redact(object, exempt: StripeMapper.isExempt)
+        reportRedactions("stripe", fields)
+        guard let event = masked as? [String: Any] else { throw IngestError(.badRequest, "invalid_json", "body: not an object") }
+        let mapped = try stripeMapper.map(event, receivedAt: Date())
+        let outcome = try await commit([mapped], source: "stripe", req: req)
+        guard case .accepted(let ids) = outcome, let first = ids.first else { throw IngestError(.conflict, "conflict", "") }
+        return Self.accepted(first.id, duplicate: first.duplicate)
+    }
+
+    func adyen(_ req: Request, _ body: [UInt8]) async throws -> Response {
+        guard let key = configuration.adyenHMACKeyHex else {
+            throw IngestError(.unauthorized, "invalid_signature", "additionalData.hmacSignature: no HMAC key configured")
+        }
+        let object = try parseObject(body)
+        guard let list = object["notificationItems"] as? [Any], !list.isEmpty else {
+            throw IngestError.invalid("notificationItems", "must be a non-empty list")
+        }
+        var items: [[String: Any]] = []
+        for (i, entry) in list.enumerated() {
+            guard let item = (entry as? [String: Any])?["NotificationRequestItem"] as? [String: Any] else {
+                throw IngestError.invalid("notificationItems[\(i)].NotificationRequestItem", "missing")
+            }
+            // One bad signature rejects the whole batch: nothing of it is kept.
+            guard AdyenHMAC.isValid(item, keyHex: key) else {
+                throw IngestError(
+                    .unauthorized, "invalid_signature",
+                    "notificationItems[\(i)].NotificationRequestItem.additionalData.hmacSignature: does not verify")
+            }
+            items.append(item)
+        }
+        var mapped: [Mapped] = []
+        let now = Date()
+        for (i, item) in items.enumerated() {
+            let (masked, fields) = PANGuard.redact(
+                item, path: "notificationItems[\(i)].NotificationRequestItem", exempt: AdyenMapper.isExempt)
+            reportRedactions("adyen", fields)
+            mapped.append(try adyenMapper.map(masked as? [String: Any] ?? [:], index: i, receivedAt: now))
+        }
+        _ = try await commit(mapped, source: "adyen", req: req)
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "[accepted]")))
+    }
+
+    // MARK: Canonical routes
+
+    func standard(_ source: String, _ req: Request, _ body: [UInt8]) async throws -> Response {
+        guard let secrets = configuration.standardWebhookSecrets[source] else {
+            throw IngestError(.notFound, "unknown_source", "source: '\(source)' is not configured")
+        }
+        do {
+            try StandardWebhooks.verify(
+                id: req.headers[.webhookID], timestamp: req.headers[.webhookTimestamp],
+                signature: req.headers[.webhookSignature], payload: body, secrets: secrets,
+                tolerance: configuration.standardToleranceSeconds)
+        } catch {
+            throw IngestError(.unauthorized, "invalid_signature", "webhook-signature: \(Self.describe(error))")
+        }
+        let event = try canonicalEvent(body)
+        guard event.source.provider == source else {
+            throw IngestError.invalid("source.provider", "must be '\(source)' on this route")
+        }
+        let outcome = try await commit([.event(event)], source: "standard:\(source)", req: req)
+        guard case .accepted(let ids) = outcome, let first = ids.first else { throw IngestError(.conflict, "conflict", "") }
+        return Self.accepted(first.id, duplicate: first.duplicate)
+    }
+
+    func api(_ req: Request, _ body: [UInt8]) async throws -> Response {
+        guard let auth = req.headers[.authorization], auth.hasPrefix("Bearer "), auth.count > 7 else {
+            throw IngestError(.unauthorized, "invalid_api_key", "Authorization: Bearer API key required")
+        }
+        let hash = Hex.encode(SHA256.hash(data: Array(auth.dropFirst(7).utf8)))
+        guard let key = configuration.apiKeys.first(where: { Self.constantTimeEqual($0.sha256, hash) }) else {
+            throw IngestError(.unauthorized, "invalid_api_key", "Authorization: unknown API key")
+        }
+        guard let idem = req.headers[.idempotencyKey], !idem.isEmpty, idem.utf8.count <= 255 else {
+            throw IngestError(.badRequest, "idempotency_key_required", "Idempotency-Key: header required (1–255 characters)")
+        }
+        let event = try canonicalEvent(body)
+        guard event.source.provider == key.source else {
+            throw IngestError(.forbidden, "forbidden", "source.provider: this key may only send '\(key.source)'")
+        }
+        guard key.merchants.contains("*") || key.merchants.contains(event.merchantID) else {
+            throw IngestError(.forbidden, "forbidden", "merchant_id: this key may not send for '\(event.merchantID)'")
+        }
+        if let types = key.types, !types.contains(event.type.rawValue) {
+            throw IngestError(.forbidden, "forbidden", "type: this key may not send '\(event.type.rawValue)'")
+        }
+        let idempotency = Outbox.Idempotency(
+            keyHash: key.sha256, key: idem, bodySHA: Hex.encode(SHA256.hash(data: body)))
+        switch try await commit([.event(event)], source: "api:\(key.source)", req: req, idempotency: idempotency) {
+        case .conflict(let original):
+            throw IngestError(
+                .conflict, "idempotency_conflict",
+                "Idempotency-Key: already used with a different body (event \(original))")
+        case .accepted(let ids):
+            guard let first = ids.first else { throw IngestError(.conflict, "conflict", "") }
+            return Self.accepted(first.id, duplicate: first.duplicate)
+        }
+    }
+
+    /// A canonical event body: no card number anywhere (422 naming the field), valid per
+    /// EventCodec, a configured merchant; the id is re-derived from source so a retry dedupes.
+    func canonicalEvent(_ body: [UInt8]) throws -> PaymentEvent {
+        let object = try parseObject(body)
+        if let finding = PANGuard.firstFinding(in: object) {
+            throw IngestError(.unprocessableContent, "pan_detected", "\(finding.field): contains a card number")
+        }
+        var event: PaymentEvent
+        do { event = try EventCodec.decode(Data(body)) } catch {
+            throw IngestError(.unprocessableContent, "invalid_event", error.message)
+        }
+        guard configuration.merchants.contains(where: { $0.id == event.merchantID }) else {
+            throw IngestError(.unprocessableContent, "unknown_merchant", "merchant_id: '\(event.merchantID)' is not configured")
+        }
+        event.id = PaymentEvent.canonicalID(provider: event.source.provider, eventID: event.source.eventID)
+        if event.receivedAt == nil { event.receivedAt = Date() }
+        return event
+    }
+
+    // MARK: Helpers
+
+    func parseObject(_ body: [UInt8]) throws -> [String: Any] {
+        if JSONDepth.exceeds(body, limit: configuration.maxDepth) {
+            throw IngestError(.badRequest, "too_deep", "body: JSON nested deeper than \(configuration.maxDepth)")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else {
+            throw IngestError(.badRequest, "invalid_json", "body: not a JSON object")
+        }
+        return object
+    }
+
+    func commit(_ items: [Mapped], source: String, req: Request, idempotency: Outbox.Idempotency? = nil) async throws
+        -> Outbox.Outcome
+    {
+        if configuration.benchmarkNoOutbox { return .accepted(items.map { ($0.canonicalID, false) }) }
+        let outcome: Outbox.Outcome
+        do {
+            outcome = try await outbox.accept(items, traceparent: Self.traceparent(req), idempotency: idempotency)
+        } catch {
+            logger.error("outbox commit failed", metadata: ["ingest.source": "\(source)", "error": "\(error)"])
+            throw IngestError(.serviceUnavailable, "unavailable", "the event could not be made durable; retry")
+        }
+        if case .accepted(let ids) = outcome {
+            for (item, r) in zip(items, ids) {
+                metrics.accepted(source, duplicate: r.duplicate)
+                if case .recordOnly(_, _, let type, _) = item, !r.duplicate { metrics.unmapped(source, type: type) }
+                logger.debug("event accepted", metadata: [
+                    "payfleet.event.id": "\(r.id)", "ingest.source": "\(source)", "ingest.duplicate": "\(r.duplicate)",
+                ])
+            }
+        }
+        return outcome
+    }
+
+    func reportRedactions(_ source: String, _ fields: [String]) {
+        for f in fields {
+            metrics.panRedacted(source, field: PANGuard.label(f))
+            logger.warning("card number masked in provider webhook", metadata: ["ingest.source": "\(source)", "ingest.field": "\(f)"])
+        }
+    }
+
+    func readiness() async -> Response {
+        let storeOK = (try? await outbox.store.withConnection { db in try db.queryOne("SELECT 1") != nil }) ?? false
+        let pending = (try? await outbox.pendingCount()) ?? -1
+        let broker = relay.map { $0.brokerConnected ? "connected" : "disconnected" } ?? "not configured"
+        // Ingest accepts while the broker is down (the outbox holds events): ready = durable store.
+        let body = "{\"ready\": \(storeOK), \"store\": \"\(storeOK ? "ok" : "failing")\", \"broker\": \"\(broker)\", \"outbox_pending\": \(pending)}\n"
+        return Response(
+            status: storeOK ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    static func accepted(_ id: String, duplicate: Bool) -> Response {
+        let body = "{\"id\":\"\(id)\",\"status\":\"\(duplicate ? "duplicate" : "accepted")\"}"
+        return Response(
+            status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    static func traceparent(_ req: Request) -> String {
+        if let t = req.headers[.traceparent], t.count == 55, t.hasPrefix("00-") { return t }
+        var rng = SystemRandomNumberGenerator()
+        let trace = (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let span = (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        return "00-\(Hex.encode(trace))-\(Hex.encode(span))-01"
+    }
+
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var d: UInt8 = 0
+        for i in 0..<x.count { d |= x[i] ^ y[i] }
+        return d == 0
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case StripeSignature.Failure.missingHeader: return "header missing"
+        case StripeSignature.Failure.malformedHeader: return "header malformed (needs t= and v1=)"
+        case StripeSignature.Failure.stale, StandardWebhooks.Failure.stale: return "timestamp outside the tolerance"
+        case StandardWebhooks.Failure.missingHeaders: return "webhook-id, webhook-timestamp and webhook-signature required"
+        default: return "no signature matches a configured secret"
+        }
+    }
+}

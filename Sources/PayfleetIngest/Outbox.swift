@@ -1,0 +1,215 @@
+import Foundation
+import Logging
+import PayfleetCore
+import PayfleetStore
+
+/// The durable outbox in `ingest.sqlite`: accepted events, records of unpublished provider
+/// events, and API idempotency keys. Concurrent requests share one transaction and one fsync
+/// (group commit); a request's answer waits for that commit.
+public final class Outbox: Sendable {
+    public struct Row: Sendable {
+        public let seq: Int64
+        public let id: String
+        public let type: String
+        public let merchant: String
+        public let customer: String?
+        public let traceparent: String?
+        public let body: [UInt8]
+    }
+
+    public struct Idempotency: Sendable {
+        public let keyHash: String
+        public let key: String
+        public let bodySHA: String
+    }
+
+    public enum Outcome: Sendable, Equatable {
+        /// One entry per mapped item: canonical id and whether it was already known.
+        case accepted([(id: String, duplicate: Bool)])
+        /// Same API key + Idempotency-Key with a different body.
+        case conflict(originalID: String)
+
+        public static func == (a: Outcome, b: Outcome) -> Bool {
+            switch (a, b) {
+            case (.accepted(let x), .accepted(let y)): return x.map(\.id) == y.map(\.id) && x.map(\.duplicate) == y.map(\.duplicate)
+            case (.conflict(let x), .conflict(let y)): return x == y
+            default: return false
+            }
+        }
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            "ingest.1",
+            """
+            CREATE TABLE outbox (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                type TEXT NOT NULL,
+                merchant TEXT NOT NULL,
+                customer TEXT,
+                traceparent TEXT,
+                body BLOB NOT NULL,
+                created_at INTEGER NOT NULL,
+                sent_at INTEGER
+            );
+            CREATE INDEX outbox_pending_idx ON outbox(seq) WHERE sent_at IS NULL;
+            CREATE TABLE recorded (
+                id TEXT PRIMARY KEY,
+                provider TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                received_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE idempotency (
+                key_hash TEXT NOT NULL,
+                idem_key TEXT NOT NULL,
+                body_sha TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                PRIMARY KEY (key_hash, idem_key)
+            ) WITHOUT ROWID;
+            """)
+    ]
+
+    public let store: Store
+    let committer: GroupCommitter
+
+    public init(path: String, logger: Logger) async throws {
+        store = try await Store(path: path, migrations: Self.migrations, durability: .full, logger: logger)
+        committer = GroupCommitter(store: store)
+    }
+
+    /// Commits `items` atomically (all or none) and returns once they are on disk.
+    public func accept(_ items: [Mapped], traceparent: String, idempotency: Idempotency? = nil) async throws -> Outcome {
+        let now = Int64(Date().timeIntervalSince1970)
+        // Encode here, on the caller's task: the store thread is serial and does only SQL.
+        let bodies: [String: [UInt8]] = items.reduce(into: [:]) { acc, item in
+            if case .event(let e) = item { acc[e.id] = Array(EventCodec.encode(e)) }
+        }
+        return try await committer.submit { db in
+            if let idem = idempotency,
+                let row = try db.queryOne(
+                    "SELECT body_sha, event_id FROM idempotency WHERE key_hash = ? AND idem_key = ?",
+                    [.text(idem.keyHash), .text(idem.key)])
+            {
+                let original = row.string(1) ?? ""
+                if row.string(0) != idem.bodySHA { return .conflict(originalID: original) }
+                return .accepted([(original, true)])
+            }
+            var out: [(id: String, duplicate: Bool)] = []
+            for item in items {
+                switch item {
+                case .event(let e):
+                    let n = try db.execute(
+                        """
+                        INSERT OR IGNORE INTO outbox (id, type, merchant, customer, traceparent, body, created_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """,
+                        [.text(e.id), .text(e.type.rawValue), .text(e.merchantID), SQLValue(e.customer?.id),
+                         .text(traceparent), .blob(bodies[e.id] ?? Array(EventCodec.encode(e))), .int(now)])
+                    out.append((e.id, n == 0))
+                case .recordOnly(let provider, let eventID, let type, let reason):
+                    let id = item.canonicalID
+                    let n = try db.execute(
+                        "INSERT OR IGNORE INTO recorded (id, provider, event_id, type, reason, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        [.text(id), .text(provider), .text(eventID), .text(type), .text(reason), .int(now)])
+                    out.append((id, n == 0))
+                }
+            }
+            if let idem = idempotency, let first = out.first {
+                try db.execute(
+                    "INSERT INTO idempotency (key_hash, idem_key, body_sha, event_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [.text(idem.keyHash), .text(idem.key), .text(idem.bodySHA), .text(first.id), .int(now)])
+            }
+            return .accepted(out)
+        }
+    }
+
+    /// The oldest unsent rows, in order of acceptance.
+    public func pending(limit: Int) async throws -> [Row] {
+        try await store.withConnection { db in
+            try db.query(
+                "SELECT seq, id, type, merchant, customer, traceparent, body FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                [.int(Int64(limit))]
+            ).map { r in
+                Row(seq: r.int(0) ?? 0, id: r.string(1) ?? "", type: r.string(2) ?? "", merchant: r.string(3) ?? "",
+                    customer: r.string(4), traceparent: r.string(5), body: r.blob(6) ?? [])
+            }
+        }
+    }
+
+    public func markSent(_ seqs: [Int64]) async throws {
+        guard !seqs.isEmpty else { return }
+        let now = Int64(Date().timeIntervalSince1970)
+        try await store.write { db in
+            for chunk in stride(from: 0, to: seqs.count, by: 500) {
+                let part = Array(seqs[chunk..<min(chunk + 500, seqs.count)])
+                let marks = part.map { _ in "?" }.joined(separator: ",")
+                try db.execute(
+                    "UPDATE outbox SET sent_at = ? WHERE seq IN (\(marks))", [.int(now)] + part.map { SQLValue.int($0) })
+            }
+        }
+    }
+
+    public func pendingCount() async throws -> Int {
+        try await store.withConnection { db in
+            Int(try db.queryOne("SELECT count(*) FROM outbox WHERE sent_at IS NULL")?.int(0) ?? 0)
+        }
+    }
+}
+
+/// Shares one `BEGIN IMMEDIATE … COMMIT` among all requests that arrive while the previous
+/// commit is in flight. Each job runs in its own savepoint, so one failing job fails alone.
+final class GroupCommitter: Sendable {
+    typealias Job = @Sendable (SQLiteConnection) throws -> Outbox.Outcome
+    typealias Waiter = CheckedContinuation<Result<Outbox.Outcome, any Error>, Never>
+
+    struct State {
+        var pending: [(Job, Waiter)] = []
+        var flushing = false
+    }
+
+    let store: Store
+    let state = Locked(State())
+
+    init(store: Store) { self.store = store }
+
+    func submit(_ job: @escaping Job) async throws -> Outbox.Outcome {
+        let result = await withCheckedContinuation { (c: Waiter) in
+            let lead = state.withLock { s -> Bool in
+                s.pending.append((job, c))
+                if s.flushing { return false }
+                s.flushing = true
+                return true
+            }
+            // One short-lived drain task per burst; it ends when nothing is left to commit.
+            if lead { Task { await self.drain() } }
+        }
+        return try result.get()
+    }
+
+    private func drain() async {
+        while true {
+            let batch = state.withLock { s -> [(Job, Waiter)] in
+                let b = s.pending
+                s.pending.removeAll()
+                if b.isEmpty { s.flushing = false }
+                return b
+            }
+            if batch.isEmpty { return }
+            let jobs = batch.map(\.0)
+            do {
+                let results = try await store.write { db in
+                    jobs.map { job in
+                        Result<Outbox.Outcome, any Error> { try db.savepoint { try job(db) } }
+                    }
+                }
+                for (i, r) in results.enumerated() { batch[i].1.resume(returning: r) }
+            } catch {
+                for (_, w) in batch { w.resume(returning: .failure(error)) }
+            }
+        }
+    }
+}

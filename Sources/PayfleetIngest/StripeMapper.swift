@@ -1,0 +1,220 @@
+import Foundation
+import PayfleetCore
+
+/// Stripe Event JSON → canonical events (DESIGN §2). Works on the parsed (and PAN-masked)
+/// object. Canonical ids come from the business fact where two Stripe events report the same
+/// one (`payment_intent.succeeded` and `charge.succeeded` of that intent; `charge.refunded`
+/// and `refund.created` of one refund), so subscribing to both publishes it once.
+public struct StripeMapper: Sendable {
+    public let merchants: [Merchant]
+    public let defaultMerchant: String?
+
+    public init(merchants: [Merchant], defaultMerchant: String?) {
+        self.merchants = merchants
+        self.defaultMerchant = defaultMerchant
+    }
+
+    static let exemptKeys: Set<String> = [
+        "id", "charge", "payment_intent", "customer", "balance_transaction", "payment_method", "invoice", "latest_charge",
+        "destination", "source", "account", "application", "review", "on_behalf_of", "transfer", "failure_balance_transaction",
+    ]
+
+    /// Stripe object ids (`ch_…`, `pi_…`, `txn_…`) are exempt from the PAN guard.
+    public static func isExempt(key: String, value: String) -> Bool {
+        guard exemptKeys.contains(key), let us = value.lastIndex(of: "_"), us != value.startIndex else { return false }
+        let prefix = value[..<us]
+        let rest = value[value.index(after: us)...]
+        return !rest.isEmpty && prefix.allSatisfy { ($0.isASCII && $0.isLowercase) || $0 == "_" }
+            && rest.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) }
+    }
+
+    public func map(_ event: [String: Any], receivedAt: Date) throws(IngestError) -> Mapped {
+        guard let eventID = event["id"] as? String, !eventID.isEmpty else { throw .invalid("id", "missing Stripe event id") }
+        guard let type = event["type"] as? String else { throw .invalid("type", "missing Stripe event type") }
+        guard let object = (event["data"] as? [String: Any])?["object"] as? [String: Any] else {
+            throw .invalid("data.object", "missing")
+        }
+        let record = Mapped.recordOnly(provider: "stripe", eventID: eventID, type: type, reason: "unmapped type")
+        let canonicalType: PaymentEvent.EventType
+        var factKey = eventID
+        switch type {
+        case "payment_intent.succeeded":
+            canonicalType = .paymentSucceeded
+            factKey = "\(str(object["id"]) ?? eventID):succeeded"
+        case "charge.succeeded":
+            canonicalType = .paymentSucceeded
+            let pi = idOf(object["payment_intent"])
+            factKey = "\(pi ?? str(object["id"]) ?? eventID):succeeded"
+        case "payment_intent.payment_failed": canonicalType = .paymentFailed
+        case "charge.refunded":
+            canonicalType = .paymentRefunded
+            if let r = latestRefund(object), let rid = str(r["id"]) { factKey = "\(rid):refund" }
+        case "refund.created":
+            canonicalType = .paymentRefunded
+            if let rid = str(object["id"]) { factKey = "\(rid):refund" }
+        case "charge.dispute.created": canonicalType = .paymentDisputed
+        case "charge.dispute.closed": canonicalType = .disputeClosed
+        case "payout.paid": canonicalType = .payoutPaid
+        case "invoice.finalized": canonicalType = .invoiceIssued
+        default: return record
+        }
+
+        let merchant = try merchantID(account: event["account"] as? String)
+        let currencyCode = (str(object["currency"]) ?? "").uppercased()
+        guard let currency = Currency(code: currencyCode) else {
+            throw .invalid("data.object.currency", "'\(currencyCode)' is not an ISO 4217 currency")
+        }
+        var metadata = (object["metadata"] as? [String: Any] ?? [:]).compactMapValues { JSONValue.string($0) }
+        var amountValue: Int64?
+        var paymentID: String?
+        var card: PaymentEvent.Card?
+        var fee: Money?
+        var customer = customerOf(object["customer"])
+
+        switch canonicalType {
+        case .paymentSucceeded where type == "payment_intent.succeeded":
+            amountValue = JSONValue.int64(object["amount_received"]) ?? JSONValue.int64(object["amount"])
+            paymentID = str(object["id"])
+            if let ch = chargeOf(pi: object) {
+                card = cardOf(ch)
+                fee = feeOf(ch, currency)
+                customer = customer.map { merge($0, billingCustomer(ch)) } ?? billingCustomer(ch)
+            }
+        case .paymentSucceeded, .paymentFailed where type.hasPrefix("charge."):
+            amountValue = JSONValue.int64(object["amount_captured"]).flatMap { $0 > 0 ? $0 : nil }
+                ?? JSONValue.int64(object["amount"])
+            paymentID = idOf(object["payment_intent"]) ?? str(object["id"])
+            card = cardOf(object)
+            fee = feeOf(object, currency)
+            if let c = customer { customer = merge(c, billingCustomer(object)) } else { customer = billingCustomer(object) }
+        case .paymentFailed:
+            amountValue = JSONValue.int64(object["amount"])
+            paymentID = str(object["id"])
+            if let err = object["last_payment_error"] as? [String: Any] {
+                if let code = str(err["code"]) { metadata["failure_code"] = code }
+                if let pm = err["payment_method"] as? [String: Any], let c = pm["card"] as? [String: Any] {
+                    card = PaymentEvent.Card(brand: str(c["brand"]), last4: str(c["last4"]))
+                }
+            }
+        case .paymentRefunded where type == "charge.refunded":
+            let r = latestRefund(object)
+            amountValue = r.flatMap { JSONValue.int64($0["amount"]) } ?? JSONValue.int64(object["amount_refunded"])
+            paymentID = idOf(object["payment_intent"]) ?? str(object["id"])
+            card = cardOf(object)
+            if let rid = r.flatMap({ str($0["id"]) }) { metadata["refund_id"] = rid }
+            if let c = customer { customer = merge(c, billingCustomer(object)) } else { customer = billingCustomer(object) }
+        case .paymentRefunded:
+            amountValue = JSONValue.int64(object["amount"])
+            paymentID = idOf(object["payment_intent"]) ?? idOf(object["charge"])
+            if let rid = str(object["id"]) { metadata["refund_id"] = rid }
+        case .paymentDisputed, .disputeClosed:
+            amountValue = JSONValue.int64(object["amount"])
+            paymentID = idOf(object["payment_intent"]) ?? idOf(object["charge"])
+            if let pmd = object["payment_method_details"] as? [String: Any], let c = pmd["card"] as? [String: Any] {
+                card = PaymentEvent.Card(brand: str(c["brand"]), last4: str(c["last4"]))
+            }
+            if let id = str(object["id"]) { metadata["dispute_id"] = id }
+            if let reason = str(object["reason"]) { metadata["reason"] = reason }
+            if canonicalType == .disputeClosed {
+                switch str(object["status"]) {
+                case "won", "warning_closed": metadata["outcome"] = "won"
+                case "lost": metadata["outcome"] = "lost"
+                default: return .recordOnly(provider: "stripe", eventID: eventID, type: type, reason: "dispute not decided")
+                }
+            }
+        case .payoutPaid:
+            amountValue = JSONValue.int64(object["amount"])
+            if let id = str(object["id"]) { metadata["payout_id"] = id }
+        case .invoiceIssued:
+            amountValue = JSONValue.int64(object["amount_due"])
+        case .settlementDayClosed:
+            return record
+        }
+        guard let amountValue else { throw .invalid("data.object.amount", "missing or not an integer") }
+        var invoiceID = metadata["invoice_id"] ?? idOf(object["invoice"])
+        if canonicalType == .invoiceIssued { invoiceID = str(object["id"]) }
+        let occurred = JSONValue.int64(event["created"]).map { Date(timeIntervalSince1970: TimeInterval($0)) } ?? receivedAt
+        var payment: PaymentEvent.Payment?
+        if paymentID != nil || card != nil {
+            payment = PaymentEvent.Payment(id: paymentID, channel: "online", method: card != nil ? "card" : nil, card: card)
+        }
+        let e = PaymentEvent(
+            id: PaymentEvent.canonicalID(provider: "stripe", eventID: factKey), type: canonicalType, occurredAt: occurred,
+            receivedAt: receivedAt,
+            source: .init(provider: "stripe", eventID: eventID, account: event["account"] as? String),
+            merchantID: merchant, customer: customer, payment: payment,
+            amount: Money(value: amountValue, currency: currency), fee: fee, invoiceID: invoiceID,
+            reference: metadata["reference"] ?? str(object["description"]), metadata: metadata)
+        do { try e.validate() } catch { throw IngestError.invalid(error.field, error.message) }
+        return .event(e)
+    }
+
+    func merchantID(account: String?) throws(IngestError) -> String {
+        if let account {
+            guard let m = merchants.first(where: { $0.stripeAccount == account }) else {
+                throw IngestError(.unprocessableContent, "unknown_merchant", "account: no merchant has stripe_account '\(account)'")
+            }
+            return m.id
+        }
+        if let d = defaultMerchant { return d }
+        let withStripe = merchants.filter { $0.stripeAccount != nil }
+        if withStripe.count == 1 { return withStripe[0].id }
+        throw IngestError(.unprocessableContent, "unknown_merchant", "account: missing and no stripe.default_merchant configured")
+    }
+
+    func str(_ v: Any?) -> String? { JSONValue.string(v).flatMap { $0.isEmpty ? nil : $0 } }
+
+    /// A Stripe reference is an id string or, when expanded, an object with `id`.
+    func idOf(_ v: Any?) -> String? {
+        if let s = v as? String { return s.isEmpty ? nil : s }
+        if let o = v as? [String: Any] { return str(o["id"]) }
+        return nil
+    }
+
+    func customerOf(_ v: Any?) -> PaymentEvent.Customer? {
+        if let s = v as? String, !s.isEmpty { return .init(id: s) }
+        if let o = v as? [String: Any] {
+            return .init(id: str(o["id"]), name: str(o["name"]), email: str(o["email"]), phone: str(o["phone"]))
+        }
+        return nil
+    }
+
+    func billingCustomer(_ charge: [String: Any]) -> PaymentEvent.Customer? {
+        guard let b = charge["billing_details"] as? [String: Any] else { return nil }
+        let c = PaymentEvent.Customer(id: idOf(charge["customer"]), name: str(b["name"]), email: str(b["email"]) ?? str(charge["receipt_email"]), phone: str(b["phone"]))
+        return c == PaymentEvent.Customer() ? nil : c
+    }
+
+    func merge(_ a: PaymentEvent.Customer, _ b: PaymentEvent.Customer?) -> PaymentEvent.Customer {
+        guard let b else { return a }
+        return .init(id: a.id ?? b.id, name: a.name ?? b.name, email: a.email ?? b.email, phone: a.phone ?? b.phone)
+    }
+
+    /// The intent's charge when present: expanded `latest_charge`, or `charges.data[0]` (older API versions).
+    func chargeOf(pi: [String: Any]) -> [String: Any]? {
+        if let c = pi["latest_charge"] as? [String: Any] { return c }
+        if let list = pi["charges"] as? [String: Any], let data = list["data"] as? [[String: Any]] { return data.first }
+        return nil
+    }
+
+    func cardOf(_ charge: [String: Any]) -> PaymentEvent.Card? {
+        guard let pmd = charge["payment_method_details"] as? [String: Any], let c = pmd["card"] as? [String: Any] else {
+            return nil
+        }
+        return PaymentEvent.Card(brand: str(c["brand"]), last4: str(c["last4"]))
+    }
+
+    /// The fee, when the balance transaction is expanded on the charge.
+    func feeOf(_ charge: [String: Any], _ currency: Currency) -> Money? {
+        guard let bt = charge["balance_transaction"] as? [String: Any], let fee = JSONValue.int64(bt["fee"]) else { return nil }
+        // The fee is in the balance (settlement) currency; only carry it when it matches the charge.
+        guard (str(bt["currency"]) ?? "").uppercased() == currency.code else { return nil }
+        return Money(value: fee, currency: currency)
+    }
+
+    /// The newest refund of a charge (`refunds.data` is newest first).
+    func latestRefund(_ charge: [String: Any]) -> [String: Any]? {
+        guard let list = charge["refunds"] as? [String: Any], let data = list["data"] as? [[String: Any]] else { return nil }
+        return data.max(by: { (JSONValue.int64($0["created"]) ?? 0) < (JSONValue.int64($1["created"]) ?? 0) })
+    }
+}
