@@ -13,4 +13,6 @@ scripts/broker.sh start "$PAYFLEET_BROKER_DIR"
 export PAYFLEET_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:${PAYFLEET_BROKER_AMQP_PORT}/"
 export PAYFLEET_TEST_MANAGEMENT_URL="http://guest:guest@127.0.0.1:${PAYFLEET_BROKER_MGMT_PORT}/"
 swift build --build-tests
-swift test --skip-build "$@"
+# --no-parallel: integration suites share one broker and the payfleet.events exchange; run
+# them one at a time so one suite's published events never reach another's queues.
+swift test --skip-build --no-parallel "$@"
