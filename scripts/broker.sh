@@ -68,7 +68,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start() {
     install_if_missing
     mkdir -p "$DIR/mnesia" "$DIR/log"
-    if [ -f "$DIR/rabbitmq.pid" ] && kill -0 "$(cat "$DIR/rabbitmq.pid")" 2>/dev/null && port_open "$AMQP_PORT"; then
+    if [ -n "$(broker_pids)" ] && port_open "$AMQP_PORT"; then
         echo "broker.sh: already running on $AMQP_PORT" >&2; print_env; return 0
     fi
     port_open "$AMQP_PORT" && die "port $AMQP_PORT is taken by another process"
@@ -108,16 +108,30 @@ CONF
     die "broker did not open port $AMQP_PORT within 120 s (logs in $DIR/log)"
 }
 
+# The broker's own processes: the pid files, or (if a previous stop lost them) the Erlang VM
+# started with this state directory as its home.
+broker_pids() {
+    {
+        [ -f "$DIR/rabbitmq.pid" ] && cat "$DIR/rabbitmq.pid"
+        [ -f "$DIR/server.pid" ] && cat "$DIR/server.pid"
+        pgrep -f "beam.smp.* -home $DIR( |$)" || true
+    } 2>/dev/null | sort -u | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done
+}
+
 stop() {
     broker_env
-    local pid=""
-    [ -f "$DIR/rabbitmq.pid" ] && pid="$(cat "$DIR/rabbitmq.pid")"
-    [ -z "$pid" ] && [ -f "$DIR/server.pid" ] && pid="$(cat "$DIR/server.pid")"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    local pids
+    pids="$(broker_pids)"
+    if [ -n "$pids" ]; then
+        kill -TERM $pids 2>/dev/null || true
+        # A loaded machine can take a while to shut a node down cleanly.
+        for _ in $(seq 1 300); do
+            [ -z "$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo "$p"; done)" ] && break
+            sleep 0.2
+        done
+        kill -KILL $pids 2>/dev/null || true
     fi
+    for _ in $(seq 1 50); do port_open "$AMQP_PORT" || break; sleep 0.2; done
     for _ in $(seq 1 20); do
         epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
         port_open "$EPMD_PORT" || break
