@@ -115,7 +115,10 @@ broker_pids() {
         [ -f "$DIR/rabbitmq.pid" ] && cat "$DIR/rabbitmq.pid"
         [ -f "$DIR/server.pid" ] && cat "$DIR/server.pid"
         pgrep -f "beam.smp.* -home $DIR( |$)" || true
-    } 2>/dev/null | sort -u | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done
+    } 2>/dev/null | sort -u | while read -r p; do
+        if kill -0 "$p" 2>/dev/null; then echo "$p"; fi
+    done
+    return 0
 }
 
 stop() {
@@ -126,7 +129,9 @@ stop() {
         kill -TERM $pids 2>/dev/null || true
         # A loaded machine can take a while to shut a node down cleanly.
         for _ in $(seq 1 300); do
-            [ -z "$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo "$p"; done)" ] && break
+            alive=""
+            for p in $pids; do if kill -0 "$p" 2>/dev/null; then alive="$alive $p"; fi; done
+            [ -z "$alive" ] && break
             sleep 0.2
         done
         kill -KILL $pids 2>/dev/null || true
