@@ -71,14 +71,14 @@ public enum AMQPFieldValue: Sendable, Equatable, CustomStringConvertible {
 /// Owns C memory handed to rabbitmq-c for the duration of one call.
 final class CArena {
     private var allocations: [UnsafeMutableRawPointer] = []
-    deinit { for p in allocations { free(p) } }
+    deinit { for p in allocations { p.deallocate() } }
 
     func bytes(_ s: String) -> amqp_bytes_t { bytes(Array(s.utf8)) }
 
     func bytes(_ b: [UInt8]) -> amqp_bytes_t {
-        guard let p = malloc(max(b.count, 1)) else { fatalError("out of memory") }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(b.count, 1), alignment: 1)
         allocations.append(p)
-        b.withUnsafeBytes { if let base = $0.baseAddress { memcpy(p, base, b.count) } }
+        b.withUnsafeBytes { if let base = $0.baseAddress { p.copyMemory(from: base, byteCount: b.count) } }
         return amqp_bytes_t(len: b.count, bytes: p)
     }
 

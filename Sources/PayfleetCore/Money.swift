@@ -1,6 +1,6 @@
 import Foundation
 
-/// An amount of money: an integer number of minor units of one currency. Never a Double.
+/// An amount of money: an integer number of minor units of one currency.
 public struct Money: Hashable, Sendable, Codable, CustomStringConvertible {
     /// Minor units (pence, cents, yen, fils).
     public var value: Int64

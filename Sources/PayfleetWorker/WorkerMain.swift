@@ -73,6 +73,51 @@ public enum WorkerMain {
         return out
     }
 
+    /// What start-up decided: run with the configuration read, or exit with this code.
+    public enum Startup<T> {
+        case run(T)
+        case exit(Int32)
+    }
+
+    /// The start-up every Payfleet process shares: options, the configuration file, logging,
+    /// `read` for the process's own sections, then unknown keys anywhere are errors. Prints a
+    /// one-line reason and answers `.exit(78)` on a configuration error, `.exit(0)` after
+    /// `--check-config`.
+    public static func loadConfiguration<T>(
+        process: String, _ read: (_ root: ConfigSection, _ options: WorkerOptions) throws -> T
+    ) -> Startup<T> {
+        let env = ProcessInfo.processInfo.environment
+        do {
+            let options = try WorkerOptions.parse(CommandLine.arguments, environment: env)
+            let root = try ConfigSection.load(file: options.configPath, environment: env)
+            bootstrapLogging(try root.string("log_level"))
+            let value = try read(root, options)
+            root.ignore(ConfigSections.all)
+            try root.finish()
+            if options.checkConfigOnly {
+                print("\(options.configPath): ok")
+                return .exit(0)
+            }
+            return .run(value)
+        } catch let e as ConfigError {
+            FileHandle.standardError.write(Data("\(process): \(e.description)\n".utf8))
+            return .exit(78)
+        } catch {
+            FileHandle.standardError.write(Data("\(process): \(error)\n".utf8))
+            return .exit(78)
+        }
+    }
+
+    /// Tells supervisors the process is ready: `$PAYFLEET_READY_FILE` (pid and port as JSON)
+    /// and systemd's notify socket.
+    public static func announceReady(readyFile: String?, portKey: String, port: Int, status: String) {
+        if let readyFile {
+            let json = "{\"pid\": \(ProcessInfo.processInfo.processIdentifier), \"\(portKey)\": \(port)}\n"
+            _ = FileManager.default.createFile(atPath: readyFile, contents: Data(json.utf8))
+        }
+        SystemdNotify.send("READY=1\nSTATUS=\(status)")
+    }
+
     /// Loads configuration, builds the runtime and admin listener, runs until SIGTERM/SIGINT.
     /// Returns the process exit code (0 after a graceful stop, 78 for configuration errors).
     public static func run<H: WorkerHandler>(
@@ -80,33 +125,18 @@ public enum WorkerMain {
         makeHandler: HandlerFactory<H>
     ) async -> Int32 {
         let env = ProcessInfo.processInfo.environment
-        let runtimeConfig: RuntimeConfiguration
-        let handler: H
-        let logger: Logger
-        do {
-            let options = try WorkerOptions.parse(CommandLine.arguments, environment: env)
-            let root = try ConfigSection.load(file: options.configPath, environment: env)
-            bootstrapLogging(try root.string("log_level"))
-            var l = Logger(label: "payfleet.\(worker)")
-            l[metadataKey: "payfleet.worker"] = "\(worker)"
-            logger = l
+        let loaded = loadConfiguration(process: worker) { root, options -> (RuntimeConfiguration, H, Logger) in
+            var logger = Logger(label: "payfleet.\(worker)")
+            logger[metadataKey: "payfleet.worker"] = "\(worker)"
             let section = try root.section(worker)
-            runtimeConfig = try RuntimeConfiguration.read(
+            let config = try RuntimeConfiguration.read(
                 root: root, section: section, worker: worker, routingKeys: routingKeys, partitionKey: partitionKey,
                 defaultAdminPort: defaultAdminPort, partition: options.partition)
-            let merchants = try readMerchants(root)
-            handler = try makeHandler(section, root, merchants, logger)
-            root.ignore(ConfigSections.all)
-            try root.finish()
-            if options.checkConfigOnly {
-                print("\(options.configPath): ok")
-                return 0
-            }
-        } catch let e as ConfigError {
-            FileHandle.standardError.write(Data("\(worker): \(e.description)\n".utf8))
-            return 78
-        } catch {
-            FileHandle.standardError.write(Data("\(worker): \(error)\n".utf8))
+            let handler = try makeHandler(section, root, try readMerchants(root), logger)
+            return (config, handler, logger)
+        }
+        guard case .run(let (runtimeConfig, handler, logger)) = loaded else {
+            if case .exit(let code) = loaded { return code }
             return 78
         }
         do {
@@ -117,11 +147,9 @@ public enum WorkerMain {
                 readiness: { await runtime.readiness() }, metrics: { runtime.metrics.text() },
                 onBound: { port in
                     logger.info("admin listener up", metadata: ["admin.port": "\(port)"])
-                    if let readyFile {
-                        let json = "{\"pid\": \(ProcessInfo.processInfo.processIdentifier), \"admin_port\": \(port)}\n"
-                        _ = FileManager.default.createFile(atPath: readyFile, contents: Data(json.utf8))
-                    }
-                    SystemdNotify.send("READY=1\nSTATUS=consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
+                    announceReady(
+                        readyFile: readyFile, portKey: "admin_port", port: port,
+                        status: "consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
                 })
             let group = ServiceGroup(
                 configuration: .init(
