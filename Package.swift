@@ -57,7 +57,10 @@ let package = Package(
             ]),
         .target(
             name: "PayfleetTestKit",
-            dependencies: ["PayfleetCore"]),
+            dependencies: [
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(
             name: "PayfleetCLI",
             dependencies: [
