@@ -3,8 +3,18 @@
 public enum Topology {
     /// The topic exchange every event is published to (routing key = event type).
     public static let eventsExchange = "payfleet.events"
-    /// Header carrying the partition key for the consistent-hash exchange.
-    public static let partitionHeader = "x-partition-key"
+    /// The partition-key headers every publisher to `payfleet.events` sets: a worker partitioned
+    /// by customer hashes `x-partition-customer`, one partitioned by merchant
+    /// `x-partition-merchant` (DESIGN §4 names one header; two are needed because the workers
+    /// partition by different keys).
+    public static func partitionHeaders(for event: PaymentEvent) -> [String: String] {
+        partitionHeaders(customerKey: event.customerKey, merchantID: event.merchantID)
+    }
+
+    public static func partitionHeaders(customerKey: String, merchantID: String) -> [String: String] {
+        [WorkerTopology.PartitionKey.customer.header: customerKey,
+         WorkerTopology.PartitionKey.merchant.header: merchantID]
+    }
 
     public static let workerNames = ["crm-sync", "ledger-writer", "receipt-sender", "settlement-aggregator"]
 }
@@ -12,7 +22,11 @@ public enum Topology {
 /// What a worker's queues look like: routing keys, partitions, retry tiers, delivery limit.
 public struct WorkerTopology: Sendable, Equatable {
     /// How a partitioned worker's events are spread: by customer or by merchant.
-    public enum PartitionKey: String, Sendable { case customer, merchant }
+    public enum PartitionKey: String, Sendable {
+        case customer, merchant
+        /// The header the worker's consistent-hash exchange hashes.
+        public var header: String { "x-partition-\(rawValue)" }
+    }
 
     public var name: String
     public var routingKeys: [String]
@@ -68,7 +82,7 @@ public struct WorkerTopology: Sendable, Equatable {
         if isPartitioned {
             exchanges.append(
                 ExchangeSpec(name: partitionExchange, type: "x-consistent-hash",
-                             arguments: ["hash-header": .string(Topology.partitionHeader)]))
+                             arguments: ["hash-header": .string(partitionKey.header)]))
             for key in routingKeys {
                 bindings.append(BindingSpec(source: Topology.eventsExchange, destination: partitionExchange,
                                             destinationType: .exchange, routingKey: key))

@@ -13,6 +13,8 @@ public final class Outbox: Sendable {
         public let type: String
         public let merchant: String
         public let customer: String?
+        /// `PaymentEvent.customerKey`: the customer, else the payment, else the merchant.
+        public let customerKey: String
         public let traceparent: String?
         public let body: [UInt8]
     }
@@ -70,7 +72,9 @@ public final class Outbox: Sendable {
                 created_at INTEGER NOT NULL,
                 PRIMARY KEY (key_hash, idem_key)
             ) WITHOUT ROWID;
-            """)
+            """),
+        // The partition key of customer-partitioned workers (crm-sync, receipt-sender).
+        Migration("ingest.2", "ALTER TABLE outbox ADD COLUMN customer_key TEXT"),
     ]
 
     public let store: Store
@@ -104,11 +108,11 @@ public final class Outbox: Sendable {
                 case .event(let e):
                     let n = try db.execute(
                         """
-                        INSERT OR IGNORE INTO outbox (id, type, merchant, customer, traceparent, body, created_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        INSERT OR IGNORE INTO outbox (id, type, merchant, customer, customer_key, traceparent, body, created_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                         [.text(e.id), .text(e.type.rawValue), .text(e.merchantID), SQLValue(e.customer?.id),
-                         .text(traceparent), .blob(bodies[e.id] ?? Array(EventCodec.encode(e))), .int(now)])
+                         .text(e.customerKey), .text(traceparent), .blob(bodies[e.id] ?? Array(EventCodec.encode(e))), .int(now)])
                     out.append((e.id, n == 0))
                 case .recordOnly(let provider, let eventID, let type, let reason):
                     let id = item.canonicalID
@@ -131,11 +135,11 @@ public final class Outbox: Sendable {
     public func pending(limit: Int) async throws -> [Row] {
         try await store.withConnection { db in
             try db.query(
-                "SELECT seq, id, type, merchant, customer, traceparent, body FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                "SELECT seq, id, type, merchant, customer, traceparent, body, customer_key FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
                 [.int(Int64(limit))]
             ).map { r in
                 Row(seq: r.int(0) ?? 0, id: r.string(1) ?? "", type: r.string(2) ?? "", merchant: r.string(3) ?? "",
-                    customer: r.string(4), traceparent: r.string(5), body: r.blob(6) ?? [])
+                    customer: r.string(4), customerKey: r.string(7) ?? r.string(4) ?? r.string(3) ?? "", traceparent: r.string(5), body: r.blob(6) ?? [])
             }
         }
     }

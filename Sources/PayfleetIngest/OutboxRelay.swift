@@ -53,6 +53,9 @@ public final class OutboxRelay: Service, Sendable {
                     PayfleetHeaders.merchant: .string(r.merchant),
                 ]
                 if let c = r.customer { headers[PayfleetHeaders.customer] = .string(c) }
+                for (k, v) in Topology.partitionHeaders(customerKey: r.customerKey, merchantID: r.merchant) {
+                    headers[k] = .string(v)
+                }
                 if let t = r.traceparent { headers[PayfleetHeaders.traceparent] = .string(t) }
                 return AMQPOutgoing(
                     exchange: Topology.eventsExchange, routingKey: r.type,

@@ -147,9 +147,16 @@ public enum WorkerMain {
                 readiness: { await runtime.readiness() }, metrics: { runtime.metrics.text() },
                 onBound: { port in
                     logger.info("admin listener up", metadata: ["admin.port": "\(port)"])
-                    announceReady(
-                        readyFile: readyFile, portKey: "admin_port", port: port,
-                        status: "consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
+                    // READY=1 once the broker connections (topology declared on connect) and the
+                    // database answer, not merely when the admin port is bound.
+                    Task {
+                        while await !runtime.readiness().ready {
+                            try? await Task.sleep(for: .milliseconds(50))
+                        }
+                        announceReady(
+                            readyFile: readyFile, portKey: "admin_port", port: port,
+                            status: "consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
+                    }
                 })
             let group = ServiceGroup(
                 configuration: .init(
@@ -170,6 +177,16 @@ public enum WorkerMain {
 
 /// sd_notify(3) without libsystemd: one datagram to `$NOTIFY_SOCKET`.
 public enum SystemdNotify {
+    /// systemd's watchdog interval (`$WATCHDOG_USEC`, for this process when `$WATCHDOG_PID` is
+    /// set), or nil when no watchdog is configured.
+    public static func watchdogInterval(
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> Duration? {
+        guard let s = environment["WATCHDOG_USEC"], let usec = UInt64(s), usec > 0 else { return nil }
+        if let pid = environment["WATCHDOG_PID"], Int32(pid) != ProcessInfo.processInfo.processIdentifier { return nil }
+        return .microseconds(Int64(usec))
+    }
+
     public static func send(_ state: String) {
         guard var path = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !path.isEmpty else { return }
         if path.hasPrefix("@") { path = "\0" + path.dropFirst() }

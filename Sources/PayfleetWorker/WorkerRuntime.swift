@@ -34,6 +34,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
     /// only sent when a batch starts exactly there, so nothing unseen is ever acknowledged.
     private var nextExpectedTag: (generation: Int, tag: UInt64) = (0, 1)
     private let stopped = Locked(false)
+    /// When the batch in hand was handed over (nil while the loop waits for deliveries): the
+    /// systemd watchdog is fed only while this is recent, so a stuck batch gets the process restarted.
+    private let batchStartedAt = Locked<ContinuousClock.Instant?>(nil)
 
     /// The runtime's own tables beside `processed`: the effect journal.
     static var migrations: [Migration] {
@@ -94,6 +97,12 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
 
     public var lastError: String? { lastErrorText.current }
 
+    /// False when a batch has been in hand for longer than `stuckAfter` (a hung effect or store).
+    public func isLive(stuckAfter: Duration) -> Bool {
+        guard let started = batchStartedAt.current else { return true }
+        return ContinuousClock.now - started < stuckAfter
+    }
+
     public func run() async throws {
         let retention = Double(configuration.processedRetentionMS) / 1000
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -114,9 +123,19 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                     try? await Task.sleep(for: .seconds(3600))
                 }
             }
+            if let interval = SystemdNotify.watchdogInterval() {
+                group.addTask { [self] in
+                    // WATCHDOG=1 at half the interval systemd set, while the consume loop is alive.
+                    while !Task.isCancelled {
+                        if isLive(stuckAfter: interval) { SystemdNotify.send("WATCHDOG=1") }
+                        try? await Task.sleep(for: interval / 2)
+                    }
+                }
+            }
             try await withGracefulShutdownHandler {
                 try await consumeLoop()
             } onGracefulShutdown: { [self] in
+                SystemdNotify.send("STOPPING=1")
                 logger.info("graceful shutdown: stop consuming, finish in-flight work")
                 stopped.withLock { $0 = true }
                 consumer.stopConsuming()
@@ -133,7 +152,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         for await event in consumer.events {
             switch event {
             case .deliveries(let batch):
+                batchStartedAt.withLock { $0 = .now }
                 await process(batch)
+                batchStartedAt.withLock { $0 = nil }
                 consumer.requestDeliveries()
             case .connected(let generation):
                 consumer.requestDeliveries()
