@@ -40,11 +40,16 @@ public struct TopologyCommand: AsyncParsableCommand {
         @OptionGroup public var global: GlobalOptions
         @Option(name: .shortAndLong, help: "Write to this file instead of standard output.")
         var output: String?
+        @Flag(help: "Also export one least-privilege broker user per process, with permissions.")
+        var users = false
         public init() {}
 
         public func run() async throws {
             let ctx = try CLIContext.load(global)
-            let defs = Topology.definitions(workers: ctx.workers, vhost: ctx.amqp.vhost)
+            var defs = Topology.definitions(workers: ctx.workers, vhost: ctx.amqp.vhost)
+            if users {
+                defs.merge(Topology.accessDefinitions(workers: ctx.workers, vhost: ctx.amqp.vhost)) { a, _ in a }
+            }
             let data = try JSONSerialization.data(withJSONObject: defs, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             if let output {
                 try data.write(to: URL(fileURLWithPath: output), options: .atomic)

@@ -221,3 +221,57 @@ extension Topology {
         return ["rabbit_version": "3.10.8", "vhosts": [["name": vhost]], "exchanges": exchanges, "queues": queues, "bindings": bindings]
     }
 }
+
+/// Least-privilege broker users (DESIGN §4, deploy/rabbitmq): one user per process, with
+/// RabbitMQ's configure / write / read permission patterns.
+public struct BrokerPermission: Sendable, Equatable {
+    public var user: String
+    public var configure: String
+    public var write: String
+    public var read: String
+}
+
+extension Topology {
+    static func escape(_ name: String) -> String {
+        name.replacingOccurrences(of: ".", with: "\\.")
+    }
+
+    /// Ingest may declare and write `payfleet.events` only. A worker may declare, read and write
+    /// its own queues and exchanges (`payfleet.W`, `.pN`, `.retry.*`, `.dlq`, `.partition`), read
+    /// (bind from) `payfleet.events`, and write the default exchange, through which it republishes
+    /// to its retry tiers and DLQ; workers in `publishers` (settlement-aggregator's
+    /// `settlement.day_closed`) may also write `payfleet.events`. The operator user (the CLI:
+    /// topology, DLQ replay) has everything.
+    public static func permissions(workers: [WorkerTopology], publishers: Set<String> = ["settlement-aggregator"])
+        -> [BrokerPermission]
+    {
+        let events = escape(eventsExchange)
+        var out = [BrokerPermission(user: "payfleet-ingest", configure: "^\(events)$", write: "^\(events)$", read: "^$")]
+        for w in workers {
+            let own = "payfleet\\.\(escape(w.name))(\\..+)?"
+            out.append(BrokerPermission(
+                user: "payfleet-\(w.name)",
+                configure: "^(\(events)|\(own))$",
+                write: publishers.contains(w.name) ? "^(amq\\.default|\(events)|\(own))$" : "^(amq\\.default|\(own))$",
+                read: "^(\(events)|\(own))$"))
+        }
+        out.append(BrokerPermission(user: "payfleet-operator", configure: ".*", write: ".*", read: ".*"))
+        return out
+    }
+
+    /// `users` and `permissions` entries for a definitions file. Users have no password
+    /// (`password_hash` empty: they cannot log in until one is set with
+    /// `rabbitmqctl change_password`, which `deploy/install.sh` does from the credential files).
+    public static func accessDefinitions(workers: [WorkerTopology], vhost: String = "/") -> [String: Any] {
+        let perms = permissions(workers: workers)
+        return [
+            "users": perms.map { p -> [String: Any] in
+                ["name": p.user, "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256",
+                 "tags": p.user == "payfleet-operator" ? ["management"] : [String]()]
+            },
+            "permissions": perms.map { p -> [String: Any] in
+                ["user": p.user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read]
+            },
+        ]
+    }
+}

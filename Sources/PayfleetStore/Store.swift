@@ -63,13 +63,19 @@ public final class Store: Sendable {
         let done = Set(try db.query("SELECT id FROM schema_migrations").compactMap { $0.string(0) })
         var applied: [String] = []
         for m in migrations where !done.contains(m.id) {
-            try db.transaction {
+            // Checked again under the write lock: a standby instance opening the same file may
+            // have applied it between the read above and this transaction.
+            let ran = try db.transaction { () throws -> Bool in
+                guard try db.queryOne("SELECT 1 FROM schema_migrations WHERE id = ?", [.text(m.id)]) == nil else {
+                    return false
+                }
                 try db.executeScript(m.sql)
                 try db.execute(
                     "INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)",
                     [.text(m.id), .int(Int64(Date().timeIntervalSince1970))])
+                return true
             }
-            applied.append(m.id)
+            if ran { applied.append(m.id) }
         }
         return applied
     }

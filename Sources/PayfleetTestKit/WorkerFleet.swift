@@ -22,6 +22,11 @@ public final class WorkerFleet: @unchecked Sendable {
         public var retryDelays: [String] = ["200ms", "400ms", "800ms"]
         public var deliveryLimit = 20
         public var batchSize = 200
+        public var partitions = 1
+        /// The broker URL the worker is configured with (default: the test broker's amqp URL).
+        public var brokerURL: String?
+        /// Admin port in the config; nil picks a random one, 0 lets every instance take a free port.
+        public var adminPort: Int?
         /// YAML appended at the top level (e.g. a `merchants:` list); `{dir}` is replaced by the
         /// fleet's temp directory.
         public var topLevelYAML = ""
@@ -64,11 +69,11 @@ public final class WorkerFleet: @unchecked Sendable {
         name = TestEnvironment.uniqueName(options.prefix)
         dir = TestEnvironment.makeTempDir(options.prefix)
         configPath = dir + "/payfleet.yaml"
-        adminPort = Int.random(in: 30_000...49_999)
+        adminPort = options.adminPort ?? Int.random(in: 30_000...49_999)
         amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL)
         topology = WorkerTopology(
-            name: name, routingKeys: options.routingKeys, partitionKey: options.partitionKey,
-            retryDelaysMS: options.retryDelays.map { ConfigSection.parseDurationMS($0)! },
+            name: name, routingKeys: options.routingKeys, partitions: options.partitions,
+            partitionKey: options.partitionKey, retryDelaysMS: options.retryDelays.map { ConfigSection.parseDurationMS($0)! },
             deliveryLimit: options.deliveryLimit)
         try writeConfig()
     }
@@ -78,7 +83,7 @@ public final class WorkerFleet: @unchecked Sendable {
         let extra = (sectionYAML ?? options.sectionYAML).map { "  " + $0 }.joined(separator: "\n")
         let yaml = """
             broker:
-              url: \(TestEnvironment.amqpURL)
+              url: "\(options.brokerURL ?? TestEnvironment.amqpURL)"
               heartbeat: 10s
             state_dir: \(dir)/state
             log_level: info
@@ -89,6 +94,7 @@ public final class WorkerFleet: @unchecked Sendable {
               batch_size: \(options.batchSize)
               retry_delays: [\(options.retryDelays.joined(separator: ", "))]
               delivery_limit: \(options.deliveryLimit)
+              partitions: \(options.partitions)
             \(extra)
 
             """
@@ -109,6 +115,9 @@ public final class WorkerFleet: @unchecked Sendable {
     }
 
     public var dbPath: String { dir + "/state/\(name).sqlite" }
+    public func dbPath(partition: Int) -> String {
+        options.partitions > 1 ? dir + "/state/\(name).p\(partition).sqlite" : dbPath
+    }
     public var queue: String { topology.queue(partition: 0) }
     public var adminURL: String { "http://127.0.0.1:\(adminPort)" }
 
@@ -117,6 +126,15 @@ public final class WorkerFleet: @unchecked Sendable {
         process = try ChildProcess(
             executable: TestEnvironment.binDir + "/" + options.executable, arguments: ["--config", configPath],
             environment: environment, logPath: dir + "/worker-\(starts).log")
+    }
+
+    /// Starts one more instance for `partition` (several per partition: hot standbys).
+    public func startInstance(partition: Int, environment: [String: String] = [:]) throws -> ChildProcess {
+        starts += 1
+        return try ChildProcess(
+            executable: TestEnvironment.binDir + "/" + options.executable,
+            arguments: ["--config", configPath, "--partition", String(partition)],
+            environment: environment, logPath: dir + "/worker-p\(partition)-\(starts).log")
     }
 
     /// Declares the topology so messages published before the worker starts are kept.

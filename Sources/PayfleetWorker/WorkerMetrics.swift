@@ -14,6 +14,8 @@ public final class WorkerMetrics: Sendable {
     let effectsOutcomeUnknown: Counter
     let handlerLatency: DurationHistogram
     let batchSize: ValueHistogram
+    /// 1 while both broker connections and the database are up (what `/readyz` answers).
+    public let ready: Gauge
 
     public init(worker: String, partition: Int, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -45,6 +47,8 @@ public final class WorkerMetrics: Sendable {
         batchSize = registry.makeValueHistogram(
             name: "payfleet_batch_size", labels: l, buckets: [1, 2, 5, 10, 25, 50, 100, 200, 500, 1000],
             help: "Deliveries per transaction")
+        ready = registry.makeGauge(
+            name: "payfleet_worker_ready", labels: l, help: "1 when connected to the broker with the database open")
     }
 
     public func text() -> String { registry.emitToString() }

@@ -123,6 +123,14 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                     try? await Task.sleep(for: .seconds(3600))
                 }
             }
+            group.addTask { [self] in
+                // The readiness gauge, for alerting on a worker that runs but cannot work.
+                while !Task.isCancelled {
+                    let ok = await readiness().ready
+                    metrics.ready.set(Double(ok ? 1 : 0))
+                    try? await Task.sleep(for: .seconds(5))
+                }
+            }
             if let interval = SystemdNotify.watchdogInterval() {
                 group.addTask { [self] in
                     // WATCHDOG=1 at half the interval systemd set, while the consume loop is alive.

@@ -14,6 +14,20 @@ struct StoreTests {
         #expect(ids == ["runtime.1", "t.1", "t.2", "t.3"])
     }
 
+    @Test("Instances opening one new file at once (a partition and its standby) migrate it once")
+    func concurrentOpenersMigrateOnce() async throws {
+        for _ in 0..<10 {
+            let path = tempPath()
+            let m = (1...8).map { Migration("t.\($0)", "CREATE TABLE t\($0) (x INTEGER)") }
+            let stores = try await withThrowingTaskGroup(of: Store.self) { group in
+                for _ in 0..<4 { group.addTask { try await Store(path: path, migrations: m) } }
+                return try await group.reduce(into: [Store]()) { $0.append($1) }
+            }
+            let n = try await stores[0].withConnection { db in try db.queryOne("SELECT COUNT(*) FROM schema_migrations")?.int(0) }
+            #expect(n == 9)
+        }
+    }
+
     @Test func walAndFullSynchronous() async throws {
         let s = try await Store(path: tempPath())
         let (mode, sync) = try await s.withConnection { db in

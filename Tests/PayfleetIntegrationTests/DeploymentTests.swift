@@ -1,0 +1,323 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetStore
+import PayfleetTestKit
+import Testing
+
+/// What `deploy/` promises: units systemd accepts and rates well, the notify protocol, alert
+/// rules that fire, least-privilege broker users, partitions with standbys, TLS.
+@Suite(.serialized)
+struct DeploymentTests {
+    static let deploy = TestEnvironment.repoRoot + "/deploy"
+
+    static func run(_ tool: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = [tool] + args
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static func has(_ tool: String) -> Bool { (try? run("sh", ["-c", "command -v \(tool)"]).0) == 0 }
+
+    @Test("systemd-analyze verify accepts every unit; each service's exposure is at most 2.5")
+    func systemdUnits() throws {
+        try #require(Self.has("systemd-analyze"), "systemd-analyze is installed by scripts/install-deps.sh")
+        let src = Self.deploy + "/systemd"
+        let units = try FileManager.default.contentsOfDirectory(atPath: src).filter { $0.hasPrefix("payfleet") }.sorted()
+        #expect(units.count == 6, "\(units)")
+        // The units run /opt/payfleet/bin/X; point them at the built binaries for verify.
+        let dir = TestEnvironment.makeTempDir("units")
+        for u in units {
+            let text = try String(contentsOfFile: src + "/" + u, encoding: .utf8)
+                .replacingOccurrences(of: "/opt/payfleet/bin", with: TestEnvironment.binDir)
+            try text.write(toFile: dir + "/" + u, atomically: true, encoding: .utf8)
+        }
+        let env = ["SYSTEMD_UNIT_PATH": dir + ":"]
+        let names = units.map { $0.replacingOccurrences(of: "@.service", with: "@0.service") }
+        for name in names {
+            let (status, out) = try Self.run("systemd-analyze", ["verify", name], environment: env)
+            #expect(status == 0 && out.isEmpty, "\(name): \(out)")
+        }
+        for name in names where name.hasSuffix(".service") {
+            let (status, out) = try Self.run("systemd-analyze", ["security", "--offline=true", name], environment: env)
+            let line = out.split(separator: "\n").first { $0.contains("Overall exposure level") } ?? ""
+            let score = line.split(separator: ":").last.flatMap { Double($0.split(separator: " ").first ?? "") }
+            print("exposure \(name): \(score.map { String($0) } ?? "?")")
+            #expect(status == 0)
+            #expect(score != nil && score! <= 2.5, "\(name): \(line)")
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    @Test("promtool accepts the alert rules and each alert fires on its series (alerts_test.yml)")
+    func alertRules() throws {
+        try #require(Self.has("promtool"), "promtool comes with Debian's prometheus package (scripts/install-deps.sh)")
+        let dir = Self.deploy + "/prometheus"
+        let (c, checkOut) = try Self.run("promtool", ["check", "rules", dir + "/alerts.yml"])
+        #expect(c == 0, "\(checkOut)")
+        #expect(checkOut.contains("SUCCESS: 7 rules found"))
+        let (t, testOut) = try Self.run("sh", ["-c", "cd '\(dir)' && promtool test rules alerts_test.yml"])
+        #expect(t == 0, "\(testOut)")
+    }
+
+    @Test("sd_notify: READY=1 once up, WATCHDOG=1 periodically, STOPPING=1 on SIGTERM")
+    func systemdNotify() async throws {
+        try await DemoFleet.with(prefix: "notify") { fleet in
+            let socket = try NotifySocket(path: "/tmp/pf-notify-\(UInt32.random(in: 0...999_999)).sock")
+            defer { socket.close() }
+            fleet.process = try fleet.startInstance(
+                partition: 0, environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "400000"])
+            var messages: [String] = []
+            let ready = await eventually(timeout: .seconds(60), every: .milliseconds(20)) {
+                messages += socket.drain()
+                return messages.contains { $0.hasPrefix("READY=1") }
+            }
+            #expect(ready, "log: \(fleet.process?.log.suffix(1500) ?? "")")
+            // READY only after the broker connections and database: the queue exists by then.
+            #expect(try await fleet.depth(fleet.queue) == 0)
+            messages = []
+            try await Task.sleep(for: .seconds(2))
+            messages += socket.drain()
+            let pings = messages.filter { $0 == "WATCHDOG=1" }.count
+            #expect(pings >= 3, "WATCHDOG=1 every 200 ms for 2 s, got \(pings): \(messages)")
+            fleet.process?.signal(SIGTERM)
+            #expect(await fleet.process?.wait(timeout: .seconds(20)) == 0)
+            messages += socket.drain()
+            #expect(messages.contains("STOPPING=1"), "\(messages)")
+        }
+    }
+
+    @Test("4 partitions, 2 instances each: per-key order kept, killing each active instance loses and doubles nothing")
+    func partitionsWithStandbys() async throws {
+        var o = WorkerFleet.Options(
+            executable: "payfleet-demo-worker", section: "demo-worker", prefix: "parts",
+            routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
+        o.partitions = 4
+        o.adminPort = 0
+        o.batchSize = 50
+        try await WorkerFleet.with(o) { fleet in
+            try await fleet.declare()
+            var instances: [Int: [ChildProcess]] = [:]
+            for p in 0..<4 {
+                instances[p] = [try fleet.startInstance(partition: p), try fleet.startInstance(partition: p)]
+            }
+            let merchants = (0..<16).map { "m_part\($0)" }
+            let total = 4_000
+            let events = (0..<total).map { n in EventFactory.payment(n, prefix: fleet.name, merchant: merchants[n % 16]) }
+            let index = Dictionary(uniqueKeysWithValues: events.enumerated().map { ($1.id, $0) })
+            let pub = fleet.publisher()
+            #expect(await pub.waitUntilConnected(timeout: .seconds(30)))
+            func publish(_ slice: ArraySlice<PaymentEvent>) async {
+                var rest = Array(slice)
+                while !rest.isEmpty {
+                    let chunk = Array(rest.prefix(250))
+                    let out = chunk.map { e in
+                        var headers: [String: AMQPFieldValue] = [:]
+                        for (k, v) in Topology.partitionHeaders(for: e) { headers[k] = .string(v) }
+                        return AMQPOutgoing(
+                            exchange: fleet.topology.partitionExchange, routingKey: e.type.rawValue,
+                            message: AMQPMessage(body: EventFactory.body(e), messageID: e.id, headers: headers))
+                    }
+                    let results = await pub.publish(batch: out)
+                    // Publish in order: stop at the first failure and resend from there.
+                    let ok = results.prefix { if case .success = $0 { true } else { false } }.count
+                    rest.removeFirst(ok)
+                    if ok < chunk.count { try? await Task.sleep(for: .milliseconds(100)) }
+                }
+            }
+            await publish(events[0..<total / 2])
+            // Kill -9 the active instance of every partition (the one the broker delivers to:
+            // its deliveries counter moved) and publish the rest: the standby must take over.
+            func deliveries(_ c: ChildProcess) async -> Int {
+                guard let line = c.log.split(separator: "\n").first(where: { $0.contains("admin listener up") }),
+                    let port = line.split(separator: " ").first(where: { $0.hasPrefix("admin.port=") })?.dropFirst(11),
+                    let url = URL(string: "http://127.0.0.1:\(port)/metrics"),
+                    let (data, _) = try? await URLSession.shared.data(from: url)
+                else { return -1 }
+                var sum = 0
+                for line in String(decoding: data, as: UTF8.self).split(separator: "\n")
+                where line.hasPrefix("payfleet_deliveries_total") {
+                    if let v = line.split(separator: " ").last, let d = Double(v) { sum += Int(d) }
+                }
+                return sum
+            }
+            _ = await eventually(timeout: .seconds(60)) {
+                var sum = 0
+                for list in instances.values { for c in list { sum += max(0, await deliveries(c)) } }
+                return sum >= total / 2
+            }
+            for p in 0..<4 {
+                let counts = [await deliveries(instances[p]![0]), await deliveries(instances[p]![1])]
+                let active = counts.firstIndex { $0 > 0 }
+                #expect(counts.filter { $0 > 0 }.count == 1, "partition \(p): one active instance, deliveries \(counts)")
+                await instances[p]![active ?? 0].killNow()
+            }
+            await publish(events[(total / 2)...])
+            func applied() throws -> [(partition: Int, ids: [String])] {
+                try (0..<4).map { p in
+                    guard FileManager.default.fileExists(atPath: fleet.dbPath(partition: p)) else { return (p, []) }
+                    let db = try SQLiteConnection(path: fleet.dbPath(partition: p), readOnly: true)
+                    return (p, try db.query("SELECT event_id FROM applied ORDER BY seq").compactMap { $0.string(0) })
+                }
+            }
+            let done = try await eventually(timeout: .seconds(120), every: .milliseconds(200)) {
+                try applied().reduce(0) { $0 + $1.ids.count } >= total
+            }
+            let counts = try applied().map(\.ids.count)
+            #expect(done, "applied \(counts)")
+            try await Task.sleep(for: .milliseconds(500))
+            let all = try applied()
+            let ids = all.flatMap(\.ids)
+            #expect(ids.count == total, "applied \(ids.count) rows for \(total) events: \(counts), dir \(fleet.dir)")
+            #expect(Set(ids).count == total, "every event exactly once")
+            // Each merchant lives on one partition, and its events were applied in publish order.
+            var partitionOf: [String: Int] = [:]
+            var lastIndex: [String: Int] = [:]
+            var outOfOrder = 0
+            for (p, list) in all {
+                for id in list {
+                    guard let i = index[id] else { continue }
+                    let m = events[i].merchantID
+                    #expect(partitionOf[m, default: p] == p, "merchant \(m) on two partitions")
+                    partitionOf[m] = p
+                    if let last = lastIndex[m], last > i { outOfOrder += 1 }
+                    lastIndex[m] = i
+                }
+            }
+            #expect(outOfOrder == 0, "\(outOfOrder) events applied before an earlier one of the same key")
+            #expect(Set(partitionOf.values).count > 1, "keys spread over partitions: \(partitionOf)")
+            for p in 0..<4 { #expect(try await fleet.depth(fleet.topology.queue(partition: p)) == 0) }
+            for list in instances.values { for c in list { await c.killNow() } }
+        }
+    }
+
+    @Test("A worker's broker user can neither publish to payfleet.events nor read another worker's queue")
+    func leastPrivilege() async throws {
+        let crm = WorkerTopology(name: TestEnvironment.uniqueName("lp-crm"), routingKeys: ["payment.succeeded"])
+        let ledger = WorkerTopology(name: TestEnvironment.uniqueName("lp-ledger"), routingKeys: ["payment.succeeded"])
+        let admin = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        let s = try await AMQPSession.connect(admin)
+        try await s.declare { d in
+            try d.declare(worker: crm)
+            try d.declare(worker: ledger)
+        }
+        let perm = Topology.permissions(workers: [crm, ledger]).first { $0.user == "payfleet-\(crm.name)" }!
+        let user = perm.user
+        let password = "pw-\(UUID().uuidString.prefix(8))"
+        func ctl(_ args: [String]) throws -> Int32 {
+            try Self.run("bash", [TestEnvironment.repoRoot + "/scripts/broker.sh", "ctl", TestEnvironment.brokerDir] + args).0
+        }
+        _ = try ctl(["delete_user", user])
+        #expect(try ctl(["add_user", user, password]) == 0)
+        #expect(try ctl(["set_permissions", "-p", "/", user, perm.configure, perm.write, perm.read]) == 0)
+        defer { _ = try? ctl(["delete_user", user]) }
+
+        var url = URLComponents(string: TestEnvironment.amqpURL)!
+        url.user = user
+        url.password = password
+        let limited = try AMQPConfiguration(url: url.string!)
+        // Its own topology: declare, publish to its retry tier (default exchange), read its queue.
+        let own = try await AMQPSession.connect(limited)
+        try await own.declare { d in try d.declare(worker: crm) }
+        try await own.publish(AMQPOutgoing(
+            exchange: "", routingKey: crm.retryQueue(delayMS: crm.retryDelaysMS[0], partition: 0),
+            message: AMQPMessage(body: Array("{}".utf8))))
+        _ = try await own.get(queue: crm.queue(partition: 0))
+        await own.close()
+
+        func refused(_ body: (AMQPSession) async throws -> Void) async -> String? {
+            guard let session = try? await AMQPSession.connect(limited) else { return "cannot connect" }
+            defer { Task { await session.close() } }
+            do {
+                try await body(session)
+                return nil
+            } catch let e as AMQPError {
+                return e.replyCode == 403 ? "403" : e.description
+            } catch { return "\(error)" }
+        }
+        let publish = await refused { session in
+            try await session.publish(AMQPOutgoing(
+                exchange: Topology.eventsExchange, routingKey: "payment.succeeded", message: AMQPMessage(body: Array("{}".utf8))))
+        }
+        #expect(publish == "403", "publish to payfleet.events: \(publish ?? "allowed")")
+        let read = await refused { session in _ = try await session.get(queue: ledger.queue(partition: 0)) }
+        #expect(read == "403", "basic.get on another worker's queue: \(read ?? "allowed")")
+        let dlq = await refused { session in _ = try await session.get(queue: ledger.dlq) }
+        #expect(dlq == "403", "basic.get on another worker's DLQ: \(dlq ?? "allowed")")
+
+        try await s.declare { d in
+            for q in crm.declarations.queues + ledger.declarations.queues { try d.delete(queue: q.name) }
+        }
+        await s.close()
+    }
+
+    @Test("A worker runs over TLS (amqps with the CA and client certificate openssl made) end to end")
+    func workerOverTLS() async throws {
+        let tlsURL = try #require(TestEnvironment.amqpsURL, "the private broker has a TLS listener")
+        var o = WorkerFleet.Options(
+            executable: "payfleet-demo-worker", section: "demo-worker", prefix: "tls",
+            routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
+        o.brokerURL = tlsURL
+        try await WorkerFleet.with(o) { fleet in
+            try await fleet.declare()
+            let events = (0..<500).map { EventFactory.payment($0, prefix: fleet.name) }
+            try await fleet.publish(events, via: fleet.publisher())
+            try fleet.start()
+            let done = try await eventually(timeout: .seconds(60)) { try fleet.count("applied") >= 500 }
+            #expect(done, "log: \(fleet.process?.log.suffix(1500) ?? "")")
+            #expect(try fleet.count("applied") == 500)
+        }
+    }
+}
+
+/// A datagram socket bound where `NOTIFY_SOCKET` points, as systemd's would be.
+final class NotifySocket {
+    let path: String
+    let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, rc == 0 else { throw POSIXError(.EADDRINUSE) }
+        _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+    }
+
+    /// Every datagram received so far.
+    func drain() -> [String] {
+        var out: [String] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = recv(fd, &buf, buf.count, 0)
+            if n <= 0 { break }
+            out += String(decoding: buf[0..<n], as: UTF8.self).split(separator: "\n").map(String.init)
+        }
+        return out
+    }
+
+    func close() {
+        Glibc.close(fd)
+        unlink(path)
+    }
+}
