@@ -103,6 +103,9 @@ import Testing
                 let e = try EventCodec.decode(Data(m.message.body))
                 #expect(e.type == .payoutPaid)
                 #expect(e.id == m.message.messageID)
+                // The partition keys partitioned workers hash (consistent-hash exchanges).
+                #expect(h["x-partition-merchant"]?.stringValue == "m_acme")
+                #expect(h["x-partition-customer"]?.stringValue == e.customerKey)
                 checkedHeaders = true
             }
         }
