@@ -66,6 +66,7 @@ let package = Package(
             dependencies: [
                 "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ]),
         .executableTarget(name: "payfleet", dependencies: ["PayfleetCLI"]),
         .target(

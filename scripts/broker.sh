@@ -112,8 +112,8 @@ CONF
 # started with this state directory as its home.
 broker_pids() {
     {
-        [ -f "$DIR/rabbitmq.pid" ] && cat "$DIR/rabbitmq.pid"
-        [ -f "$DIR/server.pid" ] && cat "$DIR/server.pid"
+        [ -f "$DIR/rabbitmq.pid" ] && { cat "$DIR/rabbitmq.pid"; echo; }
+        [ -f "$DIR/server.pid" ] && { cat "$DIR/server.pid"; echo; }
         pgrep -f "beam.smp.* -home $DIR( |$)" || true
     } 2>/dev/null | sort -u | while read -r p; do
         if kill -0 "$p" 2>/dev/null; then echo "$p"; fi
@@ -126,11 +126,16 @@ stop() {
     local pids
     pids="$(broker_pids)"
     if [ -n "$pids" ]; then
+        # A clean stop through the node itself (seconds); SIGTERM to the wrapper is slow to act.
+        timeout 60 "$RMQ_BIN/rabbitmqctl" -n "$NODE" stop >/dev/null 2>&1 || true
         kill -TERM $pids 2>/dev/null || true
         # A loaded machine can take a while to shut a node down cleanly.
         for _ in $(seq 1 300); do
             alive=""
-            for p in $pids; do if kill -0 "$p" 2>/dev/null; then alive="$alive $p"; fi; done
+            # A zombie (exited, not yet reaped by a container's init) counts as stopped.
+            for p in $pids; do
+                if kill -0 "$p" 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$p/stat" 2>/dev/null; then alive="$alive $p"; fi
+            done
             [ -z "$alive" ] && break
             sleep 0.2
         done

@@ -28,8 +28,12 @@ public struct CLIContext: Sendable {
     public let stateDir: String
 
     public static func load(_ options: GlobalOptions) throws -> CLIContext {
+        try load(configPath: options.configPath)
+    }
+
+    public static func load(configPath: String) throws -> CLIContext {
         let env = ProcessInfo.processInfo.environment
-        let root = try ConfigSection.load(file: options.configPath, environment: env)
+        let root = try ConfigSection.load(file: configPath, environment: env)
         let amqp = try RuntimeConfiguration.readBroker(root)
         let management = try root.section("broker").secret("management_url")
         var workers: [WorkerTopology] = []
