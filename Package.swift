@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "payfleet-bench",
             dependencies: [
-                "PayfleetWorker", "PayfleetTestKit",
+                "PayfleetWorker", "PayfleetTestKit", "PayfleetIngest", "PayfleetStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "PayfleetCoreTests", dependencies: ["PayfleetCore"]),

@@ -13,9 +13,15 @@ import PayfleetWorker
 /// (b) the worker runtime end to end: consume, SQLite dedupe, group commit, ack;
 /// and prints both and the ratio (b)/(a).
 @main
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "payfleet-bench", abstract: "Payfleet benchmarks.",
+        subcommands: [Bench.self, FleetBench.self], defaultSubcommand: Bench.self)
+}
+
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "payfleet-bench", abstract: "Throughput of the AMQP layer and of the worker runtime.")
+        commandName: "runtime", abstract: "Throughput of the AMQP layer and of the worker runtime.")
 
     @Option(help: "AMQP URL of the (private) broker.")
     var amqp = ProcessInfo.processInfo.environment["PAYFLEET_TEST_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:25672/"

@@ -1,0 +1,291 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetIngest
+import PayfleetStore
+
+/// The whole fleet end to end, in one run on the dev fleet's private broker (issue 10):
+/// (1) the bare broker fan-out ceiling — publish with confirms to a topic exchange with four
+///     queues, each consumed with acks, no work;
+/// (2) the fleet at full speed — signed Stripe webhooks into ingest, until all four workers
+///     have committed every event;
+/// (3) the fleet at a fixed rate — latency from ingest's 202 to the last worker's commit
+///     (`processed.processed_ms` in each worker's SQLite file), p50 / p99;
+/// and the RSS of every process.
+struct FleetBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fleet", abstract: "End-to-end fleet throughput, latency and memory against the ceiling.")
+
+    @Option(help: "The dev fleet's state directory (started with `payfleet dev up` if it is not running).")
+    var stateDir = ".payfleet/dev"
+    @Option(help: "Events for the ceiling and the full-speed run.")
+    var count = 10_000
+    @Option(help: "Concurrent webhook requests in the full-speed run.")
+    var concurrency = 32
+    @Option(help: "Events per second in the latency run.")
+    var rate = 1_000
+    @Option(help: "Seconds of the latency run.")
+    var duration = 20
+    @Option(help: "Stripe webhook secret (the sandbox's).")
+    var stripeSecret = "whsec_payfleetSandboxStripeSecret1"
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = .warning
+            return h
+        }
+        let fleet = try startFleet()
+        let amqp = try AMQPConfiguration(url: fleet.amqpURL)
+        let workers = fleet.admin.keys.filter { $0 != "ingest" }.sorted()
+        print("payfleet-bench fleet: \(count) events; workers \(workers.joined(separator: ", ")); state \(fleet.stateDir)")
+
+        let ceiling = try await self.ceiling(amqp, queues: 4)
+        print(String(format: "(1) broker fan-out ceiling (publish with confirms → 4 queues consumed with acks): %8.0f events/s", ceiling))
+
+        let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let fast = try await send(fleet, runID: runID + "f", total: count, ratePerSecond: nil)
+        let fastDone = try await waitCommitted(fleet, workers: workers, sent: fast)
+        let span = Double(fastDone.lastCommitMS - fast.firstSendMS) / 1000
+        let fleetRate = Double(fast.ids.count) / max(span, 0.001)
+        print(String(format: "(2) fleet, full speed (%d concurrent webhooks): %8.0f events/s   (ingest 202s alone: %.0f/s)",
+                     concurrency, fleetRate, Double(fast.ids.count) / max(Double(fast.lastAckMS - fast.firstSendMS) / 1000, 0.001)))
+        print(String(format: "    ratio fleet / ceiling = %.2f", fleetRate / ceiling))
+
+        let paced = try await send(fleet, runID: runID + "r", total: rate * duration, ratePerSecond: rate)
+        let pacedDone = try await waitCommitted(fleet, workers: workers, sent: paced)
+        let latencies = pacedDone.latencyMS.sorted()
+        func pct(_ p: Double) -> Int { latencies.isEmpty ? -1 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        let achieved = Double(paced.ids.count) / max(Double(paced.lastAckMS - paced.firstSendMS) / 1000, 0.001)
+        print(String(format: "(3) fleet at %d events/s for %d s (achieved %.0f/s): 202 → last worker's commit p50 %d ms, p99 %d ms, max %d ms",
+                     rate, duration, achieved, pct(0.5), pct(0.99), latencies.last ?? -1))
+        print(String(format: "    ingest 202 latency p50 %d ms, p99 %d ms", paced.ackLatencyP(0.5), paced.ackLatencyP(0.99)))
+        print("    resident memory after the runs (VmRSS / peak VmHWM):")
+        for (name, pid) in fleet.pids.sorted(by: { $0.key < $1.key }) where name != "supervisor" {
+            let (rss, hwm) = Self.memory(pid: pid)
+            print("      " + name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: " %6.1f MiB / %6.1f MiB", rss, hwm))
+        }
+    }
+
+    struct Fleet {
+        let amqpURL: String
+        let ingestURL: String
+        let stateDir: String
+        let admin: [String: String]
+        let pids: [String: Int32]
+    }
+
+    /// `payfleet dev up --json` from the same build (idempotent: reuses a running fleet).
+    func startFleet() throws -> Fleet {
+        let bin = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: bin + "/payfleet")
+        p.arguments = ["dev", "up", "--json", "--state-dir", stateDir]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0, let j = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CLIError("payfleet dev up failed (exit \(p.terminationStatus))")
+        }
+        return Fleet(
+            amqpURL: j["amqp_url"] as? String ?? "", ingestURL: j["ingest_url"] as? String ?? "",
+            stateDir: (j["state_dir"] as? String ?? stateDir) + "/state",
+            admin: j["admin_urls"] as? [String: String] ?? [:],
+            pids: (j["pids"] as? [String: Int] ?? [:]).mapValues { Int32($0) })
+    }
+
+    /// Publish `count` 500-byte persistent messages with confirms to a fresh topic exchange
+    /// bound to `queues` quorum queues while a consumer per queue acks; events/s until every
+    /// queue has delivered them all.
+    func ceiling(_ config: AMQPConfiguration, queues n: Int) async throws -> Double {
+        let logger = Logger(label: "bench")
+        let tag = "payfleet.bench.\(UInt32.random(in: 0...UInt32.max))"
+        let names = (0..<n).map { "\(tag).q\($0)" }
+        let session = try await AMQPSession.connect(config)
+        try await session.declare { d in
+            try d.exchange(ExchangeSpec(name: tag, type: "topic"))
+            for q in names {
+                _ = try d.queue(QueueSpec(name: q, arguments: ["x-queue-type": .string("quorum")]))
+                try d.bind(BindingSpec(source: tag, destination: q, destinationType: .queue, routingKey: "#"))
+            }
+        }
+        let body = Array(String(repeating: "x", count: 500).utf8)
+        let total = count
+        let t0 = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for q in names {
+                group.addTask {
+                    let consumer = AMQPConsumer(configuration: config, queue: q, prefetch: 500, logger: logger)
+                    var got = 0
+                    for await e in consumer.events {
+                        guard case .deliveries(let batch) = e else { continue }
+                        got += batch.count
+                        consumer.ack(batch.last!, multiple: true)
+                        if got >= total { break }
+                    }
+                    consumer.shutdown()
+                }
+            }
+            group.addTask {
+                let pub = AMQPPublisher(configuration: config, name: "bench-ceiling", maxBatch: 500, logger: logger)
+                guard await pub.waitUntilConnected() else { throw CLIError("cannot connect to \(config)") }
+                var sent = 0
+                while sent < total {
+                    let k = min(500, total - sent)
+                    let out = (0..<k).map { i in
+                        AMQPOutgoing(exchange: tag, routingKey: "payment.succeeded", message: AMQPMessage(body: body, messageID: "c\(sent + i)"))
+                    }
+                    for r in await pub.publish(batch: out) { try r.get() }
+                    sent += k
+                }
+                pub.close()
+            }
+            try await group.waitForAll()
+        }
+        let rate = Double(total) / (ContinuousClock.now - t0).seconds
+        try await session.declare { d in for q in names { try d.delete(queue: q) } }
+        await session.close()
+        return rate
+    }
+
+    struct Sent {
+        var ids: [String] = []
+        var ackMS: [String: Int64] = [:]
+        var sendMS: [String: Int64] = [:]
+        var firstSendMS: Int64 = .max
+        var lastAckMS: Int64 = 0
+        func ackLatencyP(_ p: Double) -> Int {
+            let l = ids.compactMap { id in ackMS[id].flatMap { a in sendMS[id].map { Int(a - $0) } } }.sorted()
+            return l.isEmpty ? -1 : l[min(l.count - 1, Int(Double(l.count) * p))]
+        }
+    }
+
+    static func nowMS() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Signed `charge.succeeded` webhooks (a customer with an email, so every worker acts):
+    /// as fast as `concurrency` allows, or paced at `ratePerSecond`.
+    func send(_ fleet: Fleet, runID: String, total: Int, ratePerSecond: Int?) async throws -> Sent {
+        guard let url = URL(string: fleet.ingestURL + "/webhooks/stripe") else { throw CLIError("bad ingest URL") }
+        let secret = stripeSecret
+        let config = URLSessionConfiguration.default
+        config.httpMaximumConnectionsPerHost = concurrency
+        config.timeoutIntervalForRequest = 30
+        let http = URLSession(configuration: config)
+        let start = ContinuousClock.now
+        let created = Int64(Date().timeIntervalSince1970)
+        let workers = ratePerSecond.map { max(concurrency, $0 / 20) } ?? concurrency
+        return try await withThrowingTaskGroup(of: [(String, Int64, Int64)].self) { group in
+            for w in 0..<workers {
+                group.addTask {
+                    var out: [(String, Int64, Int64)] = []
+                    var i = w
+                    while i < total {
+                        if let r = ratePerSecond {
+                            let due = start + .milliseconds(Int64(i) * 1000 / Int64(r))
+                            if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
+                        }
+                        let body = Array(Self.chargeSucceeded(run: runID, n: i, created: created).utf8)
+                        var req = URLRequest(url: url)
+                        req.httpMethod = "POST"
+                        req.httpBody = Data(body)
+                        req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+                        req.setValue(StripeSignature.sign(payload: body, secret: secret, timestamp: created),
+                                     forHTTPHeaderField: "Stripe-Signature")
+                        let sent = Self.nowMS()
+                        let (data, response) = try await http.data(for: req)
+                        let acked = Self.nowMS()
+                        guard (response as? HTTPURLResponse)?.statusCode == 202,
+                            let j = try JSONSerialization.jsonObject(with: data) as? [String: Any], let id = j["id"] as? String
+                        else {
+                            throw CLIError("ingest answered \((response as? HTTPURLResponse)?.statusCode ?? 0): \(String(decoding: data, as: UTF8.self))")
+                        }
+                        out.append((id, sent, acked))
+                        i += workers
+                    }
+                    return out
+                }
+            }
+            var s = Sent()
+            for try await part in group {
+                for (id, sent, acked) in part {
+                    s.ids.append(id)
+                    s.sendMS[id] = sent
+                    s.ackMS[id] = acked
+                    s.firstSendMS = min(s.firstSendMS, sent)
+                    s.lastAckMS = max(s.lastAckMS, acked)
+                }
+            }
+            return s
+        }
+    }
+
+    static func chargeSucceeded(run: String, n: Int, created: Int64) -> String {
+        let amount = 500 + (n * 37) % 20_000
+        return """
+            {"id":"evt_bench_\(run)_\(n)","object":"event","type":"charge.succeeded","created":\(created),"livemode":false,\
+            "data":{"object":{"id":"ch_bench\(run)x\(n)","object":"charge","amount":\(amount),"amount_captured":\(amount),\
+            "currency":"gbp","customer":"cus_bench\(n % 500)","payment_intent":"pi_bench\(run)x\(n)","paid":true,\
+            "status":"succeeded","receipt_email":"bench\(n % 500)@example.com",\
+            "billing_details":{"email":"bench\(n % 500)@example.com","name":"Bench Customer \(n % 500)"},\
+            "balance_transaction":{"id":"txn_bench\(run)x\(n)","fee":\(amount / 50 + 20),"currency":"gbp"},\
+            "payment_method_details":{"type":"card","card":{"brand":"visa","last4":"4242"}},"metadata":{}}}}
+            """
+    }
+
+    struct Committed {
+        var lastCommitMS: Int64 = 0
+        var latencyMS: [Int] = []
+    }
+
+    /// Waits until every worker's `processed` table holds every id, then per event the time
+    /// from its 202 to the last worker's commit.
+    func waitCommitted(_ fleet: Fleet, workers: [String], sent: Sent) async throws -> Committed {
+        let since = sent.firstSendMS - 1000
+        let deadline = ContinuousClock.now + .seconds(300)
+        var seen: [String: [String: Int64]] = [:]
+        while ContinuousClock.now < deadline {
+            for w in workers {
+                let path = fleet.stateDir + "/\(w).sqlite"
+                guard FileManager.default.fileExists(atPath: path) else { continue }
+                let db = try SQLiteConnection(path: path, readOnly: true)
+                var map: [String: Int64] = [:]
+                for r in try db.query("SELECT event_id, processed_ms FROM processed WHERE processed_ms >= ?", [.int(since)]) {
+                    if let id = r.string(0), let ms = r.int(1) { map[id] = ms }
+                }
+                seen[w] = map
+            }
+            let complete = workers.allSatisfy { w in sent.ids.allSatisfy { seen[w]?[$0] != nil } }
+            if complete { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        var c = Committed()
+        for id in sent.ids {
+            let commits = workers.compactMap { seen[$0]?[id] }
+            guard commits.count == workers.count, let last = commits.max(), let ack = sent.ackMS[id] else {
+                throw CLIError("event \(id) not committed by every worker within 300 s")
+            }
+            c.lastCommitMS = max(c.lastCommitMS, last)
+            c.latencyMS.append(Int(last - ack))
+        }
+        return c
+    }
+
+    /// (VmRSS, VmHWM) in MiB.
+    static func memory(pid: Int32) -> (Double, Double) {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
+        func kb(_ key: String) -> Double {
+            for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+                return Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+            }
+            return 0
+        }
+        return (kb("VmRSS") / 1024, kb("VmHWM") / 1024)
+    }
+}
