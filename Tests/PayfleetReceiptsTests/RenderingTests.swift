@@ -16,7 +16,7 @@ import Testing
 
     static func handler(_ yaml: String = "", templatesDir: String? = nil) throws -> ReceiptHandler {
         let dir = NSTemporaryDirectory() + "receipts-unit-\(UUID().uuidString)"
-        var text = "state_dir: \(dir)\nreceipt-sender:\n"
+        var text = "state_dir: \(dir)\nreceipt-sender:\n  locale: en\n"
         if let templatesDir { text += "  templates_dir: \(templatesDir)\n" }
         text += yaml.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
         let root = try ConfigSection.parse(yaml: text)

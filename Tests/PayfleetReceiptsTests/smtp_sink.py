@@ -93,7 +93,7 @@ def main():
                 and auth_data.password.decode() == password
             return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
-        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(a.tls))
+        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(a.tls) and not a.implicit_tls)
     if a.tls:
         cert, key = a.tls.split(":", 1)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
