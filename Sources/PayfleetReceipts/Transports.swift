@@ -85,10 +85,13 @@ public struct SandboxTransport: EmailTransport, SMSTransport {
     public let name = "sandbox"
     public let directory: String
 
+    /// The directory is created on the first write (so `--check-config` leaves no trace); a
+    /// path that exists and is not a directory is refused at once.
     public init(directory: String) throws(TransportError) {
         self.directory = directory
-        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
-            throw TransportError(.permanent, .notSent, "SandboxDir", "cannot create \(directory): \(error.localizedDescription)")
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), !isDir.boolValue {
+            throw TransportError(.permanent, .notSent, "SandboxDir", "\(directory) is not a directory")
         }
     }
 
@@ -103,6 +106,7 @@ public struct SandboxTransport: EmailTransport, SMSTransport {
         let path = directory + "/" + file
         let tmp = directory + "/.tmp." + file
         do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try Data(bytes).write(to: URL(fileURLWithPath: tmp))
             if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
             try FileManager.default.moveItem(atPath: tmp, toPath: path)

@@ -311,6 +311,21 @@ import Testing
                 #expect(check6)
                 #expect(try fleet.count("receipt_deliveries", where: "state = 'review'") == 1)
                 #expect(sink.count == 1)
+                // The operator's decision: replay from the DLQ (as `payfleet dlq replay` does:
+                // publish with confirm, then ack) sends it again, with the same Message-ID.
+                let s = try await AMQPSession.connect(fleet.amqp)
+                let fetched = try #require(try await s.get(queue: fleet.topology.dlq))
+                try await s.publish(AMQPOutgoing(exchange: "", routingKey: fleet.queue, message: fetched.message))
+                try await s.ack(fetched.deliveryTag)
+                await s.close()
+                let replayed = await eventually(timeout: .seconds(60)) { sink.count == 2 }
+                #expect(replayed, "\(fleet.process?.log ?? "")")
+                let ids = try sink.messages().map { Self.header($0, "Message-ID") }
+                #expect(ids.count == 2 && Set(ids).count == 1)
+                let sentAfterReplay = await eventually(timeout: .seconds(30)) {
+                    (try? fleet.count("receipt_deliveries", where: "state = 'sent'")) == 1
+                }
+                #expect(sentAfterReplay)
             } else {
                 let resent = await eventually(timeout: .seconds(60)) { sink.count == 2 }
                 #expect(resent, "\(fleet.process?.log ?? "")")
@@ -328,6 +343,49 @@ import Testing
             }
             let check9 = (await fleet.metric("payfleet_effects_outcome_unknown_total") ?? 0) == 1
             #expect(check9)
+            pub.close()
+        }
+    }
+
+    /// A template error stops the worker at start-up (exit 78) with a message naming the file.
+    @Test func templateErrorsStopTheWorkerAtStartUp() async throws {
+        let tdir = TestEnvironment.makeTempDir("rcpt-tpl")
+        try FileManager.default.createDirectory(atPath: tdir + "/m_acme/fr", withIntermediateDirectories: true)
+        try "Reçu {{amount}} {{#card}}{{card}}".write(
+            toFile: tdir + "/m_acme/fr/payment.succeeded.subject.mustache", atomically: true, encoding: .utf8)
+        try await WorkerFleet.receipts(prefix: "rcpt-tpl", section: ["templates_dir: \(tdir)"]) { fleet in
+            try fleet.start()
+            let status = await fleet.process!.wait(timeout: .seconds(30))
+            #expect(status == 78)
+            let log = fleet.process!.log
+            #expect(log.contains("receipt-sender.templates_dir: template m_acme/fr/payment.succeeded.subject.mustache"), "\(log)")
+        }
+    }
+
+    /// `rate_limit` paces a backlog: 6 SMS at 4/s take at least 5 intervals of 250 ms at the server.
+    @Test func smsRateLimitPacesABacklog() async throws {
+        let dir = TestEnvironment.makeTempDir("rcpt-rate")
+        let sink = SMSSink(dir: dir)
+        try await sink.start()
+        defer { Task { await sink.stop() } }
+        let section = [
+            "email_transport: none", "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sink.port)",
+            "  account_sid: AC1", "  auth_token: t", "  from: MG0123", "  rate_limit: 4",
+        ]
+        try await WorkerFleet.receipts(prefix: "rcpt-rate", section: section) { fleet in
+            try await fleet.declare()
+            let p = "rate\(UInt32.random(in: 0...UInt32.max))"
+            let events = (0..<6).map { receiptEvent($0, prefix: p, currency: "GBP", amount: 100, phone: "+4477009001\($0)0") }
+            let pub = fleet.publisher()
+            try await fleet.publish(events, via: pub)
+            try fleet.start()
+            let done = await eventually(timeout: .seconds(60)) { ((try? sink.requests()) ?? []).count == 6 }
+            #expect(done, "\(fleet.process?.log ?? "")")
+            let times = try sink.requests().compactMap { $0["at"] as? Double }.sorted()
+            #expect(times.count == 6)
+            #expect(times.last! - times.first! >= 1.0, "\(times)")
+            let forms = try sink.requests().compactMap { $0["form"] as? [String: String] }
+            #expect(forms.allSatisfy { $0["MessagingServiceSid"] == "MG0123" && $0["From"] == nil })
             pub.close()
         }
     }

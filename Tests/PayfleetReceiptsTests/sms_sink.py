@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
@@ -38,7 +39,7 @@ def make_handler(out, fail_first):
             if "99999" in form.get("To", ""):
                 self.reply(400, {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400})
                 return
-            rec = {"path": self.path, "user": user, "password": password, "form": form,
+            rec = {"at": time.monotonic(), "path": self.path, "user": user, "password": password, "form": form,
                    "content_type": self.headers.get("Content-Type"),
                    "idempotency_key": self.headers.get("Idempotency-Key")}
             with lock:
