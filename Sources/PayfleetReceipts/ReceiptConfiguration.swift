@@ -21,7 +21,8 @@ import PayfleetCore
 /// - `smtp` (mapping): `host` (required with smtp), `port` (587; 465 with `tls: implicit`),
 ///   `tls` (`starttls` | `opportunistic` | `implicit` | `none`, `starttls`), `username`,
 ///   `password` / `password_file`, `connect_timeout` (10s), `timeout` (60s), `ca_file`,
-///   `verify_peer` (true), `helo_name`, `rate_limit` (messages/s, 10; 0 = no limit)
+///   `verify_peer` (true), `helo_name`, `connections` (SMTP sessions at once, 2),
+///   `rate_limit` (messages/s, 10; 0 = no limit)
 /// - `sms` (mapping): `base_url` (`https://api.twilio.com`), `account_sid` (required with twilio),
 ///   `auth_token` / `auth_token_file` (required with twilio), `from` (E.164 or `MG…` service SID,
 ///   required with twilio), `connect_timeout` (10s), `timeout` (30s), `ca_file`, `verify_peer`
@@ -151,7 +152,8 @@ public struct ReceiptConfiguration: Sendable {
                 connectTimeoutMS: try smtpSection.durationMS("connect_timeout", default: 10_000),
                 timeoutMS: try smtpSection.durationMS("timeout", default: 60_000),
                 caFile: try smtpSection.string("ca_file"), verifyPeer: try smtpSection.bool("verify_peer", default: true),
-                heloName: try smtpSection.string("helo_name"))
+                heloName: try smtpSection.string("helo_name"),
+                connections: try smtpSection.int("connections", default: 2, range: 1...32))
             c.smtpRateLimit = try rate(smtpSection, default: 10)
         }
         let smsSection = try s.section("sms")

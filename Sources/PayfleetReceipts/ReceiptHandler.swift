@@ -38,8 +38,9 @@ public struct ReceiptHandler: WorkerHandler {
     let logger: Logger
     let attached = Locked<Attached?>(nil)
 
-    struct Attached: @unchecked Sendable {
+    struct Attached: Sendable {
         let store: Store
+        let journal: GroupCommit
         let metrics: ReceiptMetrics
     }
 
@@ -112,7 +113,7 @@ public struct ReceiptHandler: WorkerHandler {
 
     public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {
         let m = ReceiptMetrics(registry: registry)
-        attached.withLock { $0 = Attached(store: store, metrics: m) }
+        attached.withLock { $0 = Attached(store: store, journal: GroupCommit(store: store), metrics: m) }
     }
 
     // MARK: apply (inside the batch transaction)
@@ -202,33 +203,60 @@ public struct ReceiptHandler: WorkerHandler {
         guard let a = attached.current else {
             throw HandlerError.transient("NotAttached", "receipt store not attached yet")
         }
-        if let message = renderEmail(effect, event: event), let email {
-            try await deliver(
-                channel: "email", messageID: message.messageID, transport: email.name, event: event, attached: a,
-                limiter: emailLimiter
-            ) { () async throws(TransportError) in try await email.send(message) }
-        }
-        if let message = renderSMS(effect, event: event), let sms {
-            try await deliver(
-                channel: "sms", messageID: message.messageID, transport: sms.name, event: event, attached: a,
-                limiter: smsLimiter
-            ) { () async throws(TransportError) in try await sms.send(message) }
+        var sentNow: [String] = []
+        do {
+            if let message = renderEmail(effect, event: event), let email {
+                if try await deliver(
+                    channel: "email", messageID: message.messageID, transport: email.name, event: event, attached: a,
+                    limiter: emailLimiter, send: { () async throws(TransportError) in try await email.send(message) })
+                {
+                    sentNow.append(message.messageID)
+                }
+            }
+            if let message = renderSMS(effect, event: event), let sms {
+                if try await deliver(
+                    channel: "sms", messageID: message.messageID, transport: sms.name, event: event, attached: a,
+                    limiter: smsLimiter, send: { () async throws(TransportError) in try await sms.send(message) })
+                {
+                    sentNow.append(message.messageID)
+                }
+            }
+        } catch {
+            // One message went out and the next failed: record the first as sent now, so the
+            // retry sends only what is missing. (Should this write fail, the retry finds it at
+            // `intent` and applies the outcome_unknown policy: never a blind resend.)
+            if !sentNow.isEmpty {
+                let ids = sentNow
+                _ = try? await a.store.write { db in
+                    for id in ids {
+                        try db.execute(
+                            "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE message_id = ?",
+                            [.int(Int64(Date().timeIntervalSince1970)), .text(id)])
+                    }
+                }
+            }
+            throw error
         }
     }
 
+    /// On success the messages' outcomes are recorded in the runtime's outcome transaction (one
+    /// commit per batch instead of one per message). A crash before it leaves them at `intent`,
+    /// which the next attempt treats as an unknown outcome.
     public func completed(_ effect: ReceiptEffect, event: PaymentEvent, db: SQLiteConnection) throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        try db.execute("UPDATE receipts SET status = 'sent', updated_at = ? WHERE event_id = ?", [.int(now), .text(event.id)])
         try db.execute(
-            "UPDATE receipts SET status = 'sent', updated_at = ? WHERE event_id = ?",
-            [.int(Int64(Date().timeIntervalSince1970)), .text(event.id)])
+            "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE event_id = ? AND state = 'intent'",
+            [.int(now), .text(event.id)])
     }
 
     private func deliver(
         channel: String, messageID: String, transport: String, event: PaymentEvent, attached a: Attached,
         limiter: RateLimiter, send: @Sendable () async throws(TransportError) -> Void
-    ) async throws {
+    ) async throws -> Bool {
         let eventID = event.id
-        // 1. Intent, committed before anything leaves.
-        let prior: String? = try await a.store.write { db in
+        // 1. Intent, committed before anything leaves (group-committed with concurrent sends).
+        let prior: String? = try await a.journal.run { db in
             let now = Int64(Date().timeIntervalSince1970)
             let state = try db.queryOne(
                 "SELECT state FROM receipt_deliveries WHERE message_id = ?", [.text(messageID)])?.string(0)
@@ -248,7 +276,7 @@ public struct ReceiptHandler: WorkerHandler {
             }
             return state
         }
-        if prior == "sent" { return }
+        if prior == "sent" { return false }
         if prior == "intent" {
             // A send started and its outcome was never recorded.
             let flag = config.outcomeUnknown == .review
@@ -283,13 +311,9 @@ public struct ReceiptHandler: WorkerHandler {
             }
             throw error.handlerError
         }
-        // 3. Outcome.
+        // 3. The outcome is recorded by `completed` (or by `perform` when a later message fails).
         a.metrics.sent(channel: channel)
-        _ = try await a.store.write { db in
-            try db.execute(
-                "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE message_id = ?",
-                [.int(Int64(Date().timeIntervalSince1970)), .text(messageID)])
-        }
+        return true
     }
 }
 
@@ -320,5 +344,44 @@ final class ReceiptMetrics: Sendable {
             name: "payfleet_receipts_outcome_unknown_total", labels: [("channel", channel), ("action", action)],
             help: "Receipts whose earlier send was interrupted before its outcome was recorded, by action taken"
         ).increment()
+    }
+}
+
+/// Group commit for the delivery journal's intents: steps that arrive while a transaction is
+/// being committed are committed together in the next one (each in its own savepoint, so one
+/// failing step fails only its caller). Concurrent sends share one fsync instead of one each.
+actor GroupCommit {
+    typealias Step = @Sendable (SQLiteConnection) throws -> String?
+    private let store: Store
+    private var pending: [(Step, CheckedContinuation<String?, Error>)] = []
+    private var flushing = false
+
+    init(store: Store) { self.store = store }
+
+    func run(_ step: @escaping Step) async throws -> String? {
+        try await withCheckedThrowingContinuation { cont in
+            pending.append((step, cont))
+            if !flushing {
+                flushing = true
+                Task { await self.flush() }
+            }
+        }
+    }
+
+    private func flush() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            let steps = batch.map(\.0)
+            do {
+                let results = try await store.write { db -> [Result<String?, Error>] in
+                    steps.map { step in Result { try db.savepoint { try step(db) } } }
+                }
+                for (i, r) in results.enumerated() { batch[i].1.resume(with: r) }
+            } catch {
+                for b in batch { b.1.resume(throwing: error) }
+            }
+        }
+        flushing = false
     }
 }

@@ -152,12 +152,15 @@ public struct SMTPSettings: Sendable {
     public var verifyPeer: Bool
     /// The name sent in EHLO (libcurl uses the local host name when nil).
     public var heloName: String?
+    /// SMTP sessions at once (each on its own thread).
+    public var connections: Int
 
     public init(
         host: String, port: Int, tls: TLS = .starttls, username: String? = nil, password: String? = nil,
         connectTimeoutMS: Int = 10_000, timeoutMS: Int = 60_000, caFile: String? = nil, verifyPeer: Bool = true,
-        heloName: String? = nil
+        heloName: String? = nil, connections: Int = 2
     ) {
+        self.connections = connections
         self.host = host
         self.port = port
         self.tls = tls
@@ -177,17 +180,26 @@ public struct SMTPSettings: Sendable {
 public final class SMTPTransport: EmailTransport, @unchecked Sendable {
     public let name = "smtp"
     let settings: SMTPSettings
-    let thread = BlockingThread(name: "smtp")
+    /// One thread per concurrent SMTP session (`smtp.connections`); sends take turns.
+    let threads: [BlockingThread]
+    private let next = Locked(0)
 
-    public init(settings: SMTPSettings) { self.settings = settings }
+    public init(settings: SMTPSettings) {
+        self.settings = settings
+        threads = (0..<max(1, settings.connections)).map { BlockingThread(name: "smtp-\($0)") }
+    }
 
-    deinit { thread.shutdown() }
+    deinit { for t in threads { t.shutdown() } }
 
     public func send(_ message: MIMEMessage) async throws(TransportError) {
         let s = settings
         let bytes = message.bytes
         let from = message.from.address
         let to = message.to.address
+        let thread = threads[next.withLock { n in
+            defer { n = (n + 1) % threads.count }
+            return n
+        }]
         let outcome: (CurlTransfer.Result, Bool)
         do {
             outcome = try await thread.run { () -> (CurlTransfer.Result, Bool) in
@@ -320,7 +332,7 @@ public final class TwilioSMSTransport: SMSTransport, @unchecked Sendable {
                 t.set(CURLOPT_PASSWORD, s.authToken)
                 t.set(CURLOPT_HTTPHEADER, list: [
                     "Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
-                    "Idempotency-Key: \(message.messageID)", "Expect:",
+                    "Idempotency-Key: \(message.eventID)", "Expect:",
                 ])
                 if let ca = s.caFile { t.set(CURLOPT_CAINFO, ca) }
                 t.set(CURLOPT_SSL_VERIFYPEER, s.verifyPeer ? 1 : 0)
