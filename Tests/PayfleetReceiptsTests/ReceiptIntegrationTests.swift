@@ -388,4 +388,38 @@ import Testing
             pub.close()
         }
     }
+
+    /// Email and SMS for one payment; the SMS provider fails once (503): the retry sends only the
+    /// SMS — the email already sent is not sent again.
+    @Test func aFailedSMSRetriesWithoutResendingTheEmail() async throws {
+        let dir = TestEnvironment.makeTempDir("rcpt-both")
+        let smtp = SMTPSink(dir: dir + "/smtp")
+        let sms = SMSSink(dir: dir + "/sms")
+        try await smtp.start()
+        try await sms.start(failFirst: 1)
+        defer { Task { await smtp.stop(); await sms.stop() } }
+        let section = Self.smtpSection(smtp.port).filter { $0 != "sms_transport: none" } + [
+            "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sms.port)", "  account_sid: AC9",
+            "  auth_token: t", "  from: \"+15005550006\"", "  rate_limit: 0",
+        ]
+        try await WorkerFleet.receipts(prefix: "rcpt-both", section: section) { fleet in
+            try await fleet.declare()
+            let p = "both\(UInt32.random(in: 0...UInt32.max))"
+            let event = receiptEvent(1, prefix: p, currency: "JPY", amount: 1500, phone: "+819012345678", merchant: "m_tokyo")
+            let pub = fleet.publisher()
+            try await fleet.publish([event], via: pub)
+            try fleet.start()
+            let done = await eventually(timeout: .seconds(60)) {
+                ((try? sms.requests()) ?? []).count == 1
+                    && (try? fleet.count("receipt_deliveries", where: "state = 'sent'")) == 2
+            }
+            #expect(done, "\(fleet.process?.log ?? "")")
+            #expect(smtp.count == 1)
+            let retried = await fleet.metric("payfleet_retried_total") ?? 0
+            #expect(retried == 1)
+            let dead = try await fleet.deadLetters()
+            #expect(dead.isEmpty)
+            pub.close()
+        }
+    }
 }
