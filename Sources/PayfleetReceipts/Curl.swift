@@ -79,7 +79,8 @@ final class CurlTransfer {
     }
 }
 
-private func curlRead(_ buf: UnsafeMutablePointer<CChar>?, _ size: Int, _ n: Int, _ ud: UnsafeMutableRawPointer?) -> Int {
+private func curlRead(_ buf: UnsafeMutablePointer<CChar>?, _ size: Int, _ n: Int, _ ud: UnsafeMutableRawPointer?) -> Int
+{
     guard let buf, let ud else { return 0 }
     let ctx = Unmanaged<CurlTransfer.Context>.fromOpaque(ud).takeUnretainedValue()
     let count = min(size * n, ctx.upload.count - ctx.offset)
@@ -91,7 +92,9 @@ private func curlRead(_ buf: UnsafeMutablePointer<CChar>?, _ size: Int, _ n: Int
     return count
 }
 
-private func curlWrite(_ buf: UnsafeMutablePointer<CChar>?, _ size: Int, _ n: Int, _ ud: UnsafeMutableRawPointer?) -> Int {
+private func curlWrite(_ buf: UnsafeMutablePointer<CChar>?, _ size: Int, _ n: Int, _ ud: UnsafeMutableRawPointer?)
+    -> Int
+{
     guard let buf, let ud else { return 0 }
     let ctx = Unmanaged<CurlTransfer.Context>.fromOpaque(ud).takeUnretainedValue()
     let count = size * n

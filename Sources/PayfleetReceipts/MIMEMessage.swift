@@ -98,7 +98,9 @@ public struct MailAddress: Sendable, Equatable {
         if let lt = t.lastIndex(of: "<"), t.hasSuffix(">") {
             let addr = String(t[t.index(after: lt)..<t.index(before: t.endIndex)])
             var name = t[..<lt].trimmingCharacters(in: .whitespaces)
-            if name.hasPrefix("\""), name.hasSuffix("\""), name.count >= 2 { name = String(name.dropFirst().dropLast()) }
+            if name.hasPrefix("\""), name.hasSuffix("\""), name.count >= 2 {
+                name = String(name.dropFirst().dropLast())
+            }
             guard MailAddress.isValid(addr) else { return nil }
             self.init(name: name.isEmpty ? nil : name, address: addr)
         } else {

@@ -61,7 +61,8 @@ public struct ReceiptConfiguration: Sendable {
     static func readTypes(_ s: ConfigSection, default def: Set<String>) throws(ConfigError) -> Set<String> {
         guard let list = try s.stringList("types") else { return def }
         for t in list where !receiptTypes.contains(t) {
-            throw ConfigError(key: s.dotted("types"), message: "'\(t)' gets no receipt (payment.succeeded, payment.refunded)")
+            throw ConfigError(
+                key: s.dotted("types"), message: "'\(t)' gets no receipt (payment.succeeded, payment.refunded)")
         }
         return Set(list)
     }
@@ -108,9 +109,11 @@ public struct ReceiptConfiguration: Sendable {
         guard let policy = OutcomeUnknownPolicy(rawValue: policyText) else {
             throw ConfigError(key: s.dotted("outcome_unknown"), message: "'\(policyText)' is not review or resend")
         }
-        let from = try readFrom(s, default: MailAddress(name: "Payfleet Receipts", address: "receipts@payfleet.localhost"))
+        let from = try readFrom(
+            s, default: MailAddress(name: "Payfleet Receipts", address: "receipts@payfleet.localhost"))
         let defaultRule = Rule(
-            types: try readTypes(s, default: receiptTypes), channels: try readChannels(s, default: Set(Channel.allCases)),
+            types: try readTypes(s, default: receiptTypes),
+            channels: try readChannels(s, default: Set(Channel.allCases)),
             locale: try s.string("locale", default: "en"), from: from)
         var c = ReceiptConfiguration(
             emailTransport: email, smsTransport: smsKind,
@@ -135,23 +138,29 @@ public struct ReceiptConfiguration: Sendable {
         if email == .smtp || s.has("smtp") {
             let tlsText = try smtpSection.string("tls", default: "starttls")
             guard let tls = SMTPSettings.TLS(rawValue: tlsText) else {
-                throw ConfigError(key: smtpSection.dotted("tls"), message: "'\(tlsText)' is not starttls, opportunistic, implicit or none")
+                throw ConfigError(
+                    key: smtpSection.dotted("tls"),
+                    message: "'\(tlsText)' is not starttls, opportunistic, implicit or none")
             }
             let host: String
-            if email == .smtp { host = try smtpSection.requiredString("host") } else {
+            if email == .smtp {
+                host = try smtpSection.requiredString("host")
+            } else {
                 host = try smtpSection.string("host", default: "")
             }
             let username = try smtpSection.string("username")
             let password = try smtpSection.secret("password")
             if username != nil && password == nil {
-                throw ConfigError(key: smtpSection.dotted("password"), message: "required with username (or password_file)")
+                throw ConfigError(
+                    key: smtpSection.dotted("password"), message: "required with username (or password_file)")
             }
             c.smtp = SMTPSettings(
                 host: host, port: try smtpSection.int("port", default: tls == .implicit ? 465 : 587, range: 1...65535),
                 tls: tls, username: username, password: password,
                 connectTimeoutMS: try smtpSection.durationMS("connect_timeout", default: 10_000),
                 timeoutMS: try smtpSection.durationMS("timeout", default: 60_000),
-                caFile: try smtpSection.string("ca_file"), verifyPeer: try smtpSection.bool("verify_peer", default: true),
+                caFile: try smtpSection.string("ca_file"),
+                verifyPeer: try smtpSection.bool("verify_peer", default: true),
                 heloName: try smtpSection.string("helo_name"),
                 connections: try smtpSection.int("connections", default: 2, range: 1...32))
             c.smtpRateLimit = try rate(smtpSection, default: 10)
@@ -166,11 +175,15 @@ public struct ReceiptConfiguration: Sendable {
             let sid = try value("account_sid")
             let token = try smsSection.secret("auth_token")
             if required && (token ?? "").isEmpty {
-                throw ConfigError(key: smsSection.dotted("auth_token"), message: "required with sms_transport: twilio (or auth_token_file)")
+                throw ConfigError(
+                    key: smsSection.dotted("auth_token"),
+                    message: "required with sms_transport: twilio (or auth_token_file)")
             }
             let sender = try value("from")
             if required && !(E164.isValid(sender) || sender.hasPrefix("MG")) {
-                throw ConfigError(key: smsSection.dotted("from"), message: "'\(sender)' is not an E.164 number or a messaging service SID")
+                throw ConfigError(
+                    key: smsSection.dotted("from"),
+                    message: "'\(sender)' is not an E.164 number or a messaging service SID")
             }
             let base = try smsSection.string("base_url", default: "https://api.twilio.com")
             guard base.hasPrefix("https://") || base.hasPrefix("http://") else {

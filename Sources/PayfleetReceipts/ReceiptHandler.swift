@@ -127,8 +127,10 @@ public struct ReceiptHandler: WorkerHandler {
                 INSERT INTO receipts (event_id, merchant_id, type, status, has_email, has_phone, created_at, updated_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """,
-                [.text(event.id), .text(event.merchantID), .text(event.type.rawValue), .text(status),
-                 .int(email ? 1 : 0), .int(phone ? 1 : 0), .int(now), .int(now)])
+                [
+                    .text(event.id), .text(event.merchantID), .text(event.type.rawValue), .text(status),
+                    .int(email ? 1 : 0), .int(phone ? 1 : 0), .int(now), .int(now),
+                ])
         }
         guard rule.enabled, rule.types.contains(event.type.rawValue) else {
             try record("disabled")
@@ -148,7 +150,8 @@ public struct ReceiptHandler: WorkerHandler {
         if rule.channels.contains(.sms), sms != nil, let raw = event.customer?.phone, !raw.isEmpty {
             let normalized = String(raw.filter { !" -().".contains($0) })
             guard E164.isValid(normalized) else {
-                throw HandlerError.permanent("InvalidPhone", "customer.phone is not an E.164 number (+<country><number>)")
+                throw HandlerError.permanent(
+                    "InvalidPhone", "customer.phone is not an E.164 number (+<country><number>)")
             }
             phone = normalized
         }
@@ -190,8 +193,10 @@ public struct ReceiptHandler: WorkerHandler {
     public func renderSMS(_ effect: ReceiptEffect, event: PaymentEvent) -> SMSMessage? {
         guard let to = effect.phone else { return nil }
         let ctx = ReceiptContext.make(event: event, merchant: merchants[event.merchantID], channel: "sms")
-        let body = templates.render(.sms, type: event.type.rawValue, merchant: event.merchantID, locale: effect.locale,
-                                    context: ctx).trimmingCharacters(in: .whitespacesAndNewlines)
+        let body = templates.render(
+            .sms, type: event.type.rawValue, merchant: event.merchantID, locale: effect.locale,
+            context: ctx
+        ).trimmingCharacters(in: .whitespacesAndNewlines)
         return SMSMessage(
             to: to, body: body, eventID: event.id,
             messageID: MIMEMessage.messageID(eventID: event.id, channel: "sms", domain: config.messageIDDomain))
@@ -244,7 +249,8 @@ public struct ReceiptHandler: WorkerHandler {
     /// which the next attempt treats as an unknown outcome.
     public func completed(_ effect: ReceiptEffect, event: PaymentEvent, db: SQLiteConnection) throws {
         let now = Int64(Date().timeIntervalSince1970)
-        try db.execute("UPDATE receipts SET status = 'sent', updated_at = ? WHERE event_id = ?", [.int(now), .text(event.id)])
+        try db.execute(
+            "UPDATE receipts SET status = 'sent', updated_at = ? WHERE event_id = ?", [.int(now), .text(event.id)])
         try db.execute(
             "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE event_id = ? AND state = 'intent'",
             [.int(now), .text(event.id)])
@@ -283,8 +289,10 @@ public struct ReceiptHandler: WorkerHandler {
             a.metrics.outcomeUnknown(channel: channel, action: flag ? "flagged" : "resent")
             logger.warning(
                 "receipt outcome unknown after an interrupted send",
-                metadata: ["payfleet.event.id": "\(eventID)", "receipt.channel": "\(channel)",
-                           "receipt.action": "\(flag ? "flag for review" : "resend with the same Message-ID")"])
+                metadata: [
+                    "payfleet.event.id": "\(eventID)", "receipt.channel": "\(channel)",
+                    "receipt.action": "\(flag ? "flag for review" : "resend with the same Message-ID")",
+                ])
             _ = try await a.store.write { db in
                 try db.execute(
                     "UPDATE receipt_deliveries SET unknown_outcomes = unknown_outcomes + 1, state = ?, updated_at = ? WHERE message_id = ?",
@@ -293,7 +301,8 @@ public struct ReceiptHandler: WorkerHandler {
             if flag {
                 throw HandlerError.permanent(
                     "OutcomeUnknown",
-                    "\(channel) receipt \(messageID) may already have been sent (interrupted before its outcome was recorded); flagged for review — replay to send it again with the same Message-ID")
+                    "\(channel) receipt \(messageID) may already have been sent (interrupted before its outcome was recorded); flagged for review — replay to send it again with the same Message-ID"
+                )
             }
         }
         // 2. The send, paced per transport.
@@ -306,8 +315,10 @@ public struct ReceiptHandler: WorkerHandler {
             _ = try? await a.store.write { db in
                 try db.execute(
                     "UPDATE receipt_deliveries SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE message_id = ?",
-                    [.text(definite ? "failed" : "intent"), .text(error.description),
-                     .int(Int64(Date().timeIntervalSince1970)), .text(messageID)])
+                    [
+                        .text(definite ? "failed" : "intent"), .text(error.description),
+                        .int(Int64(Date().timeIntervalSince1970)), .text(messageID),
+                    ])
             }
             throw error.handlerError
         }
@@ -324,7 +335,8 @@ final class ReceiptMetrics: Sendable {
 
     func sent(channel: String) {
         registry.makeCounter(
-            name: "payfleet_receipts_sent_total", labels: [("channel", channel)], help: "Receipts handed to the transport"
+            name: "payfleet_receipts_sent_total", labels: [("channel", channel)],
+            help: "Receipts handed to the transport"
         ).increment()
     }
     func failed(channel: String) {

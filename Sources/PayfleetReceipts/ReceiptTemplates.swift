@@ -49,8 +49,9 @@ public struct ReceiptTemplates: Sendable {
         for type in ["payment.succeeded", "payment.refunded"] {
             for part in TemplatePart.allCases {
                 let source = BuiltInTemplates.source(type: type, part: part)
-                try add(key: Self.key("builtin", "", type, part), name: "built-in \(type).\(part.fileExtension)",
-                        source: source, part: part)
+                try add(
+                    key: Self.key("builtin", "", type, part), name: "built-in \(type).\(part.fileExtension)",
+                    source: source, part: part)
             }
         }
         guard let directory else { return }
@@ -87,15 +88,18 @@ public struct ReceiptTemplates: Sendable {
             do { source = try String(contentsOfFile: directory + "/" + rel, encoding: .utf8) } catch {
                 throw TemplateError(template: rel, message: "unreadable: \(error.localizedDescription)")
             }
-            try add(key: Self.key(comps[0], comps.count == 3 ? comps[1] : "", type, part), name: rel, source: source,
-                    part: part)
+            try add(
+                key: Self.key(comps[0], comps.count == 3 ? comps[1] : "", type, part), name: rel, source: source,
+                part: part)
             loadedFiles.append(rel)
         }
     }
 
     private mutating func add(key: String, name: String, source: String, part: TemplatePart) throws(TemplateError) {
         for v in Self.tagNames(in: source) where !Self.variables.contains(v) {
-            throw TemplateError(template: name, message: "unknown variable '\(v)' (known: \(Self.variables.sorted().joined(separator: ", ")))")
+            throw TemplateError(
+                template: name,
+                message: "unknown variable '\(v)' (known: \(Self.variables.sorted().joined(separator: ", ")))")
         }
         let text = part == .html ? source : "{{% CONTENT_TYPE: TEXT}}" + source
         do { templates[key] = try MustacheTemplate(string: text) } catch {
@@ -147,7 +151,8 @@ enum BuiltInTemplates {
         let refund = type == "payment.refunded"
         switch part {
         case .subject:
-            return refund ? "Refund of {{amount}} from {{merchant_name}}" : "Your receipt from {{merchant_name}}: {{amount}}"
+            return refund
+                ? "Refund of {{amount}} from {{merchant_name}}" : "Your receipt from {{merchant_name}}: {{amount}}"
         case .text:
             return refund
                 ? """
@@ -217,7 +222,8 @@ public enum ReceiptContext {
             "type": event.type.rawValue,
             "channel": channel,
             "is_refund": event.type == .paymentRefunded,
-            "date": merchant.map { $0.businessDay(for: event.occurredAt) } ?? String(RFC3339.format(event.occurredAt).prefix(10)),
+            "date": merchant.map { $0.businessDay(for: event.occurredAt) }
+                ?? String(RFC3339.format(event.occurredAt).prefix(10)),
         ]
         if let r = event.reference, !r.isEmpty { c["reference"] = r }
         if let i = event.invoiceID, !i.isEmpty { c["invoice_id"] = i }

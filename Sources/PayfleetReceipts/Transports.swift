@@ -196,10 +196,11 @@ public final class SMTPTransport: EmailTransport, @unchecked Sendable {
         let bytes = message.bytes
         let from = message.from.address
         let to = message.to.address
-        let thread = threads[next.withLock { n in
-            defer { n = (n + 1) % threads.count }
-            return n
-        }]
+        let thread = threads[
+            next.withLock { n in
+                defer { n = (n + 1) % threads.count }
+                return n
+            }]
         let outcome: (CurlTransfer.Result, Bool)
         do {
             outcome = try await thread.run { () -> (CurlTransfer.Result, Bool) in
@@ -330,10 +331,12 @@ public final class TwilioSMSTransport: SMSTransport, @unchecked Sendable {
                 t.set(CURLOPT_HTTPAUTH, 1)  // CURLAUTH_BASIC
                 t.set(CURLOPT_USERNAME, s.accountSID)
                 t.set(CURLOPT_PASSWORD, s.authToken)
-                t.set(CURLOPT_HTTPHEADER, list: [
-                    "Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
-                    "Idempotency-Key: \(message.eventID)", "Expect:",
-                ])
+                t.set(
+                    CURLOPT_HTTPHEADER,
+                    list: [
+                        "Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
+                        "Idempotency-Key: \(message.eventID)", "Expect:",
+                    ])
                 if let ca = s.caFile { t.set(CURLOPT_CAINFO, ca) }
                 t.set(CURLOPT_SSL_VERIFYPEER, s.verifyPeer ? 1 : 0)
                 t.set(CURLOPT_SSL_VERIFYHOST, s.verifyPeer ? 2 : 0)

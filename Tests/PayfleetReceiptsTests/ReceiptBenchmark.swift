@@ -19,14 +19,18 @@ import Testing
         defer { Task { await sink.stop() } }
         var section = ["sms_transport: none"]
         if transport == "smtp" {
-            section = ["email_transport: smtp", "sms_transport: none", "smtp:", "  host: 127.0.0.1", "  port: \(sink.port)",
-                       "  tls: none", "  rate_limit: 0", "  connections: 4"]
+            section = [
+                "email_transport: smtp", "sms_transport: none", "smtp:", "  host: 127.0.0.1", "  port: \(sink.port)",
+                "  tls: none", "  rate_limit: 0", "  connections: 4",
+            ]
         }
         try await WorkerFleet.receipts(prefix: "rcpt-bench", section: section) { fleet in
             try fleet.start()
             try await fleet.waitReady()
             let p = "bench\(UInt32.random(in: 0...UInt32.max))"
-            let events = (0..<Self.n).map { receiptEvent($0, prefix: p, currency: ["GBP", "JPY", "BHD"][$0 % 3], amount: Int64(100 + $0)) }
+            let events = (0..<Self.n).map {
+                receiptEvent($0, prefix: p, currency: ["GBP", "JPY", "BHD"][$0 % 3], amount: Int64(100 + $0))
+            }
             let pub = fleet.publisher()
             let start = ContinuousClock.now
             try await fleet.publish(events, via: pub)
@@ -36,7 +40,9 @@ import Testing
             let elapsed = ContinuousClock.now - start
             #expect(done)
             let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            print("receipt-sender \(transport): \(Self.n) receipts in \(String(format: "%.2f", secs)) s = \(String(format: "%.0f", Double(Self.n) / secs)) receipts/s")
+            print(
+                "receipt-sender \(transport): \(Self.n) receipts in \(String(format: "%.2f", secs)) s = \(String(format: "%.0f", Double(Self.n) / secs)) receipts/s"
+            )
             pub.close()
         }
     }

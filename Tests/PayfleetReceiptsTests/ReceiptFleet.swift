@@ -86,17 +86,26 @@ final class LoopbackServer: @unchecked Sendable {
             let ready = dir + "/ready-\(port)"
             try? FileManager.default.removeItem(atPath: ready)
             let p = try ChildProcess(
-                executable: "/usr/bin/env", arguments: ["python3", script, "--port", "\(port)", "--ready-file", ready] + args,
+                executable: "/usr/bin/env",
+                arguments: ["python3", script, "--port", "\(port)", "--ready-file", ready] + args,
                 logPath: dir + "/server-\(port).log")
-            let up = await eventually(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: ready) || !p.isRunning }
+            let up = await eventually(timeout: .seconds(20)) {
+                FileManager.default.fileExists(atPath: ready) || !p.isRunning
+            }
             if up && p.isRunning {
                 process = p
                 return
             }
             await p.killNow()
-            if keepPort { try await Task.sleep(for: .milliseconds(500)) } else { port = Int.random(in: 50_000...59_999) }
+            if keepPort {
+                try await Task.sleep(for: .milliseconds(500))
+            } else {
+                port = Int.random(in: 50_000...59_999)
+            }
         }
-        throw TestFailure("\(script) did not start: \((try? String(contentsOfFile: dir + "/server-\(port).log", encoding: .utf8)) ?? "")")
+        throw TestFailure(
+            "\(script) did not start: \((try? String(contentsOfFile: dir + "/server-\(port).log", encoding: .utf8)) ?? "")"
+        )
     }
 
     func stop() async {
@@ -134,7 +143,8 @@ final class SMTPSink: @unchecked Sendable {
 
     /// Each received message: `headers`, `parts` [{content_type, body}], `rcpt_tos`, `auth_login`, …
     func messages() throws -> [[String: Any]] {
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".json") }.sorted()
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".json") }
+            .sorted()
         return try names.map { n in
             let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + n))
             return try JSONSerialization.jsonObject(with: data) as! [String: Any]
@@ -142,7 +152,8 @@ final class SMTPSink: @unchecked Sendable {
     }
 
     func raw() throws -> [String] {
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".eml") }.sorted()
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".eml") }
+            .sorted()
         return try names.map { try String(contentsOfFile: dir + "/" + $0, encoding: .utf8) }
     }
 }
@@ -175,8 +186,10 @@ func makeCertificate(in dir: String) throws -> (cert: String, key: String) {
     let key = dir + "/key.pem"
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-                   "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    p.arguments = [
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+        "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    ]
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice
     try p.run()

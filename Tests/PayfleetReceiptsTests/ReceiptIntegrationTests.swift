@@ -10,12 +10,16 @@ import Testing
 /// receipt-sender against the private broker, a real SMTP server (aiosmtpd) and a
 /// Twilio-compatible HTTP server, both on loopback and started by the tests.
 @Suite(.serialized) struct ReceiptIntegrationTests {
-    static let amounts: [(String, Int64, String)] = [("GBP", 1999, "£19.99"), ("JPY", 1500, "¥1500"), ("BHD", 1250, "BD 1.250")]
+    static let amounts: [(String, Int64, String)] = [
+        ("GBP", 1999, "£19.99"), ("JPY", 1500, "¥1500"), ("BHD", 1250, "BD 1.250"),
+    ]
 
     static func smtpSection(_ port: Int, extra: [String] = []) -> [String] {
-        ["email_transport: smtp", "sms_transport: none", "from: \"Acme Receipts <receipts@acme.example>\"", "smtp:",
-         "  host: 127.0.0.1", "  port: \(port)", "  tls: none", "  connect_timeout: 2s", "  timeout: 10s",
-         "  rate_limit: 0"] + extra
+        [
+            "email_transport: smtp", "sms_transport: none", "from: \"Acme Receipts <receipts@acme.example>\"", "smtp:",
+            "  host: 127.0.0.1", "  port: \(port)", "  tls: none", "  connect_timeout: 2s", "  timeout: 10s",
+            "  rate_limit: 0",
+        ] + extra
     }
 
     static func header(_ m: [String: Any], _ name: String) -> String? {
@@ -46,11 +50,13 @@ import Testing
             for (i, a) in Self.amounts.enumerated() {
                 let e = events[i]
                 let mid = MIMEMessage.messageID(eventID: e.id, channel: "email", domain: "payfleet.localhost")
-                let eml = try String(contentsOfFile: fleet.mailDir + "/" + SandboxTransport.stem(mid) + ".eml", encoding: .utf8)
+                let eml = try String(
+                    contentsOfFile: fleet.mailDir + "/" + SandboxTransport.stem(mid) + ".eml", encoding: .utf8)
                 #expect(eml.contains("Message-ID: \(mid)\r\n"))
                 #expect(eml.contains("To: \"Ada Lovelace\" <ada@example.com>\r\n"))
                 let smsID = MIMEMessage.messageID(eventID: e.id, channel: "sms", domain: "payfleet.localhost")
-                let json = try Data(contentsOf: URL(fileURLWithPath: fleet.mailDir + "/" + SandboxTransport.stem(smsID) + ".sms.json"))
+                let json = try Data(
+                    contentsOf: URL(fileURLWithPath: fleet.mailDir + "/" + SandboxTransport.stem(smsID) + ".sms.json"))
                 let sms = try JSONSerialization.jsonObject(with: json) as! [String: String]
                 #expect(sms["to"] == "+447700900\(100 + i)")
                 #expect(sms["event_id"] == e.id)
@@ -164,16 +170,21 @@ import Testing
         let sink = SMTPSink(dir: dir)  // not started: the port refuses connections
         defer { Task { await sink.stop() } }
         try await WorkerFleet.receipts(
-            prefix: "rcpt-down", section: Self.smtpSection(sink.port), retryDelays: ["1s", "2s", "3s", "5s", "10s", "20s"]
+            prefix: "rcpt-down", section: Self.smtpSection(sink.port),
+            retryDelays: ["1s", "2s", "3s", "5s", "10s", "20s"]
         ) { fleet in
             try await fleet.declare()
             let p = "down\(UInt32.random(in: 0...UInt32.max))"
-            let events = [receiptEvent(1, prefix: p, currency: "GBP", amount: 1999),
-                          receiptEvent(2, prefix: p, currency: "BHD", amount: 1250)]
+            let events = [
+                receiptEvent(1, prefix: p, currency: "GBP", amount: 1999),
+                receiptEvent(2, prefix: p, currency: "BHD", amount: 1250),
+            ]
             let pub = fleet.publisher()
             try await fleet.publish(events, via: pub)
             try fleet.start()
-            let retried = await eventually(timeout: .seconds(60)) { (await fleet.metric("payfleet_retried_total") ?? 0) >= 2 }
+            let retried = await eventually(timeout: .seconds(60)) {
+                (await fleet.metric("payfleet_retried_total") ?? 0) >= 2
+            }
             #expect(retried, "\(fleet.process?.log ?? "")")
             #expect(sink.count == 0)
             try await sink.start(keepPort: true)
@@ -300,7 +311,9 @@ import Testing
             #expect(try fleet.count("receipt_deliveries", where: "state = 'intent'") == 1)
             try fleet.start()
             if policy == "review" {
-                let flagged = await eventually(timeout: .seconds(60)) { ((try? await fleet.deadLetters()) ?? []).count == 1 }
+                let flagged = await eventually(timeout: .seconds(60)) {
+                    ((try? await fleet.deadLetters()) ?? []).count == 1
+                }
                 #expect(flagged, "\(fleet.process?.log ?? "")")
                 let err = try await fleet.deadLetters().first?.headers[PayfleetHeaders.error]?.stringValue ?? ""
                 #expect(err.hasPrefix("OutcomeUnknown"), "\(err)")
@@ -357,7 +370,9 @@ import Testing
             let status = await fleet.process!.wait(timeout: .seconds(30))
             #expect(status == 78)
             let log = fleet.process!.log
-            #expect(log.contains("receipt-sender.templates_dir: template m_acme/fr/payment.succeeded.subject.mustache"), "\(log)")
+            #expect(
+                log.contains("receipt-sender.templates_dir: template m_acme/fr/payment.succeeded.subject.mustache"),
+                "\(log)")
         }
     }
 
@@ -374,7 +389,9 @@ import Testing
         try await WorkerFleet.receipts(prefix: "rcpt-rate", section: section) { fleet in
             try await fleet.declare()
             let p = "rate\(UInt32.random(in: 0...UInt32.max))"
-            let events = (0..<6).map { receiptEvent($0, prefix: p, currency: "GBP", amount: 100, phone: "+4477009001\($0)0") }
+            let events = (0..<6).map {
+                receiptEvent($0, prefix: p, currency: "GBP", amount: 100, phone: "+4477009001\($0)0")
+            }
             let pub = fleet.publisher()
             try await fleet.publish(events, via: pub)
             try fleet.start()
@@ -397,15 +414,22 @@ import Testing
         let sms = SMSSink(dir: dir + "/sms")
         try await smtp.start()
         try await sms.start(failFirst: 1)
-        defer { Task { await smtp.stop(); await sms.stop() } }
-        let section = Self.smtpSection(smtp.port).filter { $0 != "sms_transport: none" } + [
-            "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sms.port)", "  account_sid: AC9",
-            "  auth_token: t", "  from: \"+15005550006\"", "  rate_limit: 0",
-        ]
+        defer {
+            Task {
+                await smtp.stop()
+                await sms.stop()
+            }
+        }
+        let section =
+            Self.smtpSection(smtp.port).filter { $0 != "sms_transport: none" } + [
+                "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sms.port)", "  account_sid: AC9",
+                "  auth_token: t", "  from: \"+15005550006\"", "  rate_limit: 0",
+            ]
         try await WorkerFleet.receipts(prefix: "rcpt-both", section: section) { fleet in
             try await fleet.declare()
             let p = "both\(UInt32.random(in: 0...UInt32.max))"
-            let event = receiptEvent(1, prefix: p, currency: "JPY", amount: 1500, phone: "+819012345678", merchant: "m_tokyo")
+            let event = receiptEvent(
+                1, prefix: p, currency: "JPY", amount: 1500, phone: "+819012345678", merchant: "m_tokyo")
             let pub = fleet.publisher()
             try await fleet.publish([event], via: pub)
             try fleet.start()

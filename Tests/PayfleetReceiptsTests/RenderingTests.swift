@@ -20,12 +20,15 @@ import Testing
         if let templatesDir { text += "  templates_dir: \(templatesDir)\n" }
         text += yaml.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
         let root = try ConfigSection.parse(yaml: text)
-        return try ReceiptHandler(section: try root.section("receipt-sender"), root: root, merchants: merchants,
-                                  logger: Logger(label: "test"))
+        return try ReceiptHandler(
+            section: try root.section("receipt-sender"), root: root, merchants: merchants,
+            logger: Logger(label: "test"))
     }
 
-    static func event(_ value: Int64, _ currency: String, type: PaymentEvent.EventType = .paymentSucceeded,
-                      last4: String = "4242", name: String = "Ada Lovelace") -> PaymentEvent {
+    static func event(
+        _ value: Int64, _ currency: String, type: PaymentEvent.EventType = .paymentSucceeded,
+        last4: String = "4242", name: String = "Ada Lovelace"
+    ) -> PaymentEvent {
         PaymentEvent(
             id: PaymentEvent.canonicalID(provider: "test", eventID: "unit-\(currency)-\(value)"), type: type,
             occurredAt: Date(timeIntervalSince1970: 1_764_000_000), receivedAt: nil,
@@ -36,12 +39,15 @@ import Testing
             metadata: [:])
     }
 
-    static let effect = ReceiptEffect(email: "ada@example.com", phone: "+447700900123", locale: "en", dateMS: 1_764_000_000_000)
+    static let effect = ReceiptEffect(
+        email: "ada@example.com", phone: "+447700900123", locale: "en", dateMS: 1_764_000_000_000)
 
     @Test func amountsUseTheCurrencyExponentAndSymbol() throws {
         let h = try Self.handler()
-        let cases: [(Int64, String, String)] = [(1999, "GBP", "£19.99"), (1500, "JPY", "¥1500"), (1250, "BHD", "BD 1.250"),
-                                               (5, "GBP", "£0.05"), (7, "BHD", "BD 0.007")]
+        let cases: [(Int64, String, String)] = [
+            (1999, "GBP", "£19.99"), (1500, "JPY", "¥1500"), (1250, "BHD", "BD 1.250"),
+            (5, "GBP", "£0.05"), (7, "BHD", "BD 0.007"),
+        ]
         for (v, c, want) in cases {
             let m = try #require(h.renderEmail(Self.effect, event: Self.event(v, c)))
             #expect(m.text.contains(want), "\(c) text: \(m.text)")
@@ -70,7 +76,9 @@ import Testing
         let raw = a.rendered
         let head = String(raw[..<raw.range(of: "\r\n\r\n")!.lowerBound])
         #expect(head.contains("Date: Mon, 24 Nov 2025 16:00:00 +0000"))
-        #expect(head.contains("Message-ID: \(MIMEMessage.messageID(eventID: e.id, channel: "email", domain: "acme.example"))"))
+        #expect(
+            head.contains(
+                "Message-ID: \(MIMEMessage.messageID(eventID: e.id, channel: "email", domain: "acme.example"))"))
         #expect(head.contains("MIME-Version: 1.0"))
         #expect(head.contains("Content-Type: multipart/alternative; boundary="))
         // Non-ASCII subject and display name as RFC 2047 encoded words; the header block is 7-bit.
@@ -106,8 +114,10 @@ import Testing
     @Test func addressesAndNumbersAreValidated() {
         #expect(MailAddress.isValid("ada@example.com"))
         #expect(MailAddress.isValid("a.b+tag@mail.example.co.uk"))
-        for bad in ["", "ada", "ada@", "@example.com", "ada@@example.com", "a da@example.com", "ada@exa_mple.com",
-                    "ada@example.com>\r\nRCPT TO:<x@y.z", "ada.@example.com"] {
+        for bad in [
+            "", "ada", "ada@", "@example.com", "ada@@example.com", "a da@example.com", "ada@exa_mple.com",
+            "ada@example.com>\r\nRCPT TO:<x@y.z", "ada.@example.com",
+        ] {
             #expect(!MailAddress.isValid(bad), "\(bad)")
         }
         #expect(E164.isValid("+447700900123"))
@@ -118,7 +128,8 @@ import Testing
 
     @Test func badContactsAreClassifiedPermanent() async throws {
         let h = try Self.handler()
-        let store = try await Store(path: NSTemporaryDirectory() + "receipts-\(UUID().uuidString).sqlite", migrations: h.migrations)
+        let store = try await Store(
+            path: NSTemporaryDirectory() + "receipts-\(UUID().uuidString).sqlite", migrations: h.migrations)
         var e = Self.event(100, "GBP")
         e.customer?.email = "not an address"
         let bad = e
@@ -146,7 +157,8 @@ import Testing
     }
 
     @Test func typesAndMerchantsAreConfigurable() async throws {
-        let h = try Self.handler("""
+        let h = try Self.handler(
+            """
             types: [payment.succeeded]
             per_merchant:
               - id: m_tokyo
@@ -155,14 +167,17 @@ import Testing
               - id: m_acme
                 enabled: false
             """)
-        let store = try await Store(path: NSTemporaryDirectory() + "receipts-\(UUID().uuidString).sqlite", migrations: h.migrations)
+        let store = try await Store(
+            path: NSTemporaryDirectory() + "receipts-\(UUID().uuidString).sqlite", migrations: h.migrations)
         var refundTokyo = Self.event(500, "JPY", type: .paymentRefunded)
         refundTokyo.merchantID = "m_tokyo"
         var otherRefund = Self.event(501, "GBP", type: .paymentRefunded)
         otherRefund.merchantID = "m_other"
         let acme = Self.event(502, "GBP")
         let (a, b, c) = (refundTokyo, otherRefund, acme)
-        let effects = try await store.write { db in [try h.apply(a, db: db), try h.apply(b, db: db), try h.apply(c, db: db)] }
+        let effects = try await store.write { db in
+            [try h.apply(a, db: db), try h.apply(b, db: db), try h.apply(c, db: db)]
+        }
         #expect(effects[0]?.email == nil && effects[0]?.phone == "+447700900123")
         #expect(effects[1] == nil)
         #expect(effects[2] == nil)
@@ -174,10 +189,12 @@ import Testing
         let dir = NSTemporaryDirectory() + "tpl-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir + "/m_acme/fr", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir + "/default", withIntermediateDirectories: true)
-        try "Reçu {{merchant_name}} : {{amount}}".write(toFile: dir + "/m_acme/fr/payment.succeeded.subject.mustache",
-                                                     atomically: true, encoding: .utf8)
-        try "Paid {{amount}} & thanks".write(toFile: dir + "/default/payment.succeeded.txt.mustache", atomically: true,
-                                              encoding: .utf8)
+        try "Reçu {{merchant_name}} : {{amount}}".write(
+            toFile: dir + "/m_acme/fr/payment.succeeded.subject.mustache",
+            atomically: true, encoding: .utf8)
+        try "Paid {{amount}} & thanks".write(
+            toFile: dir + "/default/payment.succeeded.txt.mustache", atomically: true,
+            encoding: .utf8)
         let h = try Self.handler(templatesDir: dir)
         var fr = Self.effect
         fr.locale = "fr"
@@ -225,9 +242,18 @@ import Testing
             ("smtp:\n  host: h\n  tls: maybe", "receipt-sender.smtp.tls"),
             ("smtp:\n  host: h\n  username: u", "receipt-sender.smtp.password"),
             ("smtp:\n  host: h\n  rate_limit: fast", "receipt-sender.smtp.rate_limit"),
-            ("sms_transport: twilio\nsms:\n  account_sid: AC1\n  from: \"+447700900000\"", "receipt-sender.sms.auth_token"),
-            ("sms_transport: twilio\nsms:\n  account_sid: AC1\n  auth_token: t\n  from: \"0770\"", "receipt-sender.sms.from"),
-            ("sms_transport: twilio\nsms:\n  from: \"+447700900000\"\n  auth_token: t", "receipt-sender.sms.account_sid"),
+            (
+                "sms_transport: twilio\nsms:\n  account_sid: AC1\n  from: \"+447700900000\"",
+                "receipt-sender.sms.auth_token"
+            ),
+            (
+                "sms_transport: twilio\nsms:\n  account_sid: AC1\n  auth_token: t\n  from: \"0770\"",
+                "receipt-sender.sms.from"
+            ),
+            (
+                "sms_transport: twilio\nsms:\n  from: \"+447700900000\"\n  auth_token: t",
+                "receipt-sender.sms.account_sid"
+            ),
             ("per_merchant:\n  - id: a\n  - id: a", "receipt-sender.per_merchant[1].id"),
         ]
         for (yaml, key) in cases {
@@ -248,4 +274,3 @@ import Testing
         #expect(ContinuousClock.now - start >= .milliseconds(200))
     }
 }
-
