@@ -16,7 +16,7 @@ import Testing
         let dir = TestEnvironment.makeTempDir("rcpt-bench")
         let sink = SMTPSink(dir: dir)
         if transport == "smtp" { try await sink.start() }
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         var section = ["sms_transport: none"]
         if transport == "smtp" {
             section = [

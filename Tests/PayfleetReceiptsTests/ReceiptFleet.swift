@@ -108,6 +108,14 @@ final class LoopbackServer: @unchecked Sendable {
         )
     }
 
+    /// SIGKILL and reap, synchronously (for `defer`): what the server wrote is complete (renamed into place).
+    func kill() {
+        guard let p = process else { return }
+        p.signal(SIGKILL)
+        p.process.waitUntilExit()
+        process = nil
+    }
+
     func stop() async {
         guard let p = process else { return }
         p.signal(SIGTERM)
@@ -136,6 +144,7 @@ final class SMTPSink: @unchecked Sendable {
     }
 
     func stop() async { await server.stop() }
+    func kill() { server.kill() }
 
     var count: Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".json") }.count
@@ -171,6 +180,7 @@ final class SMSSink: @unchecked Sendable {
     }
 
     func stop() async { await server.stop() }
+    func kill() { server.kill() }
 
     func requests() throws -> [[String: Any]] {
         guard let text = try? String(contentsOfFile: out, encoding: .utf8) else { return [] }

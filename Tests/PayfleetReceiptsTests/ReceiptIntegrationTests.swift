@@ -74,7 +74,7 @@ import Testing
         let dir = TestEnvironment.makeTempDir("rcpt-smtp")
         let sink = SMTPSink(dir: dir)
         try await sink.start(auth: "receipts:s3cret-pw")
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         var section = Self.smtpSection(sink.port)
         section += ["  username: receipts", "  password_file: \(dir)/smtp-password"]
         try "s3cret-pw\n".write(toFile: dir + "/smtp-password", atomically: true, encoding: .utf8)
@@ -144,7 +144,7 @@ import Testing
         let tls = try makeCertificate(in: dir)
         let sink = SMTPSink(dir: dir)
         try await sink.start(auth: "receipts:tls-pw", tls: tls, implicitTLS: mode == "implicit")
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         let section = [
             "email_transport: smtp", "sms_transport: none", "smtp:", "  host: 127.0.0.1", "  port: \(sink.port)",
             "  tls: \(mode)", "  ca_file: \(tls.cert)", "  username: receipts", "  password: tls-pw", "  timeout: 10s",
@@ -168,7 +168,7 @@ import Testing
     @Test func smtpDownThenBackDeliversAfterItReturns() async throws {
         let dir = TestEnvironment.makeTempDir("rcpt-down")
         let sink = SMTPSink(dir: dir)  // not started: the port refuses connections
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         try await WorkerFleet.receipts(
             prefix: "rcpt-down", section: Self.smtpSection(sink.port),
             retryDelays: ["1s", "2s", "3s", "5s", "10s", "20s"]
@@ -205,7 +205,7 @@ import Testing
         let dir = TestEnvironment.makeTempDir("rcpt-550")
         let sink = SMTPSink(dir: dir)
         try await sink.start()
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         try await WorkerFleet.receipts(prefix: "rcpt-550", section: Self.smtpSection(sink.port)) { fleet in
             try await fleet.declare()
             let p = "rej\(UInt32.random(in: 0...UInt32.max))"
@@ -236,7 +236,7 @@ import Testing
         let dir = TestEnvironment.makeTempDir("rcpt-sms")
         let sink = SMSSink(dir: dir)
         try await sink.start(failFirst: 1)
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         let section = [
             "email_transport: none", "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sink.port)/",
             "  account_sid: AC0123456789abcdef", "  auth_token_file: \(dir)/token", "  from: \"+15005550006\"",
@@ -293,7 +293,7 @@ import Testing
         let sink = SMTPSink(dir: dir)
         let pidFile = dir + "/kill.pid"
         try await sink.start(killPIDFile: pidFile)
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         try await WorkerFleet.receipts(
             prefix: "rcpt-kill", section: Self.smtpSection(sink.port, extra: ["outcome_unknown: \(policy)"])
         ) { fleet in
@@ -381,7 +381,7 @@ import Testing
         let dir = TestEnvironment.makeTempDir("rcpt-rate")
         let sink = SMSSink(dir: dir)
         try await sink.start()
-        defer { Task { await sink.stop() } }
+        defer { sink.kill() }
         let section = [
             "email_transport: none", "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sink.port)",
             "  account_sid: AC1", "  auth_token: t", "  from: MG0123", "  rate_limit: 4",
@@ -415,10 +415,8 @@ import Testing
         try await smtp.start()
         try await sms.start(failFirst: 1)
         defer {
-            Task {
-                await smtp.stop()
-                await sms.stop()
-            }
+            smtp.kill()
+            sms.kill()
         }
         let section =
             Self.smtpSection(smtp.port).filter { $0 != "sms_transport: none" } + [

@@ -69,7 +69,16 @@ def main():
     with open(a.ready_file + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.rename(a.ready_file + ".tmp", a.ready_file)
-    srv.serve_forever()
+    parent = os.getppid()
+
+    def watch_parent():
+        # Never outlive the test process that started us.
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        srv.shutdown()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    srv.serve_forever(poll_interval=0.2)
 
 
 if __name__ == "__main__":

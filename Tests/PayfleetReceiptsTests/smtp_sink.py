@@ -110,7 +110,10 @@ def main():
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    parent = os.getppid()
+    # Short waits so signals are handled, and never outlive the test process that started us.
+    while not stop.wait(0.2) and os.getppid() == parent:
+        pass
     c.stop()
 
 
