@@ -182,8 +182,7 @@ enum BuiltInTemplates {
                 <html><body>
                 <p>Hello {{customer_name}},</p>
                 <p>{{merchant_name}} has refunded <strong>{{amount}}</strong>{{#card}} to your {{card}}{{/card}}.</p>
-                <table>{{#reference}}<tr><td>Reference</td><td>{{reference}}</td></tr>{{/reference}}
-                <tr><td>Payment</td><td>{{payment_id}}</td></tr><tr><td>Date</td><td>{{date}}</td></tr></table>
+                <table>{{#reference}}<tr><td>Reference</td><td>{{reference}}</td></tr>{{/reference}}<tr><td>Payment</td><td>{{payment_id}}</td></tr><tr><td>Date</td><td>{{date}}</td></tr></table>
                 </body></html>
                 """
                 : """
@@ -191,10 +190,7 @@ enum BuiltInTemplates {
                 <html><body>
                 <p>Hello {{customer_name}},</p>
                 <p>Thank you for your payment of <strong>{{amount}}</strong> to {{merchant_name}}.</p>
-                <table>{{#card}}<tr><td>Paid with</td><td>{{card}}</td></tr>{{/card}}
-                {{#reference}}<tr><td>Reference</td><td>{{reference}}</td></tr>{{/reference}}
-                {{#invoice_id}}<tr><td>Invoice</td><td>{{invoice_id}}</td></tr>{{/invoice_id}}
-                <tr><td>Payment</td><td>{{payment_id}}</td></tr><tr><td>Date</td><td>{{date}}</td></tr></table>
+                <table>{{#card}}<tr><td>Paid with</td><td>{{card}}</td></tr>{{/card}}{{#reference}}<tr><td>Reference</td><td>{{reference}}</td></tr>{{/reference}}{{#invoice_id}}<tr><td>Invoice</td><td>{{invoice_id}}</td></tr>{{/invoice_id}}<tr><td>Payment</td><td>{{payment_id}}</td></tr><tr><td>Date</td><td>{{date}}</td></tr></table>
                 </body></html>
                 """
         case .sms:
