@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "payfleet", targets: ["payfleet"]),
         .executable(name: "ledger-writer", targets: ["ledger-writer"]),
         .executable(name: "ingest", targets: ["ingest"]),
+        .executable(name: "receipt-sender", targets: ["receipt-sender"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         .systemLibrary(
@@ -96,6 +98,26 @@ let package = Package(
                 "PayfleetWorker", "PayfleetTestKit", "PayfleetIngest", "PayfleetStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .target(
+            name: "PayfleetReceipts",
+            dependencies: [
+                "CCurl", "PayfleetCore", "PayfleetStore", "PayfleetWorker",
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .executableTarget(name: "receipt-sender", dependencies: ["PayfleetReceipts", "PayfleetWorker"]),
+        .testTarget(
+            name: "PayfleetReceiptsTests",
+            dependencies: [
+                "PayfleetReceipts", "PayfleetTestKit", "receipt-sender",
+                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+            ],
+            exclude: ["smtp_sink.py", "sms_sink.py"]),
         .testTarget(name: "PayfleetCoreTests", dependencies: ["PayfleetCore"]),
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
         .testTarget(

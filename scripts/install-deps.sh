@@ -30,3 +30,8 @@ if command -v python3 >/dev/null && ! python3 -c "import stripe, standardwebhook
     python3 -m pip install -q stripe standardwebhooks Adyen >/dev/null 2>&1 \
         || echo "install-deps: pip install stripe standardwebhooks Adyen failed; signature cross-checks will be skipped" >&2
 fi
+# receipt-sender's tests run a real SMTP server on loopback (aiosmtpd).
+if command -v python3 >/dev/null && ! python3 -c "import aiosmtpd" 2>/dev/null; then
+    python3 -m pip install -q aiosmtpd >/dev/null 2>&1 \
+        || { echo "install-deps: pip install aiosmtpd failed (receipt-sender's SMTP tests need it)" >&2; exit 1; }
+fi

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PayfleetCore
 import PayfleetStore
+import Prometheus
 
 /// What a worker is, beyond the shared runtime: its tables, how an event changes them, and
 /// (optionally) an external effect performed after the state change is committed.
@@ -26,11 +27,17 @@ public protocol WorkerHandler: Sendable {
 
     /// Records a performed effect's outcome in local state (optional).
     func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws
+
+    /// Called once by the runtime after the worker's store is open and before consuming (optional):
+    /// a handler that journals finer-grained steps of its effect (one row per email / SMS) uses
+    /// the same store from `perform`, and registers its own metrics on the worker's registry.
+    func attach(store: Store, registry: PrometheusCollectorRegistry) async throws
 }
 
 extension WorkerHandler {
     public var migrations: [Migration] { [] }
     public func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws {}
+    public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {}
 }
 
 extension WorkerHandler where Effect == NoEffect {

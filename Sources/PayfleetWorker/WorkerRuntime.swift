@@ -68,6 +68,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         self.metrics = WorkerMetrics(worker: configuration.worker, partition: configuration.partition)
         self.store = try await Store(
             path: configuration.statePath, migrations: Self.migrations + handler.migrations, logger: logger)
+        try await handler.attach(store: store, registry: metrics.registry)
         let topology = configuration.topology
         let declare: @Sendable (AMQPDeclarer) throws -> Void = { d in try d.declare(worker: topology) }
         self.publisher = AMQPPublisher(
@@ -212,8 +213,12 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         do {
             outcomes = try await store.write { db -> [Outcome] in
                 let now = Int64(Date().timeIntervalSince1970)
+                // The same event twice in one batch (a duplicate publish): the second copy is a
+                // duplicate, not an effect whose outcome is unknown.
+                var inBatch = Set<String>()
                 return try events.map { event -> Outcome in
                     guard let event else { return .applied }  // replaced below by the decode failure
+                    guard inBatch.insert(event.id).inserted else { return .duplicate }
                     if try db.isProcessed(event.id) {
                         if let row = try db.queryOne(
                             "SELECT effect, state, attempts FROM effect_journal WHERE event_id = ?", [.text(event.id)]),

@@ -1,0 +1,399 @@
+import Foundation
+import Logging
+import PayfleetCore
+import PayfleetStore
+import PayfleetWorker
+import Prometheus
+
+/// What the runtime journals for one receipt (intent before, outcome after): the recipients and
+/// the message date, fixed when the event was applied so a resend is the same message.
+public struct ReceiptEffect: Codable, Sendable, Equatable {
+    public var email: String?
+    public var phone: String?
+    public var locale: String
+    /// Milliseconds since 1970: the `Date` header.
+    public var dateMS: Int64
+}
+
+/// `receipt-sender`: one email and/or SMS receipt per `payment.succeeded` / `payment.refunded`.
+///
+/// Exactly once as far as the outside world allows, in two layers: the runtime's effect journal
+/// (one row per event) and this handler's delivery journal (`receipt_deliveries`, one row per
+/// message, keyed by its deterministic Message-ID): `intent` is committed before the transport
+/// is called, `sent` after it answered. A row still at `intent` on a later attempt means the
+/// process died (or the connection dropped) mid-send: the configured `outcome_unknown` policy
+/// decides — flag for review (dead-letter `OutcomeUnknown`) or resend with the same Message-ID.
+/// A message already `sent` is never sent again, so a failure of the SMS after the email only
+/// retries the SMS.
+public struct ReceiptHandler: WorkerHandler {
+    public typealias Effect = ReceiptEffect
+
+    public let config: ReceiptConfiguration
+    public let templates: ReceiptTemplates
+    let merchants: [String: Merchant]
+    let email: (any EmailTransport)?
+    let sms: (any SMSTransport)?
+    let emailLimiter: RateLimiter
+    let smsLimiter: RateLimiter
+    let logger: Logger
+    let attached = Locked<Attached?>(nil)
+
+    struct Attached: Sendable {
+        let store: Store
+        let journal: GroupCommit
+        let metrics: ReceiptMetrics
+    }
+
+    public init(section: ConfigSection, root: ConfigSection, merchants: [Merchant], logger: Logger) throws {
+        let config = try ReceiptConfiguration.read(section: section, root: root)
+        try self.init(config: config, merchants: merchants, logger: logger)
+    }
+
+    public init(config: ReceiptConfiguration, merchants: [Merchant], logger: Logger) throws {
+        self.config = config
+        do { templates = try ReceiptTemplates(directory: config.templatesDir) } catch {
+            throw ConfigError(key: "receipt-sender.templates_dir", message: error.description)
+        }
+        self.merchants = Dictionary(merchants.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        self.logger = logger
+        let sandbox: SandboxTransport?
+        if config.emailTransport == .sandbox || config.smsTransport == .sandbox {
+            do { sandbox = try SandboxTransport(directory: config.mailDir) } catch {
+                throw ConfigError(key: "receipt-sender.mail_dir", message: error.message)
+            }
+        } else {
+            sandbox = nil
+        }
+        switch config.emailTransport {
+        case .sandbox: email = sandbox
+        case .smtp: email = SMTPTransport(settings: config.smtp!)
+        case .none: email = nil
+        }
+        switch config.smsTransport {
+        case .sandbox: sms = sandbox
+        case .twilio: sms = TwilioSMSTransport(settings: config.sms!)
+        case .none: sms = nil
+        }
+        emailLimiter = RateLimiter(perSecond: config.emailTransport == .smtp ? config.smtpRateLimit : 0)
+        smsLimiter = RateLimiter(perSecond: config.smsTransport == .twilio ? config.smsRateLimit : 0)
+    }
+
+    public var migrations: [Migration] {
+        [
+            Migration(
+                "receipts.1",
+                """
+                CREATE TABLE receipts (
+                    event_id TEXT PRIMARY KEY,
+                    merchant_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'no_contact', 'disabled')),
+                    has_email INTEGER NOT NULL DEFAULT 0,
+                    has_phone INTEGER NOT NULL DEFAULT 0,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                CREATE TABLE receipt_deliveries (
+                    message_id TEXT PRIMARY KEY,
+                    event_id TEXT NOT NULL,
+                    channel TEXT NOT NULL CHECK (channel IN ('email', 'sms')),
+                    transport TEXT NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('intent', 'sent', 'failed', 'review')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    unknown_outcomes INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                CREATE INDEX receipt_deliveries_event_idx ON receipt_deliveries(event_id);
+                CREATE INDEX receipt_deliveries_state_idx ON receipt_deliveries(state);
+                """)
+        ]
+    }
+
+    public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {
+        let m = ReceiptMetrics(registry: registry)
+        attached.withLock { $0 = Attached(store: store, journal: GroupCommit(store: store), metrics: m) }
+    }
+
+    // MARK: apply (inside the batch transaction)
+
+    public func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> ReceiptEffect? {
+        let now = Int64(Date().timeIntervalSince1970)
+        let rule = config.rule(for: event.merchantID)
+        func record(_ status: String, email: Bool = false, phone: Bool = false) throws {
+            try db.execute(
+                """
+                INSERT INTO receipts (event_id, merchant_id, type, status, has_email, has_phone, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    .text(event.id), .text(event.merchantID), .text(event.type.rawValue), .text(status),
+                    .int(email ? 1 : 0), .int(phone ? 1 : 0), .int(now), .int(now),
+                ])
+        }
+        guard rule.enabled, rule.types.contains(event.type.rawValue) else {
+            try record("disabled")
+            attached.current?.metrics.skipped(reason: "disabled")
+            return nil
+        }
+        var emailAddress: String?
+        if rule.channels.contains(.email), email != nil,
+            let raw = event.customer?.email?.trimmingCharacters(in: .whitespaces), !raw.isEmpty
+        {
+            guard MailAddress.isValid(raw) else {
+                throw HandlerError.permanent("InvalidAddress", "customer.email is not a valid email address")
+            }
+            emailAddress = raw
+        }
+        var phone: String?
+        if rule.channels.contains(.sms), sms != nil, let raw = event.customer?.phone, !raw.isEmpty {
+            let normalized = String(raw.filter { !" -().".contains($0) })
+            guard E164.isValid(normalized) else {
+                throw HandlerError.permanent(
+                    "InvalidPhone", "customer.phone is not an E.164 number (+<country><number>)")
+            }
+            phone = normalized
+        }
+        guard emailAddress != nil || phone != nil else {
+            try record("no_contact")
+            attached.current?.metrics.skipped(reason: "no_contact")
+            return nil
+        }
+        try record("pending", email: emailAddress != nil, phone: phone != nil)
+        let locale = event.metadata["locale"].flatMap { $0.isEmpty ? nil : $0 } ?? rule.locale
+        return ReceiptEffect(
+            email: emailAddress, phone: phone, locale: locale, dateMS: Int64(Date().timeIntervalSince1970 * 1000))
+    }
+
+    // MARK: rendering
+
+    /// The email for `event` exactly as it goes on the wire.
+    public func renderEmail(_ effect: ReceiptEffect, event: PaymentEvent) -> MIMEMessage? {
+        guard let to = effect.email else { return nil }
+        let rule = config.rule(for: event.merchantID)
+        let type = event.type.rawValue
+        let ctx = ReceiptContext.make(event: event, merchant: merchants[event.merchantID], channel: "email")
+        func r(_ p: TemplatePart) -> String {
+            templates.render(p, type: type, merchant: event.merchantID, locale: effect.locale, context: ctx)
+        }
+        let subject = r(.subject).replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
+            .trimmingCharacters(in: .whitespaces)
+        let html = r(.html)
+        var from = rule.from
+        if from.name == nil { from.name = merchants[event.merchantID]?.name }
+        return MIMEMessage(
+            from: from, to: MailAddress(name: event.customer?.name, address: to), subject: subject,
+            date: Date(timeIntervalSince1970: Double(effect.dateMS) / 1000),
+            messageID: MIMEMessage.messageID(eventID: event.id, channel: "email", domain: config.messageIDDomain),
+            text: r(.text), html: html.isEmpty ? nil : html,
+            extraHeaders: [("X-Payfleet-Event-ID", event.id), ("Auto-Submitted", "auto-generated")])
+    }
+
+    public func renderSMS(_ effect: ReceiptEffect, event: PaymentEvent) -> SMSMessage? {
+        guard let to = effect.phone else { return nil }
+        let ctx = ReceiptContext.make(event: event, merchant: merchants[event.merchantID], channel: "sms")
+        let body = templates.render(
+            .sms, type: event.type.rawValue, merchant: event.merchantID, locale: effect.locale,
+            context: ctx
+        ).trimmingCharacters(in: .whitespacesAndNewlines)
+        return SMSMessage(
+            to: to, body: body, eventID: event.id,
+            messageID: MIMEMessage.messageID(eventID: event.id, channel: "sms", domain: config.messageIDDomain))
+    }
+
+    // MARK: perform (after the commit)
+
+    public func perform(_ effect: ReceiptEffect, event: PaymentEvent, attempt: Int, outcomeUnknown: Bool) async throws {
+        guard let a = attached.current else {
+            throw HandlerError.transient("NotAttached", "receipt store not attached yet")
+        }
+        var sentNow: [String] = []
+        do {
+            if let message = renderEmail(effect, event: event), let email {
+                if try await deliver(
+                    channel: "email", messageID: message.messageID, transport: email.name, event: event, attached: a,
+                    limiter: emailLimiter, send: { () async throws(TransportError) in try await email.send(message) })
+                {
+                    sentNow.append(message.messageID)
+                }
+            }
+            if let message = renderSMS(effect, event: event), let sms {
+                if try await deliver(
+                    channel: "sms", messageID: message.messageID, transport: sms.name, event: event, attached: a,
+                    limiter: smsLimiter, send: { () async throws(TransportError) in try await sms.send(message) })
+                {
+                    sentNow.append(message.messageID)
+                }
+            }
+        } catch {
+            // One message went out and the next failed: record the first as sent now, so the
+            // retry sends only what is missing. (Should this write fail, the retry finds it at
+            // `intent` and applies the outcome_unknown policy: never a blind resend.)
+            if !sentNow.isEmpty {
+                let ids = sentNow
+                _ = try? await a.store.write { db in
+                    for id in ids {
+                        try db.execute(
+                            "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE message_id = ?",
+                            [.int(Int64(Date().timeIntervalSince1970)), .text(id)])
+                    }
+                }
+            }
+            throw error
+        }
+    }
+
+    /// On success the messages' outcomes are recorded in the runtime's outcome transaction (one
+    /// commit per batch instead of one per message). A crash before it leaves them at `intent`,
+    /// which the next attempt treats as an unknown outcome.
+    public func completed(_ effect: ReceiptEffect, event: PaymentEvent, db: SQLiteConnection) throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        try db.execute(
+            "UPDATE receipts SET status = 'sent', updated_at = ? WHERE event_id = ?", [.int(now), .text(event.id)])
+        try db.execute(
+            "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE event_id = ? AND state = 'intent'",
+            [.int(now), .text(event.id)])
+    }
+
+    private func deliver(
+        channel: String, messageID: String, transport: String, event: PaymentEvent, attached a: Attached,
+        limiter: RateLimiter, send: @Sendable () async throws(TransportError) -> Void
+    ) async throws -> Bool {
+        let eventID = event.id
+        // 1. Intent, committed before anything leaves (group-committed with concurrent sends).
+        let prior: String? = try await a.journal.run { db in
+            let now = Int64(Date().timeIntervalSince1970)
+            let state = try db.queryOne(
+                "SELECT state FROM receipt_deliveries WHERE message_id = ?", [.text(messageID)])?.string(0)
+            switch state {
+            case nil:
+                try db.execute(
+                    """
+                    INSERT INTO receipt_deliveries (message_id, event_id, channel, transport, state, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, 'intent', ?, ?)
+                    """, [.text(messageID), .text(eventID), .text(channel), .text(transport), .int(now), .int(now)])
+            case "failed"?, "review"?:
+                // Known not sent, or an operator replayed a flagged receipt: send it now.
+                try db.execute(
+                    "UPDATE receipt_deliveries SET state = 'intent', updated_at = ? WHERE message_id = ?",
+                    [.int(now), .text(messageID)])
+            default: break
+            }
+            return state
+        }
+        if prior == "sent" { return false }
+        if prior == "intent" {
+            // A send started and its outcome was never recorded.
+            let flag = config.outcomeUnknown == .review
+            a.metrics.outcomeUnknown(channel: channel, action: flag ? "flagged" : "resent")
+            logger.warning(
+                "receipt outcome unknown after an interrupted send",
+                metadata: [
+                    "payfleet.event.id": "\(eventID)", "receipt.channel": "\(channel)",
+                    "receipt.action": "\(flag ? "flag for review" : "resend with the same Message-ID")",
+                ])
+            _ = try await a.store.write { db in
+                try db.execute(
+                    "UPDATE receipt_deliveries SET unknown_outcomes = unknown_outcomes + 1, state = ?, updated_at = ? WHERE message_id = ?",
+                    [.text(flag ? "review" : "intent"), .int(Int64(Date().timeIntervalSince1970)), .text(messageID)])
+            }
+            if flag {
+                throw HandlerError.permanent(
+                    "OutcomeUnknown",
+                    "\(channel) receipt \(messageID) may already have been sent (interrupted before its outcome was recorded); flagged for review — replay to send it again with the same Message-ID"
+                )
+            }
+        }
+        // 2. The send, paced per transport.
+        await limiter.acquire()
+        do {
+            try await send()
+        } catch {
+            let definite = error.certainty == .notSent
+            a.metrics.failed(channel: channel)
+            _ = try? await a.store.write { db in
+                try db.execute(
+                    "UPDATE receipt_deliveries SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE message_id = ?",
+                    [
+                        .text(definite ? "failed" : "intent"), .text(error.description),
+                        .int(Int64(Date().timeIntervalSince1970)), .text(messageID),
+                    ])
+            }
+            throw error.handlerError
+        }
+        // 3. The outcome is recorded by `completed` (or by `perform` when a later message fails).
+        a.metrics.sent(channel: channel)
+        return true
+    }
+}
+
+/// The receipt-sender's own counters, on the worker's `/metrics`.
+final class ReceiptMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+
+    func sent(channel: String) {
+        registry.makeCounter(
+            name: "payfleet_receipts_sent_total", labels: [("channel", channel)],
+            help: "Receipts handed to the transport"
+        ).increment()
+    }
+    func failed(channel: String) {
+        registry.makeCounter(
+            name: "payfleet_receipts_send_failures_total", labels: [("channel", channel)],
+            help: "Receipt sends that failed (retried or dead-lettered)"
+        ).increment()
+    }
+    func skipped(reason: String) {
+        registry.makeCounter(
+            name: "payfleet_receipts_skipped_total", labels: [("reason", reason)],
+            help: "Events that got no receipt (no email or phone, type or merchant disabled)"
+        ).increment()
+    }
+    func outcomeUnknown(channel: String, action: String) {
+        registry.makeCounter(
+            name: "payfleet_receipts_outcome_unknown_total", labels: [("channel", channel), ("action", action)],
+            help: "Receipts whose earlier send was interrupted before its outcome was recorded, by action taken"
+        ).increment()
+    }
+}
+
+/// Group commit for the delivery journal's intents: steps that arrive while a transaction is
+/// being committed are committed together in the next one (each in its own savepoint, so one
+/// failing step fails only its caller). Concurrent sends share one fsync instead of one each.
+actor GroupCommit {
+    typealias Step = @Sendable (SQLiteConnection) throws -> String?
+    private let store: Store
+    private var pending: [(Step, CheckedContinuation<String?, Error>)] = []
+    private var flushing = false
+
+    init(store: Store) { self.store = store }
+
+    func run(_ step: @escaping Step) async throws -> String? {
+        try await withCheckedThrowingContinuation { cont in
+            pending.append((step, cont))
+            if !flushing {
+                flushing = true
+                Task { await self.flush() }
+            }
+        }
+    }
+
+    private func flush() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            let steps = batch.map(\.0)
+            do {
+                let results = try await store.write { db -> [Result<String?, Error>] in
+                    steps.map { step in Result { try db.savepoint { try step(db) } } }
+                }
+                for (i, r) in results.enumerated() { batch[i].1.resume(with: r) }
+            } catch {
+                for b in batch { b.1.resume(throwing: error) }
+            }
+        }
+        flushing = false
+    }
+}

@@ -1,0 +1,370 @@
+import CCurl
+import Foundation
+import PayfleetCore
+import PayfleetWorker
+
+/// How a send ended when it did not succeed. `notSent` failures are certain the message did not
+/// leave (connection refused, a 4xx/5xx reply before the body was accepted); `unknown` ones may
+/// have delivered it (a timeout or a dropped connection after the body was handed over) — the
+/// delivery journal keeps those at `intent` so the next attempt applies the configured policy.
+public struct TransportError: Error, CustomStringConvertible, Sendable {
+    public enum Certainty: Sendable { case notSent, unknown }
+    public let kind: HandlerError.Kind
+    public let certainty: Certainty
+    public let errorClass: String
+    public let message: String
+
+    public init(_ kind: HandlerError.Kind, _ certainty: Certainty, _ errorClass: String, _ message: String) {
+        self.kind = kind
+        self.certainty = certainty
+        self.errorClass = errorClass
+        self.message = message
+    }
+
+    public var handlerError: HandlerError { HandlerError(kind, errorClass, message) }
+    public var description: String { "\(errorClass): \(message)" }
+}
+
+/// An SMS as sent: E.164 number, text and the ids that identify it.
+public struct SMSMessage: Sendable, Equatable, Codable {
+    public var to: String
+    public var body: String
+    public var eventID: String
+    public var messageID: String
+    enum CodingKeys: String, CodingKey {
+        case to, body
+        case eventID = "event_id"
+        case messageID = "message_id"
+    }
+}
+
+public protocol EmailTransport: Sendable {
+    var name: String { get }
+    func send(_ message: MIMEMessage) async throws(TransportError)
+}
+
+public protocol SMSTransport: Sendable {
+    var name: String { get }
+    func send(_ message: SMSMessage) async throws(TransportError)
+}
+
+/// E.164: `+`, a country code not starting with 0, at most 15 digits in all.
+public enum E164 {
+    public static func isValid(_ s: String) -> Bool {
+        guard s.hasPrefix("+") else { return false }
+        let digits = s.dropFirst()
+        return (8...15).contains(digits.count) && digits.allSatisfy { $0.isASCII && $0.isNumber } && digits.first != "0"
+    }
+}
+
+/// Paces sends to at most `perSecond` messages a second (0 = no limit), so a backlog drains at
+/// the provider's pace instead of tripping its limits. Waiters are served in arrival order.
+public actor RateLimiter {
+    private let interval: Duration?
+    private var next = ContinuousClock.now
+
+    public init(perSecond: Double) {
+        interval = perSecond > 0 ? .nanoseconds(Int64(1_000_000_000 / perSecond)) : nil
+    }
+
+    public func acquire() async {
+        guard let interval else { return }
+        let now = ContinuousClock.now
+        let slot = max(now, next)
+        next = slot + interval
+        if slot > now { try? await Task.sleep(until: slot, clock: .continuous) }
+    }
+}
+
+// MARK: - Sandbox
+
+/// Writes each email as `<mail_dir>/receipt.<hash>.eml` (RFC 5322 bytes) and each SMS as
+/// `<mail_dir>/receipt.<hash>.sms.json`; names derive from the Message-ID, so a resend replaces
+/// the same file. Written to a temporary name and renamed, so readers never see half a file.
+public struct SandboxTransport: EmailTransport, SMSTransport {
+    public let name = "sandbox"
+    public let directory: String
+
+    /// The directory is created on the first write (so `--check-config` leaves no trace); a
+    /// path that exists and is not a directory is refused at once.
+    public init(directory: String) throws(TransportError) {
+        self.directory = directory
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), !isDir.boolValue {
+            throw TransportError(.permanent, .notSent, "SandboxDir", "\(directory) is not a directory")
+        }
+    }
+
+    /// `receipt.<hex>` from `<receipt.<hex>@domain>`.
+    static func stem(_ messageID: String) -> String {
+        let inner = messageID.trimmingCharacters(in: CharacterSet(charactersIn: "<>"))
+        let local = inner.split(separator: "@").first.map(String.init) ?? inner
+        return String(local.filter { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" })
+    }
+
+    func write(_ bytes: [UInt8], to file: String) throws(TransportError) {
+        let path = directory + "/" + file
+        let tmp = directory + "/.tmp." + file
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data(bytes).write(to: URL(fileURLWithPath: tmp))
+            if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+            try FileManager.default.moveItem(atPath: tmp, toPath: path)
+        } catch {
+            throw TransportError(.transient, .notSent, "SandboxWrite", "\(path): \(error.localizedDescription)")
+        }
+    }
+
+    public func send(_ message: MIMEMessage) async throws(TransportError) {
+        try write(message.bytes, to: Self.stem(message.messageID) + ".eml")
+    }
+
+    public func send(_ message: SMSMessage) async throws(TransportError) {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        let data = (try? enc.encode(message)) ?? Data()
+        try write(Array(data) + [10], to: Self.stem(message.messageID) + ".sms.json")
+    }
+}
+
+// MARK: - SMTP (libcurl)
+
+/// SMTP settings (`receipt-sender.smtp`).
+public struct SMTPSettings: Sendable {
+    public enum TLS: String, Sendable {
+        /// `smtp://` + STARTTLS required (the default: credentials never travel in clear).
+        case starttls
+        /// STARTTLS when the server offers it.
+        case opportunistic
+        /// No TLS (loopback relays, tests).
+        case none
+        /// Implicit TLS (`smtps://`, port 465).
+        case implicit
+    }
+    public var host: String
+    public var port: Int
+    public var tls: TLS
+    public var username: String?
+    public var password: String?
+    public var connectTimeoutMS: Int
+    public var timeoutMS: Int
+    public var caFile: String?
+    public var verifyPeer: Bool
+    /// The name sent in EHLO (libcurl uses the local host name when nil).
+    public var heloName: String?
+    /// SMTP sessions at once (each on its own thread).
+    public var connections: Int
+
+    public init(
+        host: String, port: Int, tls: TLS = .starttls, username: String? = nil, password: String? = nil,
+        connectTimeoutMS: Int = 10_000, timeoutMS: Int = 60_000, caFile: String? = nil, verifyPeer: Bool = true,
+        heloName: String? = nil, connections: Int = 2
+    ) {
+        self.connections = connections
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.username = username
+        self.password = password
+        self.connectTimeoutMS = connectTimeoutMS
+        self.timeoutMS = timeoutMS
+        self.caFile = caFile
+        self.verifyPeer = verifyPeer
+        self.heloName = heloName
+    }
+}
+
+/// A real SMTP client: libcurl's SMTP (STARTTLS or implicit TLS, AUTH, timeouts, dot-stuffing),
+/// run on its own thread. Replies classify the failure: 4xx and connection problems are
+/// transient, 5xx permanent (the error carries the server's reply text).
+public final class SMTPTransport: EmailTransport, @unchecked Sendable {
+    public let name = "smtp"
+    let settings: SMTPSettings
+    /// One thread per concurrent SMTP session (`smtp.connections`); sends take turns.
+    let threads: [BlockingThread]
+    private let next = Locked(0)
+
+    public init(settings: SMTPSettings) {
+        self.settings = settings
+        threads = (0..<max(1, settings.connections)).map { BlockingThread(name: "smtp-\($0)") }
+    }
+
+    deinit { for t in threads { t.shutdown() } }
+
+    public func send(_ message: MIMEMessage) async throws(TransportError) {
+        let s = settings
+        let bytes = message.bytes
+        let from = message.from.address
+        let to = message.to.address
+        let thread = threads[
+            next.withLock { n in
+                defer { n = (n + 1) % threads.count }
+                return n
+            }]
+        let outcome: (CurlTransfer.Result, Bool)
+        do {
+            outcome = try await thread.run { () -> (CurlTransfer.Result, Bool) in
+                let t = CurlTransfer(upload: bytes)
+                let scheme = s.tls == .implicit ? "smtps" : "smtp"
+                let host = s.host.contains(":") ? "[\(s.host)]" : s.host
+                t.set(CURLOPT_URL, "\(scheme)://\(host):\(s.port)/\(s.heloName ?? "")")
+                switch s.tls {
+                case .starttls, .implicit: t.set(CURLOPT_USE_SSL, Int(CURLUSESSL_ALL.rawValue))
+                case .opportunistic: t.set(CURLOPT_USE_SSL, Int(CURLUSESSL_TRY.rawValue))
+                case .none: t.set(CURLOPT_USE_SSL, Int(CURLUSESSL_NONE.rawValue))
+                }
+                if let u = s.username { t.set(CURLOPT_USERNAME, u) }
+                if let p = s.password { t.set(CURLOPT_PASSWORD, p) }
+                if let ca = s.caFile { t.set(CURLOPT_CAINFO, ca) }
+                t.set(CURLOPT_SSL_VERIFYPEER, s.verifyPeer ? 1 : 0)
+                t.set(CURLOPT_SSL_VERIFYHOST, s.verifyPeer ? 2 : 0)
+                t.set(CURLOPT_CONNECTTIMEOUT_MS, s.connectTimeoutMS)
+                t.set(CURLOPT_TIMEOUT_MS, s.timeoutMS)
+                t.set(CURLOPT_MAIL_FROM, "<\(from)>")
+                t.set(CURLOPT_MAIL_RCPT, list: ["<\(to)>"])
+                t.set(CURLOPT_UPLOAD, 1)
+                t.set(CURLOPT_INFILESIZE, bytes.count)
+                let result = t.perform()
+                return (result, t.context.offset > 0)
+            }
+        } catch {
+            throw TransportError(.transient, .notSent, "SMTPClient", "\(error)")
+        }
+        let (r, uploaded) = outcome
+        if r.ok { return }
+        throw Self.classify(r, uploaded: uploaded)
+    }
+
+    static func classify(_ r: CurlTransfer.Result, uploaded: Bool) -> TransportError {
+        let reply = r.serverLines.last { $0.first?.isNumber == true && ($0.hasPrefix("4") || $0.hasPrefix("5")) }
+        let code = r.responseCode
+        if (400..<500).contains(code) {
+            return TransportError(.transient, .notSent, "SMTP\(code)", reply ?? r.errorText)
+        }
+        if code >= 500 {
+            return TransportError(.permanent, .notSent, "SMTP\(code)", reply ?? r.errorText)
+        }
+        switch r.code {
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
+            return TransportError(.transient, .notSent, "SMTPConnect", r.errorText)
+        case CURLE_USE_SSL_FAILED, CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION:
+            return TransportError(.transient, .notSent, "SMTPTLS", r.errorText)
+        case CURLE_LOGIN_DENIED:
+            return TransportError(.permanent, .notSent, "SMTPAuth", r.errorText)
+        default:
+            // Timeout or a dropped connection: once the body was handed over, the server may
+            // have accepted it.
+            return TransportError(.transient, uploaded ? .unknown : .notSent, "SMTPTransfer", r.errorText)
+        }
+    }
+}
+
+// MARK: - SMS (Twilio-compatible HTTP API)
+
+/// SMS settings (`receipt-sender.sms`).
+public struct SMSSettings: Sendable {
+    /// `https://api.twilio.com` or a compatible provider / loopback server.
+    public var baseURL: String
+    public var accountSID: String
+    public var authToken: String
+    /// Sender: an E.164 number, or a Messaging Service SID (`MG…`).
+    public var from: String
+    public var connectTimeoutMS: Int
+    public var timeoutMS: Int
+    public var caFile: String?
+    public var verifyPeer: Bool
+
+    public init(
+        baseURL: String, accountSID: String, authToken: String, from: String, connectTimeoutMS: Int = 10_000,
+        timeoutMS: Int = 30_000, caFile: String? = nil, verifyPeer: Bool = true
+    ) {
+        self.baseURL = baseURL
+        self.accountSID = accountSID
+        self.authToken = authToken
+        self.from = from
+        self.connectTimeoutMS = connectTimeoutMS
+        self.timeoutMS = timeoutMS
+        self.caFile = caFile
+        self.verifyPeer = verifyPeer
+    }
+}
+
+/// Twilio's Messages API: form POST to `{base}/2010-04-01/Accounts/{sid}/Messages.json` with
+/// basic auth (account SID : auth token). 2xx = sent; 429 and 5xx transient; other 4xx permanent.
+public final class TwilioSMSTransport: SMSTransport, @unchecked Sendable {
+    public let name = "twilio"
+    let settings: SMSSettings
+    let thread = BlockingThread(name: "sms")
+
+    public init(settings: SMSSettings) { self.settings = settings }
+
+    deinit { thread.shutdown() }
+
+    static func formEncode(_ fields: [(String, String)]) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return fields.map { k, v in
+            let ek = k.addingPercentEncoding(withAllowedCharacters: allowed) ?? k
+            let ev = v.addingPercentEncoding(withAllowedCharacters: allowed) ?? v
+            return "\(ek)=\(ev)"
+        }.joined(separator: "&")
+    }
+
+    public var endpoint: String {
+        var base = settings.baseURL
+        while base.hasSuffix("/") { base.removeLast() }
+        return "\(base)/2010-04-01/Accounts/\(settings.accountSID)/Messages.json"
+    }
+
+    public func send(_ message: SMSMessage) async throws(TransportError) {
+        let s = settings
+        let url = endpoint
+        let sender = s.from.hasPrefix("MG") ? ("MessagingServiceSid", s.from) : ("From", s.from)
+        let form = Self.formEncode([("To", message.to), sender, ("Body", message.body)])
+        let r: CurlTransfer.Result
+        do {
+            r = try await thread.run { () -> CurlTransfer.Result in
+                let t = CurlTransfer()
+                t.set(CURLOPT_URL, url)
+                t.set(CURLOPT_POST, 1)
+                t.set(CURLOPT_COPYPOSTFIELDS, form)
+                t.set(CURLOPT_HTTPAUTH, 1)  // CURLAUTH_BASIC
+                t.set(CURLOPT_USERNAME, s.accountSID)
+                t.set(CURLOPT_PASSWORD, s.authToken)
+                t.set(
+                    CURLOPT_HTTPHEADER,
+                    list: [
+                        "Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
+                        "Idempotency-Key: \(message.eventID)", "Expect:",
+                    ])
+                if let ca = s.caFile { t.set(CURLOPT_CAINFO, ca) }
+                t.set(CURLOPT_SSL_VERIFYPEER, s.verifyPeer ? 1 : 0)
+                t.set(CURLOPT_SSL_VERIFYHOST, s.verifyPeer ? 2 : 0)
+                t.set(CURLOPT_CONNECTTIMEOUT_MS, s.connectTimeoutMS)
+                t.set(CURLOPT_TIMEOUT_MS, s.timeoutMS)
+                return t.perform()
+            }
+        } catch {
+            throw TransportError(.transient, .notSent, "SMSClient", "\(error)")
+        }
+        let status = r.responseCode
+        let body = String(decoding: r.body.prefix(300), as: UTF8.self)
+        if r.ok && (200..<300).contains(status) { return }
+        if r.ok {
+            if status == 429 || status >= 500 {
+                return try fail(.transient, "HTTP\(status)", body)
+            }
+            return try fail(.permanent, "HTTP\(status)", body)
+        }
+        switch r.code {
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST:
+            throw TransportError(.transient, .notSent, "SMSConnect", r.errorText)
+        default:
+            throw TransportError(.transient, .unknown, "SMSTransfer", r.errorText)
+        }
+    }
+
+    private func fail(_ kind: HandlerError.Kind, _ cls: String, _ body: String) throws(TransportError) {
+        throw TransportError(kind, .notSent, cls, body.isEmpty ? "no body" : body)
+    }
+}

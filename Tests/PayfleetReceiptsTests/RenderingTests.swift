@@ -1,0 +1,276 @@
+import Foundation
+import Logging
+import PayfleetCore
+import PayfleetStore
+import PayfleetWorker
+import Testing
+
+@testable import PayfleetReceipts
+
+/// Rendering, MIME, templates and configuration: no broker, no server.
+@Suite struct RenderingTests {
+    static let merchants = [
+        Merchant(id: "m_acme", name: "Acme Café", timeZone: "Europe/London"),
+        Merchant(id: "m_tokyo", name: "Tokyo Shop", timeZone: "Asia/Tokyo"),
+    ]
+
+    static func handler(_ yaml: String = "", templatesDir: String? = nil) throws -> ReceiptHandler {
+        let dir = NSTemporaryDirectory() + "receipts-unit-\(UUID().uuidString)"
+        var text = "state_dir: \(dir)\nreceipt-sender:\n  locale: en\n"
+        if let templatesDir { text += "  templates_dir: \(templatesDir)\n" }
+        text += yaml.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
+        let root = try ConfigSection.parse(yaml: text)
+        return try ReceiptHandler(
+            section: try root.section("receipt-sender"), root: root, merchants: merchants,
+            logger: Logger(label: "test"))
+    }
+
+    static func event(
+        _ value: Int64, _ currency: String, type: PaymentEvent.EventType = .paymentSucceeded,
+        last4: String = "4242", name: String = "Ada Lovelace"
+    ) -> PaymentEvent {
+        PaymentEvent(
+            id: PaymentEvent.canonicalID(provider: "test", eventID: "unit-\(currency)-\(value)"), type: type,
+            occurredAt: Date(timeIntervalSince1970: 1_764_000_000), receivedAt: nil,
+            source: .init(provider: "test", eventID: "unit-\(currency)-\(value)"), merchantID: "m_acme",
+            customer: .init(id: "cus_1", name: name, email: "ada@example.com", phone: "+447700900123"),
+            payment: .init(id: "pi_1", channel: "online", method: "card", card: .init(brand: "visa", last4: last4)),
+            amount: Money(value: value, currency: Currency(code: currency)!), fee: nil, reference: "order 5521",
+            metadata: [:])
+    }
+
+    static let effect = ReceiptEffect(
+        email: "ada@example.com", phone: "+447700900123", locale: "en", dateMS: 1_764_000_000_000)
+
+    @Test func amountsUseTheCurrencyExponentAndSymbol() throws {
+        let h = try Self.handler()
+        let cases: [(Int64, String, String)] = [
+            (1999, "GBP", "£19.99"), (1500, "JPY", "¥1500"), (1250, "BHD", "BD 1.250"),
+            (5, "GBP", "£0.05"), (7, "BHD", "BD 0.007"),
+        ]
+        for (v, c, want) in cases {
+            let m = try #require(h.renderEmail(Self.effect, event: Self.event(v, c)))
+            #expect(m.text.contains(want), "\(c) text: \(m.text)")
+            #expect(m.html?.contains(want) == true)
+            #expect(m.subject.contains(want))
+            let sms = try #require(h.renderSMS(Self.effect, event: Self.event(v, c)))
+            #expect(sms.body.contains(want))
+        }
+    }
+
+    @Test func cardIsBrandAndLastFourOnly() throws {
+        let h = try Self.handler()
+        // Even a malformed event carrying a whole number shows four digits at most.
+        let m = try #require(h.renderEmail(Self.effect, event: Self.event(1999, "GBP", last4: "4111111111111111")))
+        #expect(m.text.contains("Visa ending 1111"))
+        #expect(!m.rendered.contains("411111"))
+        #expect(!m.text.contains("41111"))
+    }
+
+    @Test func headersAreRFC5322AndDeterministic() throws {
+        let h = try Self.handler("from: \"Acme Café Receipts <receipts@acme.example>\"")
+        let e = Self.event(1999, "GBP")
+        let a = try #require(h.renderEmail(Self.effect, event: e))
+        let b = try #require(h.renderEmail(Self.effect, event: e))
+        #expect(a.bytes == b.bytes)
+        let raw = a.rendered
+        let head = String(raw[..<raw.range(of: "\r\n\r\n")!.lowerBound])
+        #expect(head.contains("Date: Mon, 24 Nov 2025 16:00:00 +0000"))
+        #expect(
+            head.contains(
+                "Message-ID: \(MIMEMessage.messageID(eventID: e.id, channel: "email", domain: "acme.example"))"))
+        #expect(head.contains("MIME-Version: 1.0"))
+        #expect(head.contains("Content-Type: multipart/alternative; boundary="))
+        // Non-ASCII subject and display name as RFC 2047 encoded words; the header block is 7-bit.
+        #expect(head.contains("Subject: =?UTF-8?B?"))
+        #expect(head.contains("From: =?UTF-8?B?"))
+        #expect(head.utf8.allSatisfy { $0 < 128 })
+        #expect(raw.utf8.allSatisfy { $0 < 128 })
+        #expect(raw.split(separator: "\r\n", omittingEmptySubsequences: false).allSatisfy { $0.utf8.count <= 998 })
+        #expect(!raw.replacingOccurrences(of: "\r\n", with: "").contains("\n"))
+        let other = try #require(h.renderEmail(Self.effect, event: Self.event(2000, "GBP")))
+        #expect(other.messageID != a.messageID)
+    }
+
+    @Test func encodedWordsRoundTrip() {
+        let s = "Ваш чек от Acme Café — £19.99 ✓ with a long tail to force several encoded words"
+        let enc = MIMEEncoding.encodedWords(s)
+        var decoded = ""
+        for w in enc.components(separatedBy: "\r\n ") {
+            #expect(w.count <= 75)
+            let b64 = w.dropFirst("=?UTF-8?B?".count).dropLast(2)
+            decoded += String(decoding: Data(base64Encoded: String(b64))!, as: UTF8.self)
+        }
+        #expect(decoded == s)
+        #expect(MIMEEncoding.encodedWords("Plain receipt") == "Plain receipt")
+    }
+
+    @Test func quotedPrintableKeepsLinesShort() {
+        let qp = MIMEEncoding.quotedPrintable(String(repeating: "é=x ", count: 60) + "\nend ")
+        for line in qp.components(separatedBy: "\r\n") { #expect(line.utf8.count <= 76) }
+        #expect(qp.hasSuffix("end=20"))
+    }
+
+    @Test func addressesAndNumbersAreValidated() {
+        #expect(MailAddress.isValid("ada@example.com"))
+        #expect(MailAddress.isValid("a.b+tag@mail.example.co.uk"))
+        for bad in [
+            "", "ada", "ada@", "@example.com", "ada@@example.com", "a da@example.com", "ada@exa_mple.com",
+            "ada@example.com>\r\nRCPT TO:<x@y.z", "ada.@example.com",
+        ] {
+            #expect(!MailAddress.isValid(bad), "\(bad)")
+        }
+        #expect(E164.isValid("+447700900123"))
+        for bad in ["447700900123", "+0447700900", "+44 7700 900123", "+1234567", "+1234567890123456", "+44abc"] {
+            #expect(!E164.isValid(bad), "\(bad)")
+        }
+    }
+
+    @Test func badContactsAreClassifiedPermanent() async throws {
+        let h = try Self.handler()
+        let store = try await Store(
+            path: NSTemporaryDirectory() + "receipts-\(UUID().uuidString).sqlite", migrations: h.migrations)
+        var e = Self.event(100, "GBP")
+        e.customer?.email = "not an address"
+        let bad = e
+        await #expect(throws: (any Error).self) { try await store.write { db in _ = try h.apply(bad, db: db) } }
+        e = Self.event(100, "GBP")
+        e.customer?.phone = "07700 900123"
+        let badPhone = e
+        do {
+            _ = try await store.write { db in try h.apply(badPhone, db: db) }
+            Issue.record("expected InvalidPhone")
+        } catch let err as HandlerError {
+            #expect(err.errorClass == "InvalidPhone")
+            #expect(err.kind == .permanent)
+        }
+        // Neither email nor phone: recorded, not an error.
+        e = Self.event(101, "GBP")
+        e.customer = .init(id: "cus_9", name: "Nobody")
+        let none = e
+        let effect = try await store.write { db in try h.apply(none, db: db) }
+        #expect(effect == nil)
+        let status = try await store.withConnection { db in
+            try db.queryOne("SELECT status FROM receipts WHERE event_id = ?", [.text(none.id)])?.string(0)
+        }
+        #expect(status == "no_contact")
+    }
+
+    @Test func typesAndMerchantsAreConfigurable() async throws {
+        let h = try Self.handler(
+            """
+            types: [payment.succeeded]
+            per_merchant:
+              - id: m_tokyo
+                types: [payment.succeeded, payment.refunded]
+                channels: [sms]
+              - id: m_acme
+                enabled: false
+            """)
+        let store = try await Store(
+            path: NSTemporaryDirectory() + "receipts-\(UUID().uuidString).sqlite", migrations: h.migrations)
+        var refundTokyo = Self.event(500, "JPY", type: .paymentRefunded)
+        refundTokyo.merchantID = "m_tokyo"
+        var otherRefund = Self.event(501, "GBP", type: .paymentRefunded)
+        otherRefund.merchantID = "m_other"
+        let acme = Self.event(502, "GBP")
+        let (a, b, c) = (refundTokyo, otherRefund, acme)
+        let effects = try await store.write { db in
+            [try h.apply(a, db: db), try h.apply(b, db: db), try h.apply(c, db: db)]
+        }
+        #expect(effects[0]?.email == nil && effects[0]?.phone == "+447700900123")
+        #expect(effects[1] == nil)
+        #expect(effects[2] == nil)
+        let refundSMS = try #require(h.renderSMS(effects[0]!, event: a))
+        #expect(refundSMS.body.contains("refund of ¥500"))
+    }
+
+    @Test func templatesPerMerchantAndLocale() throws {
+        let dir = NSTemporaryDirectory() + "tpl-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir + "/m_acme/fr", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/default", withIntermediateDirectories: true)
+        try "Reçu {{merchant_name}} : {{amount}}".write(
+            toFile: dir + "/m_acme/fr/payment.succeeded.subject.mustache",
+            atomically: true, encoding: .utf8)
+        try "Paid {{amount}} & thanks".write(
+            toFile: dir + "/default/payment.succeeded.txt.mustache", atomically: true,
+            encoding: .utf8)
+        let h = try Self.handler(templatesDir: dir)
+        var fr = Self.effect
+        fr.locale = "fr"
+        let m = try #require(h.renderEmail(fr, event: Self.event(1999, "GBP")))
+        #expect(m.subject == "Reçu Acme Café : £19.99")
+        #expect(m.text == "Paid £19.99 & thanks")  // text parts are not HTML-escaped
+        let en = try #require(h.renderEmail(Self.effect, event: Self.event(1999, "GBP")))
+        #expect(en.subject == "Your receipt from Acme Café: £19.99")
+        #expect(en.html?.contains("<strong>£19.99</strong>") == true)
+    }
+
+    @Test func templateErrorsStopStartUp() throws {
+        let cases: [(String, String, String)] = [
+            ("default/payment.succeeded.subject.mustache", "Hi {{custmer_name}}", "unknown variable 'custmer_name'"),
+            ("default/payment.succeeded.txt.mustache", "{{#card}}unclosed", "does not parse"),
+            ("default/payment.succeeded.body.mustache", "x", "unknown part 'body'"),
+            ("default/payment.failed.sms.mustache", "x", "unknown event type 'payment.failed'"),
+            ("stray.txt", "x", "expected <merchant|default>"),
+        ]
+        for (file, text, want) in cases {
+            let dir = NSTemporaryDirectory() + "tpl-\(UUID().uuidString)"
+            let path = dir + "/" + file
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            do {
+                _ = try Self.handler(templatesDir: dir)
+                Issue.record("\(file) loaded")
+            } catch let e as ConfigError {
+                #expect(e.key == "receipt-sender.templates_dir")
+                #expect(e.message.contains(want), "\(e.message)")
+            }
+        }
+    }
+
+    @Test func configurationErrorsNameTheKey() throws {
+        let cases: [(String, String)] = [
+            ("email_transport: carrier-pigeon", "receipt-sender.email_transport"),
+            ("sms_transport: fax", "receipt-sender.sms_transport"),
+            ("outcome_unknown: shrug", "receipt-sender.outcome_unknown"),
+            ("email_transport: smtp", "receipt-sender.smtp.host"),
+            ("from: not-an-address", "receipt-sender.from"),
+            ("types: [payment.failed]", "receipt-sender.types"),
+            ("channels: [pager]", "receipt-sender.channels"),
+            ("smtp:\n  host: h\n  tls: maybe", "receipt-sender.smtp.tls"),
+            ("smtp:\n  host: h\n  username: u", "receipt-sender.smtp.password"),
+            ("smtp:\n  host: h\n  rate_limit: fast", "receipt-sender.smtp.rate_limit"),
+            (
+                "sms_transport: twilio\nsms:\n  account_sid: AC1\n  from: \"+447700900000\"",
+                "receipt-sender.sms.auth_token"
+            ),
+            (
+                "sms_transport: twilio\nsms:\n  account_sid: AC1\n  auth_token: t\n  from: \"0770\"",
+                "receipt-sender.sms.from"
+            ),
+            (
+                "sms_transport: twilio\nsms:\n  from: \"+447700900000\"\n  auth_token: t",
+                "receipt-sender.sms.account_sid"
+            ),
+            ("per_merchant:\n  - id: a\n  - id: a", "receipt-sender.per_merchant[1].id"),
+        ]
+        for (yaml, key) in cases {
+            do {
+                _ = try Self.handler(yaml)
+                Issue.record("accepted: \(yaml)")
+            } catch let e as ConfigError {
+                #expect(e.key == key, "\(yaml) → \(e)")
+            }
+        }
+    }
+
+    @Test func rateLimiterPacesSends() async {
+        let limiter = RateLimiter(perSecond: 50)
+        let start = ContinuousClock.now
+        for _ in 0..<11 { await limiter.acquire() }
+        // 11 sends at 50/s need at least 10 intervals of 20 ms (no upper bound: machines are slow).
+        #expect(ContinuousClock.now - start >= .milliseconds(200))
+    }
+}
