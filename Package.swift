@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "payfleet", targets: ["payfleet"]),
         .executable(name: "ledger-writer", targets: ["ledger-writer"]),
         .executable(name: "ingest", targets: ["ingest"]),
+        .executable(name: "settlement-aggregator", targets: ["settlement-aggregator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -64,7 +65,7 @@ let package = Package(
         .target(
             name: "PayfleetCLI",
             dependencies: [
-                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker", "PayfleetSettlement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "payfleet", dependencies: ["PayfleetCLI"]),
@@ -113,5 +114,20 @@ let package = Package(
                 "PayfleetLedger", "PayfleetTestKit", "PayfleetCLI", "ledger-writer",
                 "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
             ]),
+        .target(
+            name: "PayfleetSettlement",
+            dependencies: [
+                "PayfleetCore", "PayfleetStore", "PayfleetAMQP", "PayfleetWorker",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+        .executableTarget(name: "settlement-aggregator", dependencies: ["PayfleetSettlement", "PayfleetWorker"]),
+        .testTarget(
+            name: "PayfleetSettlementTests",
+            dependencies: [
+                "PayfleetSettlement", "PayfleetTestKit", "PayfleetCLI", "settlement-aggregator", "payfleet",
+                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+            ],
+            resources: [.copy("Fixtures")]),
     ]
 )
