@@ -156,11 +156,14 @@ public enum WorkerMain {
                         readyFile: readyFile, portKey: "admin_port", port: port,
                         status: "consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
                 })
+            // Shut down in reverse: the admin listener first (Hummingbird also stops it on SIGTERM
+            // by itself, so it must be the one the group expects to finish first), then the
+            // worker's own services, the runtime last.
             var configs: [ServiceGroupConfiguration.ServiceConfiguration] = [
-                .init(service: runtime, successTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: admin),
+                .init(service: runtime, successTerminationBehavior: .gracefullyShutdownGroup)
             ]
             for s in services?(runtime, logger) ?? [] { configs.append(.init(service: s)) }
+            configs.append(.init(service: admin))
             let group = ServiceGroup(
                 configuration: .init(
                     services: configs,

@@ -103,7 +103,8 @@ extension WorkerFleet {
             #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.feedQueue) == 3 })
             let before = try LocalSettlement.parseReport(try fleet.report("2026-11-20"))
             let gbpKey = SettlementStream.Key(merchant: "m_lon", currency: "GBP", day: "2026-11-20")
-            #expect(before[gbpKey]?.net == 1999 + 12_000 - 50 - 188)
+            let gbpBefore = try #require(before[gbpKey])
+            #expect(gbpBefore.net == Int64(1999 + 12_000 - 50 - 188))
 
             // A late refund for the closed London day.
             try await fleet.publish(

@@ -20,7 +20,7 @@ func event(
         fee: fee.map { Money(value: $0, currency: cur) }, metadata: metadata)
 }
 
-@Suite struct BusinessDayTests {
+@Suite struct SettlementBusinessDayTests {
     static let handler = SettlementHandler(merchants: SettlementStream.merchants)
 
     /// Hand-computed: (merchant, UTC instant, business day).
