@@ -167,6 +167,7 @@ public enum SettlementReport {
                     <dt>Fees</dt><dd>\(major(t.fees, c))</dd>
                     <dt>Net</dt><dd>\(major(t.net, c))</dd>
                     <dt>Adjustments</dt><dd>\(major(adj, c))</dd>
+                    <dt>Net after adjustments</dt><dd>\(major(t.net + adj, c))</dd>
                     <dt>Failed payments</dt><dd>\(t.failedCount)</dd>
                     <dt>Payouts</dt><dd>\(major(t.payouts, c))</dd>
                     </dl>

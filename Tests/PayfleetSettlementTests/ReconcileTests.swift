@@ -196,3 +196,36 @@ enum Tool {
         return nil
     }
 }
+
+@Suite struct PartitionMergeTests {
+    @Test("With partitions: 2 the CLI reads settlement-aggregator.p0/.p1.sqlite from the config and merges them")
+    func mergesPartitions() async throws {
+        let dir = TestEnvironment.makeTempDir("settle-parts")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = SettlementHandler(merchants: SettlementStream.merchants)
+        let p0 = try await LocalSettlement.store(dir + "/state", name: "settlement-aggregator.p0.sqlite")
+        let p1 = try await LocalSettlement.store(dir + "/state", name: "settlement-aggregator.p1.sqlite")
+        try await LocalSettlement.apply(
+            [event("p0a", .paymentSucceeded, merchant: "m_lon", at: "2026-11-20T10:00:00Z", amount: 1999, currency: "GBP", fee: 50)],
+            handler: h, store: p0)
+        try await LocalSettlement.apply(
+            [event("p1a", .paymentSucceeded, merchant: "m_bah", at: "2026-11-20T10:00:00Z", amount: 12_345, currency: "BHD", fee: 195),
+             event("p1b", .paymentSucceeded, merchant: "m_tyo", at: "2026-11-20T10:00:00Z", amount: 1500, currency: "JPY", fee: 54)],
+            handler: h, store: p1)
+        let config = dir + "/payfleet.yaml"
+        try """
+            state_dir: \(dir)/state
+            broker:
+              url: amqp://guest:guest@127.0.0.1:1/
+            settlement-aggregator:
+              partitions: 2
+
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let c = try PayfleetCommand.parseAsRoot(["settlement", "report", "--date", "2026-11-20", "--json", "--config", config])
+        let got = try LocalSettlement.parseReport(try (c as! SettlementCommand.Report).render())
+        #expect(Set(got.keys.map { "\($0.merchant) \($0.currency)" }) == ["m_lon GBP", "m_bah BHD", "m_tyo JPY"])
+        #expect(got[.init(merchant: "m_bah", currency: "BHD", day: "2026-11-20")]?.gross == Int64(12_345))
+        let table = try (PayfleetCommand.parseAsRoot(["settlement", "report", "--date", "2026-11-20", "--config", config]) as! SettlementCommand.Report).render()
+        #expect(table.contains("12.345") && table.contains("19.99") && table.contains("1500"))
+    }
+}
