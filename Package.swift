@@ -120,6 +120,7 @@ let package = Package(
                 "PayfleetCore", "PayfleetStore", "PayfleetAMQP", "PayfleetWorker",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .executableTarget(name: "settlement-aggregator", dependencies: ["PayfleetSettlement", "PayfleetWorker"]),
         .testTarget(

@@ -4,6 +4,7 @@ import PayfleetAMQP
 import PayfleetCore
 import PayfleetStore
 import PayfleetWorker
+import Prometheus
 import ServiceLifecycle
 
 /// Closing merchant days: freezing their totals and writing one `settlement.day_closed` event
@@ -113,11 +114,24 @@ public final class DayCloser: Service, @unchecked Sendable {
     let publisher: AMQPPublisher
     let logger: Logger
     let clock: @Sendable () -> Date
+    let daysClosed: Counter
+    let published: Counter
+    let pendingGauge: Gauge
 
+    /// `registry` is the worker's (its `/metrics`): `payfleet_settlement_days_closed_total`,
+    /// `payfleet_settlement_day_closed_published_total`, `payfleet_settlement_outbox_pending`.
     public init(
         store: Store, amqp: AMQPConfiguration, merchants: [String: Merchant], settings: SettlementSettings,
-        logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }
+        logger: Logger, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        clock: @escaping @Sendable () -> Date = { Date() }
     ) {
+        daysClosed = registry.makeCounter(
+            name: "payfleet_settlement_days_closed_total", help: "Merchant business days closed (totals frozen)")
+        published = registry.makeCounter(
+            name: "payfleet_settlement_day_closed_published_total",
+            help: "settlement.day_closed events confirmed by the broker")
+        pendingGauge = registry.makeGauge(
+            name: "payfleet_settlement_outbox_pending", help: "settlement.day_closed events not yet confirmed")
         self.store = store
         self.merchants = merchants
         self.settings = settings
@@ -160,6 +174,7 @@ public final class DayCloser: Service, @unchecked Sendable {
                 try DayClosing.closeDue(db, merchants: merchants, graceMS: grace, now: now)
             }
             closedCount = closed.count
+            if closedCount > 0 { daysClosed.increment(by: Int64(closedCount)) }
             for c in closed {
                 logger.info(
                     "settlement day closed",
@@ -175,6 +190,10 @@ public final class DayCloser: Service, @unchecked Sendable {
     func publishPending() async -> Int {
         let pending: [(String, [UInt8], String)]
         do {
+            let waiting = try await store.withConnection { db in
+                try db.queryOne("SELECT COUNT(*) FROM settlement_outbox WHERE published_at IS NULL")?.int(0) ?? 0
+            }
+            pendingGauge.set(Double(waiting))
             pending = try await store.withConnection { db in
                 try db.query(
                     """
@@ -214,6 +233,7 @@ public final class DayCloser: Service, @unchecked Sendable {
             }
         }
         guard !done.isEmpty else { return 0 }
+        published.increment(by: Int64(done.count))
         let at = RFC3339.format(clock())
         let marked = done
         do {

@@ -18,7 +18,7 @@ struct SettlementAggregatorMain {
                 [
                     DayCloser(
                         store: runtime.store, amqp: runtime.configuration.amqp, merchants: runtime.handler.merchants,
-                        settings: runtime.handler.settings, logger: logger)
+                        settings: runtime.handler.settings, logger: logger, registry: runtime.metrics.registry)
                 ]
             })
         exit(code)

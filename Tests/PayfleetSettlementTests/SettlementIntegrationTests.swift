@@ -100,6 +100,8 @@ extension WorkerFleet {
             }
             #expect(published, "log: \(fleet.process?.log.suffix(3000) ?? "")")
             #expect(try fleet.count("settlement_days") == 2)
+            #expect(await fleet.metric("payfleet_settlement_days_closed_total") == 2)
+            #expect(await fleet.metric("payfleet_settlement_day_closed_published_total") == 3)
             #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.feedQueue) == 3 })
             let before = try LocalSettlement.parseReport(try fleet.report("2026-11-20"))
             let gbpKey = SettlementStream.Key(merchant: "m_lon", currency: "GBP", day: "2026-11-20")
