@@ -111,7 +111,8 @@ public final class DayCloser: Service, @unchecked Sendable {
     let store: Store
     let merchants: [String: Merchant]
     let settings: SettlementSettings
-    let publisher: AMQPPublisher
+    /// The closer's own publisher (confirms, `mandatory`), declared with the feed queue on connect.
+    public let publisher: AMQPPublisher
     let logger: Logger
     let clock: @Sendable () -> Date
     let daysClosed: Counter

@@ -167,7 +167,7 @@ enum Tool {
         p.arguments = args
         // Output to a file, so a chatty child never blocks on a full pipe.
         let log = NSTemporaryDirectory() + "tool-\(UUID().uuidString).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: log) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         p.standardOutput = handle

@@ -150,3 +150,55 @@ extension WorkerFleet {
         }
     }
 }
+
+@Suite(.serialized) struct DayCloserBrokerTests {
+    @Test("An unroutable settlement.day_closed stays in the outbox (mandatory publish) and goes out once a queue is bound")
+    func outboxSurvivesUnroutable() async throws {
+        let dir = TestEnvironment.makeTempDir("settle-outbox")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try await LocalSettlement.store(dir)
+        let h = SettlementHandler(merchants: SettlementStream.merchants)
+        let merchant = "m_outbox_\(UInt32.random(in: 0...999_999))"
+        try await LocalSettlement.apply(
+            [event("\(merchant)-1", .paymentSucceeded, merchant: merchant, at: "2026-11-20T10:00:00Z", amount: 750, currency: "BHD", fee: 15)],
+            handler: h, store: store)
+        let amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        // No feed queue: nothing is bound to settlement.day_closed on this broker.
+        let closer = DayCloser(
+            store: store, amqp: amqp, merchants: [:], settings: SettlementSettings(graceMS: 0, closeIntervalMS: 100, dayClosedQueue: nil),
+            logger: .init(label: "test"))
+        defer { closer.publisher.close() }
+        #expect(await closer.publisher.waitUntilConnected())
+        let first = await closer.tick()
+        #expect(first.closed == 1 && first.published == 0)
+        let pending = try await store.withConnection { db in
+            try db.queryOne("SELECT COUNT(*) FROM settlement_outbox WHERE published_at IS NULL")!.int(0)!
+        }
+        #expect(pending == 1)
+
+        let queue = TestEnvironment.uniqueName("settle-feed")
+        let s = try await AMQPSession.connect(amqp)
+        var failure: Error?
+        do {
+            try await s.declare { d in
+                try d.exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
+                try d.queue(QueueSpec(name: queue, arguments: ["x-queue-type": .string("quorum")]))
+                try d.bind(BindingSpec(source: Topology.eventsExchange, destination: queue, destinationType: .queue, routingKey: "settlement.day_closed"))
+            }
+            let second = await closer.tick()
+            #expect(second.closed == 0 && second.published == 1)
+            let third = await closer.tick()
+            #expect(third.published == 0)
+            let depth = try await s.inspect(queue: queue).messages
+            #expect(depth == 1)
+            let m = try #require(try await s.get(queue: queue))
+            let e = try EventCodec.decode(Data(m.message.body))
+            #expect(e.merchantID == merchant && e.amount.value == 735 && e.type == .settlementDayClosed)
+            #expect(m.message.headers["x-payfleet-merchant"]?.stringValue == merchant)
+            try await s.ack(m.deliveryTag)
+        } catch { failure = error }
+        _ = try? await s.declare { try $0.delete(queue: queue) }
+        await s.close()
+        if let failure { throw failure }
+    }
+}
