@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "ledger-writer", targets: ["ledger-writer"]),
         .executable(name: "ingest", targets: ["ingest"]),
         .executable(name: "receipt-sender", targets: ["receipt-sender"]),
+        .executable(name: "settlement-aggregator", targets: ["settlement-aggregator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -66,7 +67,7 @@ let package = Package(
         .target(
             name: "PayfleetCLI",
             dependencies: [
-                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker", "PayfleetSettlement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]),
@@ -136,5 +137,21 @@ let package = Package(
                 "PayfleetLedger", "PayfleetTestKit", "PayfleetCLI", "ledger-writer",
                 "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
             ]),
+        .target(
+            name: "PayfleetSettlement",
+            dependencies: [
+                "PayfleetCore", "PayfleetStore", "PayfleetAMQP", "PayfleetWorker",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .executableTarget(name: "settlement-aggregator", dependencies: ["PayfleetSettlement", "PayfleetWorker"]),
+        .testTarget(
+            name: "PayfleetSettlementTests",
+            dependencies: [
+                "PayfleetSettlement", "PayfleetTestKit", "PayfleetCLI", "settlement-aggregator", "payfleet",
+                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+            ],
+            resources: [.copy("Fixtures")]),
     ]
 )

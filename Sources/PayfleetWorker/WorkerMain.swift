@@ -120,9 +120,14 @@ public enum WorkerMain {
 
     /// Loads configuration, builds the runtime and admin listener, runs until SIGTERM/SIGINT.
     /// Returns the process exit code (0 after a graceful stop, 78 for configuration errors).
+    ///
+    /// `services` adds long-lived tasks of the worker's own that run beside the runtime in the
+    /// same service group (e.g. a timer that closes settlement days through the runtime's store);
+    /// they stop with the group on SIGTERM.
     public static func run<H: WorkerHandler>(
         worker: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey, defaultAdminPort: Int,
-        makeHandler: HandlerFactory<H>
+        makeHandler: HandlerFactory<H>,
+        services: (@Sendable (_ runtime: WorkerRuntime<H>, _ logger: Logger) -> [any Service])? = nil
     ) async -> Int32 {
         let env = ProcessInfo.processInfo.environment
         let loaded = loadConfiguration(process: worker) { root, options -> (RuntimeConfiguration, H, Logger) in
@@ -158,12 +163,17 @@ public enum WorkerMain {
                             status: "consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
                     }
                 })
+            // Shut down in reverse: the admin listener first (Hummingbird also stops it on SIGTERM
+            // by itself, so it must be the one the group expects to finish first), then the
+            // worker's own services, the runtime last.
+            var configs: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: runtime, successTerminationBehavior: .gracefullyShutdownGroup)
+            ]
+            for s in services?(runtime, logger) ?? [] { configs.append(.init(service: s)) }
+            configs.append(.init(service: admin))
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [
-                        .init(service: runtime, successTerminationBehavior: .gracefullyShutdownGroup),
-                        .init(service: admin),
-                    ],
+                    services: configs,
                     gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
                     logger: logger))
             try await group.run()

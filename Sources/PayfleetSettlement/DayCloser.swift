@@ -1,0 +1,254 @@
+import Foundation
+import Logging
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetStore
+import PayfleetWorker
+import Prometheus
+import ServiceLifecycle
+
+/// Closing merchant days: freezing their totals and writing one `settlement.day_closed` event
+/// per currency into the outbox, in one transaction (so a close is never half done, and a
+/// restart neither loses nor repeats it).
+public enum DayClosing {
+    /// The instant merchant `m`'s business day `day` ends: the next local day at the cut-off,
+    /// in the merchant's time zone (a 23- or 25-hour day across a DST change).
+    public static func end(of day: String, for m: Merchant) -> Date? {
+        let p = day.split(separator: "-").compactMap { Int($0) }
+        guard p.count == 3 else { return nil }
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: m.timeZone) ?? TimeZone(identifier: "UTC")!
+        guard let noon = cal.date(from: DateComponents(year: p[0], month: p[1], day: p[2], hour: 12)),
+            let next = cal.date(byAdding: .day, value: 1, to: noon)
+        else { return nil }
+        let c = cal.dateComponents([.year, .month, .day], from: next)
+        // A cut-off inside a spring-forward gap resolves to the first valid instant after it.
+        return cal.date(
+            from: DateComponents(
+                year: c.year, month: c.month, day: c.day, hour: m.cutoffMinutes / 60, minute: m.cutoffMinutes % 60))
+    }
+
+    /// One closed merchant day.
+    public struct Closed: Sendable, Equatable {
+        public var merchantID: String
+        public var day: String
+        public var events: [String]
+    }
+
+    /// Closes every day whose end plus `graceMS` is at or before `now` and that is not closed yet.
+    /// Runs inside the caller's transaction.
+    public static func closeDue(
+        _ db: SQLiteConnection, merchants: [String: Merchant], graceMS: Int, now: Date
+    ) throws -> [Closed] {
+        let open = try db.query(
+            """
+            SELECT DISTINCT t.merchant_id, t.day FROM settlement_totals t
+            WHERE NOT EXISTS (SELECT 1 FROM settlement_days d WHERE d.merchant_id = t.merchant_id AND d.day = t.day)
+            ORDER BY t.day, t.merchant_id
+            """)
+        var out: [Closed] = []
+        for row in open {
+            guard let merchantID = row.string(0), let day = row.string(1) else { continue }
+            let m = merchants[merchantID] ?? Merchant(id: merchantID)
+            guard let end = end(of: day, for: m), end.addingTimeInterval(Double(graceMS) / 1000) <= now else { continue }
+            out.append(try close(db, merchant: m, day: day, end: end, now: now))
+        }
+        return out
+    }
+
+    static func close(_ db: SQLiteConnection, merchant m: Merchant, day: String, end: Date, now: Date) throws -> Closed {
+        let closedAt = RFC3339.format(now)
+        try db.execute(
+            "INSERT INTO settlement_days (merchant_id, day, closed_at) VALUES (?, ?, ?)",
+            [.text(m.id), .text(day), .text(closedAt)])
+        let rows = try db.query(
+            """
+            SELECT currency, count, gross, failed_count, refunds, disputes_opened, disputes_won, fees, payouts
+            FROM settlement_totals WHERE merchant_id = ? AND day = ? ORDER BY currency
+            """, [.text(m.id), .text(day)])
+        var ids: [String] = []
+        for r in rows {
+            guard let code = r.string(0), let currency = Currency(code: code) else { continue }
+            var d = SettlementDelta()
+            d.count = r.int(1) ?? 0
+            d.gross = r.int(2) ?? 0
+            d.failedCount = r.int(3) ?? 0
+            d.refunds = r.int(4) ?? 0
+            d.disputesOpened = r.int(5) ?? 0
+            d.disputesWon = r.int(6) ?? 0
+            d.fees = r.int(7) ?? 0
+            d.payouts = r.int(8) ?? 0
+            let sourceID = "settlement.day_closed:\(m.id):\(code):\(day)"
+            let id = PaymentEvent.canonicalID(provider: "payfleet", eventID: sourceID)
+            let event = PaymentEvent(
+                id: id, type: .settlementDayClosed, occurredAt: end, receivedAt: now,
+                source: .init(provider: "payfleet", eventID: sourceID), merchantID: m.id,
+                amount: Money(value: d.net, currency: currency),
+                fee: d.fees >= 0 ? Money(value: d.fees, currency: currency) : nil,
+                reference: "settlement \(m.id) \(day) \(code)",
+                metadata: [
+                    "date": day, "count": "\(d.count)", "gross": "\(d.gross)", "refunds": "\(d.refunds)",
+                    "disputes": "\(d.disputes)", "fees": "\(d.fees)", "net": "\(d.net)", "payouts": "\(d.payouts)",
+                    "failed_count": "\(d.failedCount)", "closed_at": closedAt,
+                ])
+            try db.execute(
+                """
+                INSERT OR IGNORE INTO settlement_outbox (event_id, merchant_id, day, currency, body, created_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """,
+                [.text(id), .text(m.id), .text(day), .text(code), .blob(Array(EventCodec.encode(event))), .text(closedAt)])
+            ids.append(id)
+        }
+        return Closed(merchantID: m.id, day: day, events: ids)
+    }
+}
+
+/// The worker's timer: every `close_interval` it closes due days through the runtime's store
+/// (its one write thread, so closes serialize with event batches) and publishes pending
+/// `settlement.day_closed` events to `payfleet.events` with confirm and `mandatory`, marking
+/// each published only after the broker confirmed it.
+public final class DayCloser: Service, @unchecked Sendable {
+    let store: Store
+    let merchants: [String: Merchant]
+    let settings: SettlementSettings
+    /// The closer's own publisher (confirms, `mandatory`), declared with the feed queue on connect.
+    public let publisher: AMQPPublisher
+    let logger: Logger
+    let clock: @Sendable () -> Date
+    let daysClosed: Counter
+    let published: Counter
+    let pendingGauge: Gauge
+
+    /// `registry` is the worker's (its `/metrics`): `payfleet_settlement_days_closed_total`,
+    /// `payfleet_settlement_day_closed_published_total`, `payfleet_settlement_outbox_pending`.
+    public init(
+        store: Store, amqp: AMQPConfiguration, merchants: [String: Merchant], settings: SettlementSettings,
+        logger: Logger, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        daysClosed = registry.makeCounter(
+            name: "payfleet_settlement_days_closed_total", help: "Merchant business days closed (totals frozen)")
+        published = registry.makeCounter(
+            name: "payfleet_settlement_day_closed_published_total",
+            help: "settlement.day_closed events confirmed by the broker")
+        pendingGauge = registry.makeGauge(
+            name: "payfleet_settlement_outbox_pending", help: "settlement.day_closed events not yet confirmed")
+        self.store = store
+        self.merchants = merchants
+        self.settings = settings
+        self.logger = logger
+        self.clock = clock
+        let feed = settings.dayClosedQueue
+        self.publisher = AMQPPublisher(
+            configuration: amqp, name: "settlement-close", logger: logger,
+            onConnect: { d in
+                try d.exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
+                if let feed {
+                    try d.queue(QueueSpec(name: feed, arguments: ["x-queue-type": .string("quorum")]))
+                    try d.bind(
+                        BindingSpec(
+                            source: Topology.eventsExchange, destination: feed, destinationType: .queue,
+                            routingKey: PaymentEvent.EventType.settlementDayClosed.rawValue))
+                }
+            })
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { [self] in
+            while !Task.isCancelled {
+                await tick()
+                do { try await Task.sleep(for: .milliseconds(settings.closeIntervalMS)) } catch { break }
+            }
+        }
+        publisher.close()
+    }
+
+    /// One round: close what is due, then publish what is pending. Returns (closed days, published events).
+    @discardableResult
+    public func tick() async -> (closed: Int, published: Int) {
+        var closedCount = 0
+        do {
+            let merchants = self.merchants
+            let grace = settings.graceMS
+            let now = clock()
+            let closed = try await store.write { db in
+                try DayClosing.closeDue(db, merchants: merchants, graceMS: grace, now: now)
+            }
+            closedCount = closed.count
+            if closedCount > 0 { daysClosed.increment(by: Int64(closedCount)) }
+            for c in closed {
+                logger.info(
+                    "settlement day closed",
+                    metadata: ["payfleet.merchant": "\(c.merchantID)", "settlement.day": "\(c.day)",
+                               "settlement.events": "\(c.events.count)"])
+            }
+        } catch {
+            logger.warning("closing settlement days failed", metadata: ["error": "\(error)"])
+        }
+        return (closedCount, await publishPending())
+    }
+
+    func publishPending() async -> Int {
+        let pending: [(String, [UInt8], String)]
+        do {
+            let waiting = try await store.withConnection { db in
+                try db.queryOne("SELECT COUNT(*) FROM settlement_outbox WHERE published_at IS NULL")?.int(0) ?? 0
+            }
+            pendingGauge.set(Double(waiting))
+            pending = try await store.withConnection { db in
+                try db.query(
+                    """
+                    SELECT event_id, body, merchant_id FROM settlement_outbox WHERE published_at IS NULL
+                    ORDER BY created_at, event_id LIMIT 500
+                    """
+                ).compactMap { r in r.string(0).map { ($0, r.blob(1) ?? [], r.string(2) ?? "") } }
+            }
+        } catch {
+            logger.warning("reading the settlement outbox failed", metadata: ["error": "\(error)"])
+            return 0
+        }
+        guard !pending.isEmpty else { return 0 }
+        var connected = publisher.isConnected
+        if !connected { connected = await publisher.waitUntilConnected(timeout: .seconds(5)) }
+        guard connected else { return 0 }
+        let outgoing = pending.map { p -> AMQPOutgoing in
+            let (id, body, merchant) = p
+            return AMQPOutgoing(
+                exchange: Topology.eventsExchange, routingKey: PaymentEvent.EventType.settlementDayClosed.rawValue,
+                message: AMQPMessage(
+                    body: body, messageID: id, contentType: "application/json",
+                    headers: [
+                        PayfleetHeaders.schema: .string(PaymentEvent.schemaV1), PayfleetHeaders.merchant: .string(merchant),
+                        Topology.partitionHeader: .string(merchant),
+                    ], type: PaymentEvent.EventType.settlementDayClosed.rawValue))
+        }
+        let results = await publisher.publish(batch: outgoing)
+        var done: [String] = []
+        for (i, r) in results.enumerated() {
+            switch r {
+            case .success: done.append(pending[i].0)
+            case .failure(let e):
+                logger.warning(
+                    "publishing settlement.day_closed failed; will retry",
+                    metadata: ["payfleet.event.id": "\(pending[i].0)", "error": "\(e)"])
+            }
+        }
+        guard !done.isEmpty else { return 0 }
+        published.increment(by: Int64(done.count))
+        let at = RFC3339.format(clock())
+        let marked = done
+        do {
+            try await store.write { db in
+                for id in marked {
+                    try db.execute(
+                        "UPDATE settlement_outbox SET published_at = ? WHERE event_id = ?", [.text(at), .text(id)])
+                }
+            }
+        } catch {
+            // Published but not marked: the next round publishes again with the same message id
+            // and event id, which consumers dedupe (at-least-once, never lost).
+            logger.warning("marking settlement.day_closed published failed", metadata: ["error": "\(error)"])
+        }
+        return done.count
+    }
+}
