@@ -219,7 +219,9 @@ public final class DayCloser: Service, @unchecked Sendable {
                     body: body, messageID: id, contentType: "application/json",
                     headers: [
                         PayfleetHeaders.schema: .string(PaymentEvent.schemaV1), PayfleetHeaders.merchant: .string(merchant),
-                        Topology.partitionHeader: .string(merchant),
+                        // A day close has no customer: both partition keys are the merchant.
+                        WorkerTopology.PartitionKey.merchant.header: .string(merchant),
+                        WorkerTopology.PartitionKey.customer.header: .string(merchant),
                     ], type: PaymentEvent.EventType.settlementDayClosed.rawValue))
         }
         let results = await publisher.publish(batch: outgoing)
