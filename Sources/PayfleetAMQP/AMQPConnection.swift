@@ -170,6 +170,12 @@ final class AMQPConnection {
         try check("queue.delete \(queue)")
     }
 
+    func deleteExchange(_ exchange: String) throws(AMQPError) {
+        let arena = CArena()
+        amqp_exchange_delete(state, Self.channel, arena.bytes(exchange), 0)
+        try check("exchange.delete \(exchange)")
+    }
+
     // MARK: Publishing
 
     func confirmSelect() throws(AMQPError) {

@@ -42,4 +42,5 @@ public struct AMQPDeclarer {
 
     public func purge(queue: String) throws(AMQPError) -> Int { try connection.purgeQueue(queue) }
     public func delete(queue: String) throws(AMQPError) { try connection.deleteQueue(queue) }
+    public func delete(exchange: String) throws(AMQPError) { try connection.deleteExchange(exchange) }
 }

@@ -225,7 +225,11 @@ public final class WorkerFleet: @unchecked Sendable {
         if ProcessInfo.processInfo.environment["PAYFLEET_TEST_KEEP"] != nil { return }
         if let s = try? await AMQPSession.connect(amqp) {
             let queues = topology.declarations.queues.map(\.name)
-            _ = try? await s.declare { d in for q in queues { try d.delete(queue: q) } }
+            let exchanges = topology.declarations.exchanges.map(\.name)
+            _ = try? await s.declare { d in
+                for q in queues { try d.delete(queue: q) }
+                for e in exchanges { try d.delete(exchange: e) }
+            }
             await s.close()
         }
         try? FileManager.default.removeItem(atPath: dir)
