@@ -64,8 +64,9 @@ let package = Package(
         .target(
             name: "PayfleetCLI",
             dependencies: [
-                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker", "PayfleetIngest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .executableTarget(name: "payfleet", dependencies: ["PayfleetCLI"]),
         .target(
@@ -112,6 +113,11 @@ let package = Package(
             dependencies: [
                 "PayfleetLedger", "PayfleetTestKit", "PayfleetCLI", "ledger-writer",
                 "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+            ]),
+        .testTarget(
+            name: "PayfleetSimulateTests",
+            dependencies: [
+                "PayfleetCLI", "PayfleetIngest", "PayfleetTestKit", "PayfleetCore", "ingest", "ledger-writer", "payfleet",
             ]),
     ]
 )
