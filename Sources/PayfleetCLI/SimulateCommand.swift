@@ -155,7 +155,7 @@ public struct SimulateCommand: AsyncParsableCommand {
                     lines.append("\(c.name): \(c.summary)")
                     continue
                 }
-                let width = max(34, c.rows.map(\.0.count).max() ?? 0)
+                let width = max(34, (c.rows.map(\.0.count).max() ?? 0) + 2)
                 func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
                 func lpad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
                 lines.append("\(pad("\(c.name) (\(c.worker))", width))  \(lpad("SENT", 18))  \(lpad("FLEET", 18))")

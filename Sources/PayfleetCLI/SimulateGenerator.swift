@@ -188,7 +188,7 @@ public struct SimGenerator {
             let (m, c) = i < pairs.count ? pairs[i] : rng.pick(pairs)
             i += 1
             base += story(m, Currency(code: c)!)
-            if rng.chance(0.08) { base += payout(rng.pick(pairs).0) }
+            if rng.chance(0.05) { base += payout(rng.pick(pairs).0) }
         }
         // Provider retries: the same request again a little later.
         var out = base
@@ -306,10 +306,11 @@ public struct SimGenerator {
         return steps
     }
 
+    /// One payout of most of what one provider has cleared for the merchant.
     mutating func payout(_ m: Merchant) -> [SimDelivery] {
         var out: [SimDelivery] = []
-        for c in m.currencies {
-            for p in ["stripe", "phone"] {
+        for c in m.currencies where out.isEmpty {
+            for p in ["stripe", "phone"] where out.isEmpty {
                 let key = "\(m.id)|\(c)|\(p)"
                 guard let v = cleared[key], v > 0 else { continue }
                 let amount = v * 6 / 10

@@ -43,6 +43,7 @@ import Testing
                     "--settle-timeout", "60s",
                 ])
                 let report = try await command.execute()
+                print(report.text)
                 #expect(report.accepted == 300)
                 #expect(report.rejected == 0)
                 let byName = Dictionary(report.checks.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
