@@ -88,6 +88,9 @@ public struct SimulateCommand: AsyncParsableCommand {
         }
         let plan = generator.generate(count: requestCount)
 
+        if let problem = await SimSender.preflight(config.ingestURL) {
+            throw CLIFailure("ingest at \(config.ingestURL) \(problem) (start the fleet with `payfleet dev up`, or pass --ingest-url)")
+        }
         var reader = SimFleetReader(config: config, global: global)
         let ledgerBaseline = reader.ledgerBalances()
         let settlementBaseline = reader.settlementTotals()
@@ -283,6 +286,23 @@ enum SimSender {
 
     /// URLSession is thread-safe; the box lets the sending tasks share one.
     struct SessionBox: @unchecked Sendable { let session: URLSession }
+
+    /// Nil when ingest answers `GET /healthz`, else what went wrong.
+    static func preflight(_ baseURL: String) async -> String? {
+        let base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        guard let url = URL(string: base + "/healthz") else { return "is not a valid URL" }
+        let config = URLSessionConfiguration.ephemeral
+        config.timeoutIntervalForRequest = 5
+        let session = URLSession(configuration: config)
+        defer { session.finishTasksAndInvalidate() }
+        do {
+            let (_, response) = try await session.data(from: url)
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            return status == 200 ? nil : "answers GET /healthz with \(status)"
+        } catch {
+            return "does not answer: \(error.localizedDescription)"
+        }
+    }
 
     static func deliver(_ d: SimDelivery, channels: SimChannels, base: String, session: SessionBox) async -> Result {
         var last = Result(status: 0, body: "", attempts: 0)

@@ -62,3 +62,24 @@ import Testing
         }
     }
 }
+
+@Suite struct SimulatePreflightTests {
+    /// Nothing listens: one clear line at once, instead of retrying every request.
+    @Test func anIngestThatDoesNotAnswerIsNamed() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sim-pre-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/payfleet.yaml"
+        try SimFixtures.yaml(ingestPort: 0).write(toFile: path, atomically: true, encoding: .utf8)
+        let port = Int.random(in: 50_000...59_999)
+        let command = try SimulateCommand.parse(["--config", path, "--count", "3", "--ingest-url", "http://127.0.0.1:\(port)"])
+        let started = ContinuousClock.now
+        do {
+            _ = try await command.execute()
+            Issue.record("ran without ingest")
+        } catch let e as CLIFailure {
+            #expect(e.message.hasPrefix("ingest at http://127.0.0.1:\(port) does not answer"), "\(e.message)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+}
