@@ -193,6 +193,7 @@ public struct SimulateCommand: AsyncParsableCommand {
         var events: Int
         var retries: Int
         var twins: Int
+        var batches: Int
         var outOfOrder: Int
         var accepted: Int
         var rejected: Int
@@ -207,6 +208,7 @@ public struct SimulateCommand: AsyncParsableCommand {
             events = facts.count
             retries = plan.deliveries.filter(\.isRetry).count
             twins = plan.deliveries.filter { $0.isTwin && !$0.isRetry }.count
+            batches = plan.deliveries.filter { !$0.moreFactIDs.isEmpty && !$0.isRetry }.count
             outOfOrder = plan.outOfOrder
             self.accepted = accepted
             self.rejected = rejected
@@ -221,7 +223,7 @@ public struct SimulateCommand: AsyncParsableCommand {
 
         var json: [String: Any] {
             [
-                "requests": requests, "events": events, "retries": retries, "second_notifications": twins,
+                "requests": requests, "events": events, "retries": retries, "second_notifications": twins, "adyen_batches": batches,
                 "out_of_order": outOfOrder, "accepted": accepted, "rejected": rejected,
                 "seconds": (seconds * 1000).rounded() / 1000, "by_route": byRoute, "by_type": byType,
                 "currencies": currencies.sorted(), "merchants": merchants.sorted(),
@@ -232,7 +234,7 @@ public struct SimulateCommand: AsyncParsableCommand {
             let rate = seconds > 0 ? Double(requests) / seconds : 0
             return [
                 "sent \(requests) requests to \(url) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", rate))/s): \(accepted) accepted, \(rejected) rejected",
-                "  \(events) distinct events, \(retries) provider retries (duplicates), \(twins) second notifications of one payment, \(outOfOrder) out-of-order deliveries",
+                "  \(events) distinct events, \(retries) provider retries (duplicates), \(twins) second notifications of one payment, \(batches) Adyen batches of two, \(outOfOrder) out-of-order deliveries",
                 "  by route: " + byRoute.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                 "  by type: " + byType.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                 "  merchants: \(merchants.sorted().joined(separator: ", ")); currencies: \(currencies.sorted().joined(separator: ", "))",

@@ -49,8 +49,12 @@ public struct SimDelivery: Sendable, Equatable {
     public var body: [UInt8]
     /// The provider's notification type (`payment_intent.succeeded`, `AUTHORISATION`, …).
     public var label: String
-    /// Canonical id of the fact this request reports.
+    /// Canonical id of the fact this request reports (the first item of an Adyen batch).
     public var factID: String
+    /// Further facts in the same request (the other items of an Adyen batch).
+    public var moreFactIDs: [String] = []
+    /// Every fact this request reports.
+    public var factIDs: [String] { [factID] + moreFactIDs }
     /// Standard Webhooks `webhook-id` / API `Idempotency-Key`.
     public var messageID: String?
     /// A provider retry of an earlier request (same body).
@@ -92,8 +96,10 @@ public struct SimPlan: Sendable {
         var seen = Set<String>()
         var out: [PaymentEvent] = []
         for (i, d) in deliveries.enumerated() where accepted.map({ $0.contains(i) }) ?? true {
-            guard seen.insert(d.factID).inserted, let f = facts[d.factID] else { continue }
-            out.append(f)
+            for id in d.factIDs {
+                guard seen.insert(id).inserted, let f = facts[id] else { continue }
+                out.append(f)
+            }
         }
         return out
     }
@@ -101,7 +107,9 @@ public struct SimPlan: Sendable {
     /// Deliveries that arrive before a delivery of a fact they depend on (same payment or invoice).
     public var outOfOrder: Int {
         var firstIndex: [String: Int] = [:]
-        for (i, d) in deliveries.enumerated() where firstIndex[d.factID] == nil { firstIndex[d.factID] = i }
+        for (i, d) in deliveries.enumerated() {
+            for id in d.factIDs where firstIndex[id] == nil { firstIndex[id] = i }
+        }
         var n = 0
         var predecessors: [String: Int] = [:]  // payment/invoice key → index of its founding fact
         for (id, i) in firstIndex {
@@ -183,12 +191,28 @@ public struct SimGenerator {
         var pairs: [(Merchant, String)] = []
         for m in usable { for c in m.currencies { pairs.append((m, c)) } }
         var i = 0
+        // Adyen delivers notifications in batches: now and then two items in one request.
+        func add(_ ds: [SimDelivery], _ rng: inout SimRandom) {
+            for d in ds {
+                if d.route == .adyen, let last = base.last, last.route == .adyen, last.moreFactIDs.isEmpty, rng.chance(0.35),
+                    let merged = Self.mergeAdyen(last, d)
+                {
+                    base[base.count - 1] = merged
+                } else {
+                    base.append(d)
+                }
+            }
+        }
         while base.count < count {
             // Every merchant and currency in turn first, then at random.
             let (m, c) = i < pairs.count ? pairs[i] : rng.pick(pairs)
             i += 1
-            base += story(m, Currency(code: c)!)
-            if rng.chance(0.05) { base += payout(rng.pick(pairs).0) }
+            let s = story(m, Currency(code: c)!)
+            add(s, &rng)
+            if rng.chance(0.05) {
+                let p = payout(rng.pick(pairs).0)
+                add(p, &rng)
+            }
         }
         // Provider retries: the same request again a little later.
         var out = base
@@ -606,6 +630,21 @@ public struct SimGenerator {
         item["additionalData"] = additional
         let body: [String: Any] = ["live": "false", "notificationItems": [["NotificationRequestItem": item]]]
         return SimDelivery(route: .adyen, path: "/webhooks/adyen", body: Self.json(body), label: code, factID: fact.id)
+    }
+
+    /// One Adyen request carrying the items of both (each item keeps its own HMAC).
+    static func mergeAdyen(_ a: SimDelivery, _ b: SimDelivery) -> SimDelivery? {
+        guard let x = (try? JSONSerialization.jsonObject(with: Data(a.body))) as? [String: Any],
+            let y = (try? JSONSerialization.jsonObject(with: Data(b.body))) as? [String: Any],
+            let xi = x["notificationItems"] as? [Any], let yi = y["notificationItems"] as? [Any]
+        else { return nil }
+        var merged = x
+        merged["notificationItems"] = xi + yi
+        var d = a
+        d.body = json(merged)
+        d.label = a.label + "+" + b.label
+        d.moreFactIDs = b.factIDs
+        return d
     }
 
     mutating func api(_ fact: PaymentEvent, label: String) -> SimDelivery {
