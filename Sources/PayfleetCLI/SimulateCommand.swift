@@ -93,7 +93,10 @@ public struct SimulateCommand: AsyncParsableCommand {
         }
         var reader = SimFleetReader(config: config, global: global)
         let ledgerBaseline = reader.ledgerBalances()
-        let settlementBaseline = reader.settlementTotals()
+        let byID = Dictionary(config.merchants.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let dates = plan.facts.values.compactMap { f in byID[f.merchantID]?.businessDay(for: f.occurredAt) }
+        let days = (dates.min() ?? "0000-00-00")...(dates.max() ?? "0000-00-00")
+        let settlementBaseline = reader.settlementTotals(days: days)
 
         let started = ContinuousClock.now
         let results = await SimSender.send(
@@ -123,7 +126,7 @@ public struct SimulateCommand: AsyncParsableCommand {
                 reader.ledgerCheck(baseline: ledgerBaseline, expected: expected),
                 reader.crmCheck(expected: expected, runCustomers: runCustomers),
                 reader.receiptsCheck(expected: expected, runEvents: runEvents),
-                reader.settlementCheck(baseline: settlementBaseline, expected: expected),
+                reader.settlementCheck(baseline: settlementBaseline, expected: expected, days: days),
             ]
             let pending = checks.contains { $0.status == .disagree }
             if !pending || ContinuousClock.now >= deadline { break }

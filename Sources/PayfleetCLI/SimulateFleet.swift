@@ -6,9 +6,27 @@ import PayfleetWorker
 
 /// Reads the settlement-aggregator's totals for the simulator's check. The settlement CLI
 /// registers one (`SimulateHooks.settlement`); without it the check reports "not running".
+/// Over `SettlementBook` it is a few lines:
+///
+///     struct BookSettlementReader: SimSettlementReader {
+///         func totals(configPath: String, from: String, to: String) throws -> [SimExpectation.DayKey: SimExpectation.DayTotals]? {
+///             let ctx = try CLIContext.load(GlobalOptions.parse(["--config", configPath]))
+///             let files = SettlementCommand.stateFiles(ctx).filter { FileManager.default.fileExists(atPath: $0) }
+///             guard !files.isEmpty else { return nil }
+///             var out: [SimExpectation.DayKey: SimExpectation.DayTotals] = [:]
+///             for d in try SettlementBook(files: files).days(from: from, to: to, merchant: nil) {
+///                 let t = d.adjusted  // the day's totals plus late adjustments
+///                 out[.init(merchant: d.merchantID, currency: d.currency, date: d.date)] =
+///                     .init(count: t.count, gross: t.gross, refunds: t.refunds, disputes: t.disputes, fees: t.fees)
+///             }
+///             return out
+///         }
+///     }
+///     // at start-up: SimulateHooks.settlement.withLock { $0 = BookSettlementReader() }
 public protocol SimSettlementReader: Sendable {
-    /// Totals per merchant / currency / business day, or nil when the worker has no state.
-    func totals(configPath: String) throws -> [SimExpectation.DayKey: SimExpectation.DayTotals]?
+    /// Totals per merchant / currency / business day for the days `from`…`to` (YYYY-MM-DD,
+    /// both included), or nil when the worker has no state.
+    func totals(configPath: String, from: String, to: String) throws -> [SimExpectation.DayKey: SimExpectation.DayTotals]?
 }
 
 public enum SimulateHooks {
@@ -177,6 +195,7 @@ struct SimFleetReader {
                             summary: "not running: crm-sync (no \(config.crmFile))")
         }
         var fleet: [SimExpectation.CustomerKey: SimExpectation.CustomerFigures] = [:]
+        var versions: [SimExpectation.CustomerKey: Int64] = [:]
         for line in text.split(whereSeparator: \.isNewline) {
             guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
                 let cust = o["customer_id"] as? String, runCustomers.contains(cust),
@@ -184,6 +203,11 @@ struct SimFleetReader {
             else { continue }
             func n(_ k: String) -> Int64 { (o[k] as? NSNumber)?.int64Value ?? 0 }
             let key = SimExpectation.CustomerKey(customer: cust, merchant: o["merchant_id"] as? String ?? "", currency: cur)
+            // The last line is current; a `version` (when present) settles lines written out of order.
+            if let v = (o["version"] as? NSNumber)?.int64Value {
+                if let seen = versions[key], seen > v { continue }
+                versions[key] = v
+            }
             fleet[key] = .init(outstanding: n("outstanding"), paid: n("paid"), refunded: n("refunded"), disputed: n("disputed"))
         }
         var diffs: [String] = []
@@ -278,16 +302,28 @@ struct SimFleetReader {
 
     // MARK: Settlement
 
-    func settlementTotals() -> [SimExpectation.DayKey: SimExpectation.DayTotals]? {
+    func settlementTotals(days: ClosedRange<String>) -> [SimExpectation.DayKey: SimExpectation.DayTotals]? {
         guard let reader = SimulateHooks.settlement.current else { return nil }
-        return (try? reader.totals(configPath: config.configPath)) ?? nil
+        let totals: [SimExpectation.DayKey: SimExpectation.DayTotals]?? = try? reader.totals(
+            configPath: config.configPath, from: days.lowerBound, to: days.upperBound)
+        return totals ?? nil
     }
 
-    func settlementCheck(baseline: [SimExpectation.DayKey: SimExpectation.DayTotals]?, expected: SimExpectation) -> SimCheck {
-        guard let now = settlementTotals() else {
+    func settlementCheck(
+        baseline: [SimExpectation.DayKey: SimExpectation.DayTotals]?, expected: SimExpectation, days: ClosedRange<String>
+    ) -> SimCheck {
+        guard let now = settlementTotals(days: days) else {
             return SimCheck(name: "settlement", worker: "settlement-aggregator", status: .notRunning,
                             summary: "not running: settlement-aggregator (no settlement report)")
         }
+        return Self.settlementCheck(now: now, baseline: baseline, expected: expected)
+    }
+
+    /// Compares the change of the fleet's day totals since `baseline` with the expectation.
+    static func settlementCheck(
+        now: [SimExpectation.DayKey: SimExpectation.DayTotals], baseline: [SimExpectation.DayKey: SimExpectation.DayTotals]?,
+        expected: SimExpectation
+    ) -> SimCheck {
         let base = baseline ?? [:]
         var diffs: [String] = []
         var rows: [(String, String, String)] = []

@@ -87,3 +87,23 @@ import Testing
         #expect(SimFleetReader.eventID(ofMessage: "Message-ID: <r.evt_01JD0000000000000000000000@x>\r\n\r\nbody") == "evt_01JD0000000000000000000000")
     }
 }
+
+@Suite struct SettlementCheckTests {
+    @Test func settlementComparesTheChangeOfEachDay() {
+        let x = FleetReaderTests().expectation()
+        let key = SimExpectation.DayKey(merchant: "m_dilmun", currency: "BHD", date: SimFixtures.merchants[3].businessDay(for: SimFixtures.now))
+        #expect(x.settlement[key] == .init(count: 1, gross: 2_000, refunds: 500))
+        let before = SimExpectation.DayTotals(count: 4, gross: 10_000, refunds: 1, disputes: 2, fees: 3)
+        let other = SimExpectation.DayKey(merchant: "m_acme", currency: "GBP", date: "2026-11-17")
+        let same = SimExpectation.DayTotals(count: 9, gross: 9)
+        let ok = SimFleetReader.settlementCheck(
+            now: [key: before + x.settlement[key]!, other: same], baseline: [key: before, other: same], expected: x)
+        #expect(ok.status == .agree, "\(ok.differences)")
+        let bad = SimFleetReader.settlementCheck(
+            now: [key: before + x.settlement[key]!, other: SimExpectation.DayTotals(count: 10, gross: 19)],
+            baseline: [key: before, other: same], expected: x)
+        #expect(bad.status == .disagree)
+        #expect(bad.differences.count == 1)
+        #expect(bad.differences.first?.hasPrefix("m_acme GBP 2026-11-17: sent count 0 gross 0.00 GBP") == true)
+    }
+}
