@@ -67,9 +67,10 @@ let package = Package(
         .target(
             name: "PayfleetCLI",
             dependencies: [
-                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker", "PayfleetSettlement",
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker", "PayfleetSettlement", "PayfleetIngest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .executableTarget(name: "payfleet", dependencies: ["PayfleetCLI"]),
         .target(
@@ -153,5 +154,10 @@ let package = Package(
                 "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
             ],
             resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "PayfleetSimulateTests",
+            dependencies: [
+                "PayfleetCLI", "PayfleetIngest", "PayfleetTestKit", "PayfleetCore", "ingest", "ledger-writer", "payfleet",
+            ]),
     ]
 )

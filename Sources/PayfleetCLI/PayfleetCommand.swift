@@ -4,6 +4,8 @@ import ArgumentParser
 public struct PayfleetCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "payfleet", abstract: "Operate the Payfleet fleet.",
-        subcommands: [TopologyCommand.self, LedgerCommand.self, SettlementCommand.self, DevCommand.self])
+        subcommands: [
+            TopologyCommand.self, LedgerCommand.self, SettlementCommand.self, SimulateCommand.self, DevCommand.self,
+        ])
     public init() {}
 }

@@ -24,7 +24,7 @@ struct TopologyTests {
         let t = WorkerTopology(name: "crm-sync", routingKeys: ["a", "b"], partitions: 3, partitionKey: .customer)
         let d = t.declarations
         #expect(d.exchanges.first?.type == "x-consistent-hash")
-        #expect(d.exchanges.first?.arguments["hash-header"] == .string("x-partition-merchant"))
+        #expect(d.exchanges.first?.arguments["hash-header"] == .string("x-partition-customer"))
         let toPartitions = d.bindings.filter { $0.source == t.partitionExchange }.map(\.destination)
         #expect(toPartitions == ["payfleet.crm-sync.p0", "payfleet.crm-sync.p1", "payfleet.crm-sync.p2"])
         #expect(d.queues.first { $0.name == "payfleet.crm-sync.p1" }?.arguments["x-single-active-consumer"] == .bool(true))
