@@ -4,6 +4,6 @@ import ArgumentParser
 public struct PayfleetCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "payfleet", abstract: "Operate the Payfleet fleet.",
-        subcommands: [TopologyCommand.self, LedgerCommand.self])
+        subcommands: [StatusCommand.self, DLQCommand.self, TopologyCommand.self, LedgerCommand.self])
     public init() {}
 }

@@ -1,0 +1,225 @@
+import Foundation
+import Logging
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetWorker
+
+/// Exclusive, crash-safe access to one worker's dead-letter queue for one operator command.
+///
+/// Messages are read with basic.get *without* ack and held on this connection: nothing leaves
+/// the queue until it was republished with a confirm (replay, edit) or archived and fsync'd
+/// (purge). Messages not acted on are requeued at the end, in the order they were read; a
+/// quorum queue puts returned messages back at its head in that order, so a listing leaves the
+/// queue exactly as it was. If the process dies, the broker returns everything held.
+///
+/// Two commands interleaving their basic.gets on one queue would each see part of it and
+/// return their parts interleaved (a lasting reorder). So each command first declares an
+/// exclusive queue `payfleet.W.dlq.lock` on the same connection: a second command is refused
+/// (405 RESOURCE_LOCKED) and waits; the lock disappears with the connection, even after
+/// `kill -9`. Reads are bounded by the depth seen when the lock was taken, so messages the
+/// worker dead-letters meanwhile (at the tail) are left for the next run — replaying `--all`
+/// while the worker fails them again cannot loop.
+public final class DLQAccess {
+    public let worker: RuntimeConfiguration
+    public let dlq: String
+    let session: AMQPSession
+    let amqp: AMQPConfiguration
+    /// Messages in the DLQ when the lock was taken.
+    public let snapshot: Int
+    private var read = 0
+    /// Fetched and not acted on, in fetch order: requeued by `release()`.
+    private var held: [AMQPFetched] = []
+
+    public static func lockName(_ worker: RuntimeConfiguration) -> String { worker.topology.dlq + ".lock" }
+
+    /// Connects, takes the lock (waiting up to `wait` seconds for another command to finish).
+    public static func open(_ amqp: AMQPConfiguration, worker: RuntimeConfiguration, wait: Double) async throws -> DLQAccess {
+        let lock = lockName(worker)
+        let dlq = worker.topology.dlq
+        let deadline = Date().addingTimeInterval(wait)
+        while true {
+            let session: AMQPSession
+            do { session = try await AMQPSession.connect(amqp) } catch {
+                throw CLIFailure("cannot connect to the broker at \(amqp): \(error)")
+            }
+            do {
+                try await session.declare { try $0.exclusiveQueue(lock) }
+            } catch let e as AMQPError where e.replyCode == 405 {
+                await session.close()
+                guard Date() < deadline else {
+                    throw CLIFailure(
+                        "another payfleet command is working on \(dlq) (it holds \(lock)); try again later or pass --wait SECONDS")
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            let depth: Int
+            do { depth = try await session.inspect(queue: dlq).messages } catch let e as AMQPError where e.replyCode == 404 {
+                await session.close()
+                throw CLIFailure("queue \(dlq) does not exist: is '\(worker.worker)' deployed? (payfleet topology declare)")
+            }
+            return DLQAccess(worker: worker, dlq: dlq, session: session, amqp: amqp, snapshot: depth)
+        }
+    }
+
+    private init(worker: RuntimeConfiguration, dlq: String, session: AMQPSession, amqp: AMQPConfiguration, snapshot: Int) {
+        self.worker = worker
+        self.dlq = dlq
+        self.session = session
+        self.amqp = amqp
+        self.snapshot = snapshot
+    }
+
+    /// The next message (held until acked or released), or nil once the snapshot is read.
+    public func next() async throws -> AMQPFetched? {
+        guard read < snapshot, let f = try await session.get(queue: dlq) else { return nil }
+        read += 1
+        return f
+    }
+
+    /// Keeps a fetched message aside, to be requeued in order by `release()`.
+    public func hold(_ f: AMQPFetched) { held.append(f) }
+
+    /// Drops held messages that were acked since (they must not be requeued).
+    public func forget(_ fetched: [AMQPFetched]) {
+        let tags = Set(fetched.map(\.deliveryTag))
+        held.removeAll { tags.contains($0.deliveryTag) }
+    }
+
+    /// Removes a message from the DLQ: only after it is safe elsewhere (confirmed or archived).
+    public func ack(_ f: AMQPFetched) async throws { try await session.ack(f.deliveryTag) }
+
+    /// Reads up to `limit` messages (all of the snapshot by default) and holds them.
+    public func readAll(limit: Int? = nil) async throws -> [DeadLetter] {
+        var out: [DeadLetter] = []
+        while limit.map({ out.count < $0 }) ?? true, let f = try await next() {
+            hold(f)
+            out.append(DeadLetter(f.message))
+        }
+        return out
+    }
+
+    /// Requeues every held message in the order read, then closes (releasing the lock).
+    public func release() async {
+        for f in held { try? await session.requeue(f.deliveryTag) }
+        held.removeAll()
+        await session.close()
+    }
+
+    // MARK: Replay
+
+    /// Headers that describe the failed attempts; a replay starts a fresh retry budget.
+    static let failureHeaders: Set<String> = [
+        PayfleetHeaders.error, PayfleetHeaders.attempts, PayfleetHeaders.firstFailedAt, PayfleetHeaders.worker,
+        "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+        "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
+    ]
+    public static let replaysHeader = "x-payfleet-replays"
+    public static let replayedAtHeader = "x-payfleet-replayed-at"
+    public static let previousErrorHeader = "x-payfleet-previous-error"
+
+    /// Where a dead letter goes back to: the worker's queue, or the partition queue it came from
+    /// (per `x-death`), else the partition exchange with the partition key header.
+    public func outgoing(for letter: DeadLetter, body: [UInt8]? = nil, now: Date = Date()) -> AMQPOutgoing {
+        var m = letter.message
+        if let body { m.body = body }
+        var headers = m.headers.filter { !DLQAccess.failureHeaders.contains($0.key) }
+        headers[DLQAccess.replaysHeader] = .int((m.headers[DLQAccess.replaysHeader]?.intValue ?? 0) + 1)
+        headers[DLQAccess.replayedAtHeader] = .string(RFC3339.format(now))
+        headers[DLQAccess.previousErrorHeader] = .string(letter.error)
+        m.headers = headers
+        m.persistent = true
+        let topo = worker.topology
+        if let p = letter.sourcePartition(topo) {
+            return AMQPOutgoing(exchange: "", routingKey: topo.queue(partition: p), message: m, mandatory: true)
+        }
+        if m.headers[Topology.partitionHeader] == nil {
+            m.headers[Topology.partitionHeader] = .string(DLQAccess.partitionKey(m.body, topo.partitionKey))
+        }
+        return AMQPOutgoing(exchange: topo.partitionExchange, routingKey: "", message: m, mandatory: true)
+    }
+
+    /// The partition key of an event body: merchant id, or customer id (then payment id, then
+    /// merchant id) as `PaymentEvent.customerKey` does.
+    static func partitionKey(_ body: [UInt8], _ kind: WorkerTopology.PartitionKey) -> String {
+        let o = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
+        let merchant = o["merchant_id"] as? String ?? ""
+        switch kind {
+        case .merchant: return merchant
+        case .customer:
+            return ((o["customer"] as? [String: Any])?["id"] as? String)
+                ?? ((o["payment"] as? [String: Any])?["id"] as? String) ?? merchant
+        }
+    }
+
+    public struct ReplayResult: Sendable {
+        public var selected: [String] = []
+        public var replayed: [String] = []
+        public var failed: [(id: String, error: String)] = []
+        public var read = 0
+    }
+
+    /// Republishes every selected message with confirm, then acks its DLQ copy — per batch,
+    /// recording each batch in the audit log between the confirm and the acks. A crash at any
+    /// point leaves each message in the DLQ, in the worker's queue, or (between confirm and
+    /// ack) in both; never in neither.
+    public func replay(
+        where select: (DeadLetter) -> Bool, dryRun: Bool, batchSize: Int, rate: Double?, audit: AuditLog?,
+        progress: (ReplayResult) -> Void = { _ in }
+    ) async throws -> ReplayResult {
+        var result = ReplayResult()
+        var publisher: AMQPPublisher?
+        defer { publisher?.close() }
+        if !dryRun {
+            let p = AMQPPublisher(configuration: amqp, name: "dlq-replay", logger: Logger(label: "payfleet.cli"))
+            publisher = p
+            guard await p.waitUntilConnected(timeout: .seconds(15)) else {
+                throw CLIFailure("cannot open a publishing connection to \(amqp): \(p.lastError ?? "timeout")")
+            }
+        }
+        let started = ContinuousClock.now
+        var done = false
+        while !done {
+            var batch: [(AMQPFetched, DeadLetter)] = []
+            while batch.count < batchSize {
+                guard let f = try await next() else { done = true; break }
+                result.read += 1
+                let letter = DeadLetter(f.message)
+                if select(letter) {
+                    result.selected.append(letter.id)
+                    if dryRun { hold(f) } else { batch.append((f, letter)) }
+                } else {
+                    hold(f)
+                }
+            }
+            guard let publisher, !batch.isEmpty else { continue }
+            let outcomes = await publisher.publish(batch: batch.map { outgoing(for: $0.1) })
+            var confirmed: [(AMQPFetched, DeadLetter)] = []
+            for (k, r) in outcomes.enumerated() {
+                switch r {
+                case .success: confirmed.append(batch[k])
+                case .failure(let e):
+                    // Not confirmed: it stays in the DLQ (requeued at the end), and may also
+                    // have reached the queue — the worker dedupes.
+                    hold(batch[k].0)
+                    result.failed.append((batch[k].1.id, e.description))
+                }
+            }
+            if !confirmed.isEmpty {
+                try audit?.record(action: "dlq.replay", worker: worker.worker, outcome: "republished",
+                                  ids: confirmed.map { $0.1.id })
+                for (f, letter) in confirmed {
+                    try await ack(f)
+                    result.replayed.append(letter.id)
+                }
+            }
+            progress(result)
+            if let rate, rate > 0 {
+                // Pace the replay so a recovering downstream is not flooded.
+                let due = started + .milliseconds(Int(Double(result.replayed.count) / rate * 1000))
+                if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
+            }
+        }
+        return result
+    }
+}
