@@ -8,9 +8,12 @@ import PayfleetWorker
 ///
 /// Messages are read with basic.get *without* ack and held on this connection: nothing leaves
 /// the queue until it was republished with a confirm (replay, edit) or archived and fsync'd
-/// (purge). Messages not acted on are requeued at the end, in the order they were read; a
-/// quorum queue puts returned messages back at its head in that order, so a listing leaves the
-/// queue exactly as it was. If the process dies, the broker returns everything held.
+/// (purge). Messages not acted on are requeued at the end, one by one in the order they were
+/// read. A quorum queue (RabbitMQ 3.10, measured) appends a returned message at its *tail*: so
+/// every command reads the whole queue (as it was when the lock was taken) before returning
+/// anything — a full turn leaves the order as it was, where returning a prefix would rotate
+/// the queue for good. If the process dies, the broker returns everything held (in an order of
+/// its choosing: nothing lost, perhaps reordered).
 ///
 /// Two commands interleaving their basic.gets on one queue would each see part of it and
 /// return their parts interleaved (a lasting reorder). So each command first declares an
@@ -89,12 +92,13 @@ public final class DLQAccess {
     /// Removes a message from the DLQ: only after it is safe elsewhere (confirmed or archived).
     public func ack(_ f: AMQPFetched) async throws { try await session.ack(f.deliveryTag) }
 
-    /// Reads up to `limit` messages (all of the snapshot by default) and holds them.
+    /// Reads the whole snapshot, holds it, and answers the first `limit` messages (all by
+    /// default). The rest is read too: returning only a prefix would rotate the queue.
     public func readAll(limit: Int? = nil) async throws -> [DeadLetter] {
         var out: [DeadLetter] = []
-        while limit.map({ out.count < $0 }) ?? true, let f = try await next() {
+        while let f = try await next() {
             hold(f)
-            out.append(DeadLetter(f.message))
+            if limit.map({ out.count < $0 }) ?? true { out.append(DeadLetter(f.message)) }
         }
         return out
     }
