@@ -19,9 +19,13 @@ import PayfleetWorker
 /// return their parts interleaved (a lasting reorder). So each command first declares an
 /// exclusive queue `payfleet.W.dlq.lock` on the same connection: a second command is refused
 /// (405 RESOURCE_LOCKED) and waits; the lock disappears with the connection, even after
-/// `kill -9`. Reads are bounded by the depth seen when the lock was taken, so messages the
-/// worker dead-letters meanwhile (at the tail) are left for the next run — replaying `--all`
-/// while the worker fails them again cannot loop.
+/// `kill -9`. Reads go on until the queue answers empty: the depth seen when the lock was taken
+/// can undercount (messages another client held are still being returned), and messages the
+/// worker dead-letters meanwhile are read and kept in order too. A replay marks what it sends
+/// with its run id (`x-payfleet-replay-run`, kept by the runtime when it dead-letters again):
+/// a message back from this very run is held, not replayed again, so `--all` while the worker
+/// fails them again cannot loop; a cap of twice the initial depth (at least 10,000 more)
+/// bounds a queue that fills faster than it is read.
 public final class DLQAccess {
     public let worker: RuntimeConfiguration
     public let dlq: String
@@ -29,7 +33,9 @@ public final class DLQAccess {
     let amqp: AMQPConfiguration
     /// Messages in the DLQ when the lock was taken.
     public let snapshot: Int
-    private var read = 0
+    public private(set) var read = 0
+    /// Marks this command's replays (`x-payfleet-replay-run`).
+    public let runID = UUID().uuidString
     /// Fetched and not acted on, in fetch order: requeued by `release()`.
     private var held: [AMQPFetched] = []
 
@@ -73,9 +79,9 @@ public final class DLQAccess {
         self.snapshot = snapshot
     }
 
-    /// The next message (held until acked or released), or nil once the snapshot is read.
+    /// The next message (held until acked or released), or nil once the queue is empty.
     public func next() async throws -> AMQPFetched? {
-        guard read < snapshot, let f = try await session.get(queue: dlq) else { return nil }
+        guard read < snapshot + max(snapshot, 10_000), let f = try await session.get(queue: dlq) else { return nil }
         read += 1
         return f
     }
@@ -121,19 +127,26 @@ public final class DLQAccess {
     public static let replaysHeader = "x-payfleet-replays"
     public static let replayedAtHeader = "x-payfleet-replayed-at"
     public static let previousErrorHeader = "x-payfleet-previous-error"
+    public static let replayRunHeader = "x-payfleet-replay-run"
 
     /// Where a dead letter goes back to: the worker's queue, or the partition queue it came from
     /// (per `x-death`), else the partition exchange with the partition key header.
     public func outgoing(for letter: DeadLetter, body: [UInt8]? = nil, now: Date = Date()) -> AMQPOutgoing {
+        DLQAccess.outgoing(for: letter, topology: worker.topology, runID: runID, body: body, now: now)
+    }
+
+    public static func outgoing(
+        for letter: DeadLetter, topology topo: WorkerTopology, runID: String, body: [UInt8]? = nil, now: Date = Date()
+    ) -> AMQPOutgoing {
         var m = letter.message
         if let body { m.body = body }
         var headers = m.headers.filter { !DLQAccess.failureHeaders.contains($0.key) }
         headers[DLQAccess.replaysHeader] = .int((m.headers[DLQAccess.replaysHeader]?.intValue ?? 0) + 1)
         headers[DLQAccess.replayedAtHeader] = .string(RFC3339.format(now))
         headers[DLQAccess.previousErrorHeader] = .string(letter.error)
+        headers[DLQAccess.replayRunHeader] = .string(runID)
         m.headers = headers
         m.persistent = true
-        let topo = worker.topology
         if let p = letter.sourcePartition(topo) {
             return AMQPOutgoing(exchange: "", routingKey: topo.queue(partition: p), message: m, mandatory: true)
         }
@@ -189,7 +202,9 @@ public final class DLQAccess {
                 guard let f = try await next() else { done = true; break }
                 result.read += 1
                 let letter = DeadLetter(f.message)
-                if select(letter) {
+                if letter.message.headers[DLQAccess.replayRunHeader]?.stringValue == runID {
+                    hold(f)  // replayed by this run and failed again: not in a loop
+                } else if select(letter) {
                     result.selected.append(letter.id)
                     if dryRun { hold(f) } else { batch.append((f, letter)) }
                 } else {

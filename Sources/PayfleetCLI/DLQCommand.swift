@@ -54,7 +54,7 @@ public struct DLQCommand: AsyncParsableCommand {
                 throw error
             }
             await access.release()
-            print(try DLQCommand.renderList(letters, total: access.snapshot, grouped: groupBy != nil, json: common.global.json))
+            print(try DLQCommand.renderList(letters, total: access.read, grouped: groupBy != nil, json: common.global.json))
         }
     }
 

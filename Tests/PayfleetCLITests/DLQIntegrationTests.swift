@@ -75,6 +75,26 @@ struct DLQIntegrationTests {
         }
     }
 
+    @Test("replay --all while the worker fails them again ends; the replays are counted on the dead letters")
+    func replayDoesNotLoop() async throws {
+        try await WorkerFleet.demo(prefix: "cli-loop") { fleet in
+            try await fleet.declare()
+            try fleet.start()
+            let events = (0..<40).map { EventFactory.payment($0, prefix: fleet.name, metadata: ["demo_fault": "permanent"]) }
+            #expect(try await fleet.deadLetter(events, expectDLQ: 40))
+            let run = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--batch-size", "5", "--rate", "100", "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let replayed = ((run.json as? [String: Any])?["replayed"] as? [String]) ?? []
+            #expect(replayed.count == 40 && Set(replayed) == Set(events.map(\.id)))
+            #expect(try await eventually(timeout: .seconds(30)) { try await fleet.depth(fleet.topology.dlq) == 40 })
+            let letters = try await fleet.deadLetters()
+            #expect(Set(letters.compactMap(\.messageID)) == Set(events.map(\.id)))
+            #expect(letters.allSatisfy { $0.headers["x-payfleet-replays"]?.intValue == 1 })
+            #expect(letters.allSatisfy { $0.headers["x-payfleet-previous-error"]?.stringValue?.hasPrefix("DemoPermanent") == true })
+            #expect(try fleet.appliedIDs().rows == 0)
+        }
+    }
+
     @Test("kill -9 of the CLI while replaying 1,000 dead letters: each is in the queue, the DLQ or applied — none lost")
     func killMidReplay() async throws {
         try await WorkerFleet.demo(prefix: "cli-kill") { fleet in

@@ -159,3 +159,55 @@ import Testing
         #expect(throws: CLIFailure.self) { try JSONLines(path: "/proc/nope/audit.jsonl") }
     }
 }
+
+@Suite struct ReplayRoutingTests {
+    let event = EventFactory.payment(5, prefix: "route", merchant: "m_acme")
+
+    func letter(_ headers: [String: AMQPFieldValue]) -> DeadLetter {
+        DeadLetter(AMQPMessage(body: EventFactory.body(event), messageID: event.id, headers: headers))
+    }
+
+    let failed: [String: AMQPFieldValue] = [
+        "x-payfleet-error": .string("DemoTransient: attempt 4 of 4"), "x-payfleet-attempts": .int(4),
+        "x-payfleet-first-failed-at": .string("2026-11-24T10:00:00Z"), "x-payfleet-worker": .string("w"),
+        "x-delivery-count": .int(3), "x-payfleet-merchant": .string("m_acme"),
+    ]
+
+    @Test("back to the worker's queue with a fresh retry budget, the replay counted and the old error kept")
+    func plainQueue() {
+        let out = DLQAccess.outgoing(for: letter(failed), topology: WorkerTopology(name: "w", routingKeys: []), runID: "run1")
+        #expect(out.exchange == "" && out.routingKey == "payfleet.w" && out.mandatory)
+        let h = out.message.headers
+        #expect(h["x-payfleet-error"] == nil && h["x-payfleet-attempts"] == nil && h["x-delivery-count"] == nil)
+        #expect(h["x-payfleet-first-failed-at"] == nil && h["x-death"] == nil)
+        #expect(h["x-payfleet-merchant"] == .string("m_acme"))
+        #expect(h["x-payfleet-replays"] == .int(1))
+        #expect(h["x-payfleet-previous-error"] == .string("DemoTransient: attempt 4 of 4"))
+        #expect(h["x-payfleet-replay-run"] == .string("run1"))
+        #expect(out.message.body == EventFactory.body(event) && out.message.persistent)
+        var again = failed
+        again["x-payfleet-replays"] = .int(1)
+        let second = DLQAccess.outgoing(for: letter(again), topology: WorkerTopology(name: "w", routingKeys: []), runID: "r")
+        #expect(second.message.headers["x-payfleet-replays"] == .int(2))
+    }
+
+    @Test("partitioned: to the partition queue named by x-death, else through the partition exchange by key")
+    func partitions() {
+        let topo = WorkerTopology(name: "w", routingKeys: [], partitions: 4, partitionKey: .customer)
+        var viaTier = failed
+        viaTier["x-death"] = .array([.table(["queue": .string("payfleet.w.p2.retry.1s"), "reason": .string("expired")])])
+        let a = DLQAccess.outgoing(for: letter(viaTier), topology: topo, runID: "r")
+        #expect(a.exchange == "" && a.routingKey == "payfleet.w.p2")
+        #expect(a.message.headers["x-death"] == nil)
+        let b = DLQAccess.outgoing(for: letter(failed), topology: topo, runID: "r")
+        #expect(b.exchange == "payfleet.w.partition")
+        #expect(b.message.headers["x-partition-key"] == .string(event.customer!.id!))
+        let byMerchant = WorkerTopology(name: "w", routingKeys: [], partitions: 4, partitionKey: .merchant)
+        let c = DLQAccess.outgoing(for: letter(failed), topology: byMerchant, runID: "r")
+        #expect(c.message.headers["x-partition-key"] == .string("m_acme"))
+        var keyed = failed
+        keyed["x-partition-key"] = .string("cus_kept")
+        let d = DLQAccess.outgoing(for: letter(keyed), topology: topo, runID: "r")
+        #expect(d.message.headers["x-partition-key"] == .string("cus_kept"))
+    }
+}
