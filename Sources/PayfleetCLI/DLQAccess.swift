@@ -98,7 +98,7 @@ public final class DLQAccess {
     /// Removes a message from the DLQ: only after it is safe elsewhere (confirmed or archived).
     public func ack(_ f: AMQPFetched) async throws { try await session.ack(f.deliveryTag) }
 
-    /// Reads the whole snapshot, holds it, and answers the first `limit` messages (all by
+    /// Reads the whole queue, holds it, and answers the first `limit` messages (all by
     /// default). The rest is read too: returning only a prefix would rotate the queue.
     public func readAll(limit: Int? = nil) async throws -> [DeadLetter] {
         var out: [DeadLetter] = []

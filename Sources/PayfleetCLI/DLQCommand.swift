@@ -197,6 +197,7 @@ public struct DLQCommand: AsyncParsableCommand {
             }
             let audit: AuditLog?
             let result: DLQAccess.ReplayResult
+            let started = ContinuousClock.now
             do {
                 audit = try dryRun ? nil : AuditLog(path: ctx.auditLogPath)
                 try audit?.record(action: "dlq.replay", worker: access.worker.worker, outcome: "started")
@@ -211,6 +212,8 @@ public struct DLQCommand: AsyncParsableCommand {
                 throw error
             }
             await access.release()
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             let missing = idSet.subtracting(result.selected).sorted()
             try audit?.record(
                 action: "dlq.replay", worker: access.worker.worker, outcome: "completed", ids: result.replayed,
@@ -219,13 +222,14 @@ public struct DLQCommand: AsyncParsableCommand {
                 try printJSON([
                     "dry_run": dryRun, "selected": result.selected, "replayed": result.replayed,
                     "failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing,
-                    "read": result.read,
+                    "read": result.read, "seconds": (seconds * 1000).rounded() / 1000,
                 ])
             } else if dryRun {
                 print("would replay \(result.selected.count) of \(result.read) dead letters to \(access.worker.topology.allQueues.joined(separator: ", "))")
                 for id in result.selected { print("  \(id)") }
             } else {
-                print("replayed \(result.replayed.count) of \(result.read) dead letters (republished with confirm, then removed from \(access.dlq))")
+                print("replayed \(result.replayed.count) of \(result.read) dead letters in \(String(format: "%.1f", seconds)) s "
+                      + "(republished with confirm, then removed from \(access.dlq))")
             }
             if !missing.isEmpty {
                 FileHandle.standardError.write(Data("not in \(access.dlq): \(missing.joined(separator: ", "))\n".utf8))
@@ -278,15 +282,16 @@ public struct DLQCommand: AsyncParsableCommand {
 
         func edit(_ ctx: CLIContext, _ access: DLQAccess, patch: Any?) async throws {
             var copies: [(AMQPFetched, DeadLetter)] = []
+            // Everything is held in the order read (the copies too): if anything below fails,
+            // the queue goes back exactly as it was.
             while let f = try await access.next() {
+                access.hold(f)
                 let l = DeadLetter(f.message)
-                if l.id == id { copies.append((f, l)) } else { access.hold(f) }
+                if l.id == id { copies.append((f, l)) }
             }
             guard let letter = copies.first?.1 else {
                 throw CLIFailure("no dead letter with id '\(id)' in \(access.dlq)")
             }
-            // Copies not acted on must go back too if anything below fails.
-            for (f, _) in copies { access.hold(f) }
             let (body, changes) = try DLQEdit.apply(sets: sets, patch: patch, to: letter.message.body)
             let archivePath = archive ?? DLQCommand.defaultArchive(ctx, access.worker)
             let archiveFile = try JSONLines(path: archivePath)

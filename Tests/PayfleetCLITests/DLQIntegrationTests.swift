@@ -332,6 +332,14 @@ struct DLQIntegrationTests {
             #expect(r2["unacked"] is Int)
             #expect((j["problems"] as? [String])?.count == 1)
 
+            // Management API configured but not answering: AMQP counts only, said so.
+            let noAPI = try await fleet.cli(["status", "--json"], environment: ["PAYFLEET_BROKER_MANAGEMENT_URL": "http://127.0.0.1:1/"])
+            let nj = noAPI.json as? [String: Any] ?? [:]
+            #expect(noAPI.status == 2)
+            #expect(nj["source"] as? String == "amqp")
+            #expect((nj["notes"] as? [String])?.first?.contains("management API unavailable") == true, "\(noAPI.stdout)")
+            #expect(firstRow(noAPI)["dlq_depth"] as? Int == 3)
+
             let purge = try await fleet.cli(["dlq", "purge", fleet.name, "--all", "--yes-discard"])
             #expect(purge.status == 0, "\(purge.stderr)")
             let healthy = try await fleet.cli(["status"], environment: mgmt)
