@@ -152,7 +152,7 @@ public struct ErrorFingerprint: Sendable, Hashable {
         // Prefixed ids: evt_01JD…, pi_3Q…, cus_12, acct_1Acme, ch_…
         // (a digit or a capital after the underscore: `evt_` + base32 may lack digits, while
         // `demo_fault` or `m_acme` are names).
-        (#"\b[A-Za-z]{1,12}_(?=[A-Za-z0-9_\-]*[0-9A-Z])[A-Za-z0-9_\-]{2,}\b"#, "<id>"),
+        (#"\b[A-Za-z]{1,12}_(?=[A-Za-z0-9_\-]*[0-9A-Z])[A-Za-z0-9_\-]+\b"#, "<id>"),
         // Long tokens mixing letters and digits (base32/hex ids, references).
         (#"\b(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{8,}\b"#, "<id>"),
         (#"[-+]?\b\d+(\.\d+)?\b"#, "<n>"),

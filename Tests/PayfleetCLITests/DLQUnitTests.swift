@@ -16,6 +16,7 @@ import Testing
         #expect(a.text == "DemoTransient: attempt <n> of <n> failing for <id>")
         let c = ErrorFingerprint("HTTP503: CRM answered 503 for cus_123 at 2026-11-24T10:15:00Z after 1.5 s")
         #expect(c.text == "HTTP503: CRM answered <n> for <id> at <time> after <n> s")
+        #expect(ErrorFingerprint("HTTP503: CRM answered 503 for cus_5 after 2 s").text == "HTTP503: CRM answered <n> for <id> after <n> s")
         #expect(ErrorFingerprint("InvalidEvent: occurred_at: '2026-13-01' is not an RFC 3339 date-time").text
             == "InvalidEvent: occurred_at: '<v>' is not an RFC <n> date-time")
         #expect(ErrorFingerprint("InvalidEvent: amount.value: must not be negative").text
