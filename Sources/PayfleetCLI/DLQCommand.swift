@@ -20,12 +20,15 @@ public struct DLQCommand: AsyncParsableCommand {
         public var worker: String
         @Option(help: "Seconds to wait while another payfleet command works on the same DLQ.")
         public var wait: Double = 30
+        @Option(help: .hidden) public var prefetch = 65_535
         public init() {}
 
         func open() async throws -> (CLIContext, DLQAccess) {
             let ctx = try CLIContext.load(global)
             let rc = try ctx.worker(worker)
-            return (ctx, try await DLQAccess.open(ctx.amqp, worker: rc, wait: wait))
+            let access = try await DLQAccess.open(ctx.amqp, worker: rc, wait: wait)
+            access.prefetch = max(1, min(prefetch, 65_535))
+            return (ctx, access)
         }
     }
 

@@ -256,6 +256,9 @@ struct DLQIntegrationTests {
             #expect(Set(before) == Set(events.map(\.id)) && before.count == 30)
 
             let partial = try await fleet.cli(["dlq", "list", fleet.name, "--limit", "10", "--json"])
+            // A consumer that stalls at its prefetch reads the rest with basic.get, in order.
+            let stalled = try await fleet.cli(["dlq", "list", fleet.name, "--json", "--prefetch", "7"])
+            #expect((stalled.json as? [[String: Any]])?.strings("id") == before, "\(stalled.stderr)")
             #expect((partial.json as? [[String: Any]])?.strings("id") == Array(before.prefix(10)))
             async let a = fleet.cli(["dlq", "list", fleet.name, "--json"])
             async let b = fleet.cli(["dlq", "list", fleet.name, "--json"])
