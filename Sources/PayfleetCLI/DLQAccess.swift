@@ -150,7 +150,15 @@ public final class DLQAccess {
             consuming = false
         }
         for f in held { try? await session.requeue(f.deliveryTag) }
+        // The broker applies requeues asynchronously: wait (briefly) until they are back, so
+        // that when the command returns the queue is as it was for the next reader.
+        let requeued = held.count
         held.removeAll()
+        let deadline = ContinuousClock.now + .seconds(3)
+        while requeued > 0, ContinuousClock.now < deadline {
+            guard let n = try? await session.inspect(queue: dlq).messages, n < requeued else { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         await session.close()
     }
 

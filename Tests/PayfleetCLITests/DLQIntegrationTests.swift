@@ -45,12 +45,12 @@ struct DLQIntegrationTests {
             let human = try await fleet.cli(["dlq", "list", fleet.name, "--group-by", "error"])
             #expect(human.stdout.contains("DemoTransient: attempt <n> of <n> failing for <id>"), "\(human.stdout)")
             // Listing left all 50 in place.
-            #expect(try await fleet.depth(fleet.topology.dlq) == 50)
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 50 })
 
             let dry = try await fleet.cli(["dlq", "replay", fleet.name, "--error", "DemoTransient", "--dry-run", "--json"])
             #expect(dry.status == 0, "\(dry.stderr)")
             #expect(((dry.json as? [String: Any])?["selected"] as? [String])?.count == 15)
-            #expect(try await fleet.depth(fleet.topology.dlq) == 50)
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 50 })
 
             // Replay by the group's id, as an operator would copy it from the listing.
             let groupID = transientGroup?["fingerprint"] as? String ?? "?"
@@ -176,7 +176,7 @@ struct DLQIntegrationTests {
             #expect(badPath.stderr.contains("is not a path"), "\(badPath.stderr)")
             let noEdit = try await fleet.cli(["dlq", "edit", fleet.name, broken.id])
             #expect(noEdit.status != 0)
-            #expect(try await fleet.depth(fleet.topology.dlq) == 2)
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 2 })
             #expect(try fleet.appliedIDs().rows == 0)
 
             let edit = try await fleet.cli(["dlq", "edit", fleet.name, broken.id, "--set", "payment.id=pi_original_1"])
@@ -216,13 +216,13 @@ struct DLQIntegrationTests {
             #expect(refused.stderr.contains("refusing to purge without --archive"), "\(refused.stderr)")
             let neither = try await fleet.cli(["dlq", "purge", fleet.name, "--archive", fleet.dir + "/x.jsonl"])
             #expect(neither.status != 0)
-            #expect(try await fleet.depth(fleet.topology.dlq) == 6)
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 6 })
 
             let archive = fleet.dir + "/purged.jsonl"
             let one = try await fleet.cli(["dlq", "purge", fleet.name, "--id", events[3].id, "--archive", archive])
             #expect(one.status == 0, "\(one.stderr)")
             #expect(try JSONLines.read(archive).strings("id") == [events[3].id])
-            #expect(try await fleet.depth(fleet.topology.dlq) == 5)
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 5 })
 
             let rest = try await fleet.cli(["dlq", "purge", fleet.name, "--all", "--archive", archive])
             #expect(rest.status == 0, "\(rest.stderr)")
@@ -236,7 +236,7 @@ struct DLQIntegrationTests {
                 #expect(event.id == l["id"] as? String)
                 #expect((l["headers"] as? [String: Any])?["x-payfleet-error"] is String)
             }
-            #expect(try await fleet.depth(fleet.topology.dlq) == 0)
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 0 })
             let audit = try JSONLines.read(fleet.auditPath).filter { $0["action"] as? String == "dlq.purge" }
             #expect(Set(audit.flatMap { $0["ids"] as? [String] ?? [] }) == Set(events.map(\.id)))
         }
