@@ -133,6 +133,12 @@ let package = Package(
             name: "PayfleetIntegrationTests",
             dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet"]),
         .testTarget(
+            name: "PayfleetCLITests",
+            dependencies: [
+                "PayfleetCLI", "PayfleetTestKit", "PayfleetAMQP", "PayfleetCore", "PayfleetWorker", "payfleet",
+                "payfleet-demo-worker",
+            ]),
+        .testTarget(
             name: "PayfleetLedgerTests",
             dependencies: [
                 "PayfleetLedger", "PayfleetTestKit", "PayfleetCLI", "ledger-writer",

@@ -9,6 +9,9 @@ final class AMQPConnection {
     let config: AMQPConfiguration
     static let channel: amqp_channel_t = 1
     private(set) var isOpen = false
+    /// The C state still needs `amqp_destroy_connection` (also after the broker closed the
+    /// channel or connection, which clears `isOpen` but frees nothing).
+    private var needsDestroy = false
 
     init(_ config: AMQPConfiguration) throws(AMQPError) {
         self.config = config
@@ -61,22 +64,29 @@ final class AMQPConnection {
             throw err
         }
         isOpen = true
+        needsDestroy = true
     }
 
     deinit { close() }
 
     func close() {
-        guard isOpen else { return }
-        isOpen = false
-        // Best effort: the peer may be gone already.
-        amqp_connection_close(state, AMQP_REPLY_SUCCESS)
-        amqp_destroy_connection(state)
+        if isOpen {
+            isOpen = false
+            // Best effort: the peer may be gone already.
+            amqp_connection_close(state, AMQP_REPLY_SUCCESS)
+        }
+        destroy()
     }
 
     /// Drops the connection without the close handshake (after an error).
     func abandon() {
-        guard isOpen else { return }
         isOpen = false
+        destroy()
+    }
+
+    private func destroy() {
+        guard needsDestroy else { return }
+        needsDestroy = false
         amqp_destroy_connection(state)
     }
 
@@ -131,12 +141,14 @@ final class AMQPConnection {
 
     /// Declares a durable queue; returns (messages, consumers).
     @discardableResult
-    func declareQueue(_ name: String, arguments: [String: AMQPFieldValue] = [:], passive: Bool = false)
-        throws(AMQPError) -> (messages: Int, consumers: Int)
-    {
+    func declareQueue(
+        _ name: String, arguments: [String: AMQPFieldValue] = [:], passive: Bool = false, exclusive: Bool = false
+    ) throws(AMQPError) -> (messages: Int, consumers: Int) {
         let arena = CArena()
+        // An exclusive queue lives and dies with this connection: not durable, auto-deleted.
         let ok = amqp_queue_declare(
-            state, Self.channel, arena.bytes(name), passive ? 1 : 0, 1, 0, 0, arena.table(arguments))
+            state, Self.channel, arena.bytes(name), passive ? 1 : 0, exclusive ? 0 : 1, exclusive ? 1 : 0,
+            exclusive ? 1 : 0, arena.table(arguments))
         try check("queue.declare \(name) on \(config.host):\(config.port)")
         guard let ok else { return (0, 0) }
         return (Int(ok.pointee.message_count), Int(ok.pointee.consumer_count))

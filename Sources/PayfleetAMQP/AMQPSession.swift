@@ -48,6 +48,59 @@ public final class AMQPSession: @unchecked Sendable {
         }
     }
 
+    /// Starts a consumer on `queue` (manual ack; `prefetch` 0 = unlimited). Deliveries are read
+    /// with `nextDelivery`; unacked ones behave as with `get`. One consumer per session.
+    public func consume(queue: String, prefetch: Int, tag: String) async throws {
+        let c = ConnectionBox(connection)
+        try await thread.run {
+            try c.value.qos(prefetch: prefetch)
+            try c.value.consume(queue: queue, tag: tag)
+        }
+    }
+
+    /// The next delivery of the session's consumer within `timeoutMS`, or nil.
+    public func nextDelivery(timeoutMS: Int) async throws -> AMQPFetched? {
+        let c = ConnectionBox(connection)
+        return try await thread.run { () throws -> AMQPFetched? in
+            let deadline = Date().addingTimeInterval(Double(timeoutMS) / 1000)
+            while true {
+                let left = max(0, Int(deadline.timeIntervalSinceNow * 1000))
+                switch try c.value.consumeNext(timeoutMS: left) {
+                case .delivery(let m, let tag, let redelivered, _, _):
+                    return AMQPFetched(message: m, deliveryTag: tag, redelivered: redelivered, remaining: -1)
+                case .timeout:
+                    return nil
+                case .frame(.cancelled):
+                    throw AMQPError(.serverClosed, "the broker cancelled the consumer (queue deleted?)")
+                case .frame:
+                    if left == 0 { return nil }
+                }
+            }
+        }
+    }
+
+    /// Cancels the consumer and answers the deliveries that were already on their way (they
+    /// are unacked like the others), in order, once the broker confirmed the cancel.
+    public func cancelConsumer(tag: String, timeoutMS: Int = 10_000) async throws -> [AMQPFetched] {
+        let c = ConnectionBox(connection)
+        return try await thread.run { () throws -> [AMQPFetched] in
+            try c.value.cancel(tag: tag)
+            var late: [AMQPFetched] = []
+            let deadline = Date().addingTimeInterval(Double(timeoutMS) / 1000)
+            while Date() < deadline {
+                switch try c.value.consumeNext(timeoutMS: 200) {
+                case .delivery(let m, let tag, let redelivered, _, _):
+                    late.append(AMQPFetched(message: m, deliveryTag: tag, redelivered: redelivered, remaining: -1))
+                case .frame(.cancelOK):
+                    return late
+                default:
+                    continue
+                }
+            }
+            throw AMQPError(.timeout, "no basic.cancel-ok within \(timeoutMS) ms")
+        }
+    }
+
     public func ack(_ tag: UInt64, multiple: Bool = false) async throws {
         let c = ConnectionBox(connection)
         try await thread.run { try c.value.ack(tag, multiple: multiple) }

@@ -23,6 +23,13 @@ public struct AMQPDeclarer {
         try connection.declareQueue(queue, passive: true)
     }
 
+    /// Declares a queue owned by this connection alone (exclusive, auto-deleted when the
+    /// connection closes or dies). A second connection declaring the same name is refused with
+    /// reply code 405 (RESOURCE_LOCKED), which makes it a lock that a `kill -9` cannot leak.
+    public func exclusiveQueue(_ name: String) throws(AMQPError) {
+        try connection.declareQueue(name, exclusive: true)
+    }
+
     public func bind(_ spec: BindingSpec) throws(AMQPError) {
         switch spec.destinationType {
         case .queue: try connection.bindQueue(spec.destination, exchange: spec.source, routingKey: spec.routingKey)

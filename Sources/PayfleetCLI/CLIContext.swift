@@ -26,6 +26,11 @@ public struct CLIContext: Sendable {
     public let workers: [WorkerTopology]
     public let runtime: [String: RuntimeConfiguration]
     public let stateDir: String
+    /// Config sections of workers present in the file (in fleet order): the workers `status`
+    /// reports on. `runtime` also has defaults for the fleet's workers that are absent.
+    public let configuredWorkers: [String]
+    /// The `cli:` section: `audit_log` (string, default `<state_dir>/audit.jsonl`).
+    public let auditLogPath: String
 
     public static func load(_ options: GlobalOptions) throws -> CLIContext {
         try load(configPath: options.configPath)
@@ -38,17 +43,43 @@ public struct CLIContext: Sendable {
         let management = try root.section("broker").secret("management_url")
         var workers: [WorkerTopology] = []
         var runtime: [String: RuntimeConfiguration] = [:]
-        for (i, w) in Topology.fleet.enumerated() {
-            let s = try root.section(w.name)
-            let rc = try RuntimeConfiguration.read(
-                root: root, section: s, worker: w.name, routingKeys: w.routingKeys, partitionKey: w.partitionKey,
-                defaultAdminPort: 9101 + i * 10, partition: 0)
-            workers.append(rc.topology)
-            runtime[w.name] = rc
+        var configured: [String] = []
+        // The fleet's workers, plus the runtime's demonstration worker when it is configured.
+        var known = Topology.fleet.enumerated().map { i, w in (w.name, w.routingKeys, w.partitionKey, 9101 + i * 10) }
+        if root.has(demoWorker) {
+            known.append((demoWorker, PaymentEvent.EventType.allCases.map(\.rawValue), .merchant, 9190))
         }
+        for (name, keys, partitionKey, port) in known {
+            if root.has(name) { configured.append(name) }
+            let s = try root.section(name)
+            let rc = try RuntimeConfiguration.read(
+                root: root, section: s, worker: name, routingKeys: keys, partitionKey: partitionKey,
+                defaultAdminPort: port, partition: 0)
+            if name != demoWorker { workers.append(rc.topology) }
+            runtime[name] = rc
+        }
+        let stateDir = try root.string("state_dir", default: ".payfleet/dev/state")
+        let cli = try root.section("cli")
         return CLIContext(
-            amqp: amqp, managementURL: management, workers: workers, runtime: runtime,
-            stateDir: try root.string("state_dir", default: ".payfleet/dev/state"))
+            amqp: amqp, managementURL: management, workers: workers, runtime: runtime, stateDir: stateDir,
+            configuredWorkers: configured,
+            auditLogPath: try cli.string(
+                "audit_log", default: (stateDir as NSString).appendingPathComponent("audit.jsonl")))
+    }
+
+    static let demoWorker = "demo-worker"
+
+    /// A worker by its config section (`ledger-writer`) or its queue-name stem (`name:`).
+    public func worker(_ name: String) throws -> RuntimeConfiguration {
+        if let rc = runtime[name] { return rc }
+        if let rc = runtime.values.first(where: { $0.worker == name }) { return rc }
+        let names = runtime.keys.sorted().joined(separator: ", ")
+        throw CLIFailure("unknown worker '\(name)' (configured: \(names))")
+    }
+
+    /// The config section of a worker (`ledger-writer`), for the runtime's admin port per partition.
+    public func section(of rc: RuntimeConfiguration) -> String {
+        runtime.first { $0.value.worker == rc.worker }?.key ?? rc.worker
     }
 }
 

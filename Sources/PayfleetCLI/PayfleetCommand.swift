@@ -5,7 +5,8 @@ public struct PayfleetCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "payfleet", abstract: "Operate the Payfleet fleet.",
         subcommands: [
-            TopologyCommand.self, LedgerCommand.self, SettlementCommand.self, SimulateCommand.self, DevCommand.self,
+            StatusCommand.self, DLQCommand.self, TopologyCommand.self, LedgerCommand.self, SettlementCommand.self,
+            SimulateCommand.self, DevCommand.self,
         ])
     public init() {}
 }

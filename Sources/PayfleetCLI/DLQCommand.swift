@@ -1,0 +1,434 @@
+import ArgumentParser
+import Foundation
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetWorker
+
+/// `payfleet dlq list | show | replay | edit | purge` (DESIGN §6): dead-letter inspection and
+/// recovery, safe by construction — nothing leaves a DLQ before it is safe elsewhere, and every
+/// change is in the audit log.
+public struct DLQCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "dlq", abstract: "Inspect, replay, fix and purge a worker's dead letters.",
+        subcommands: [List.self, Show.self, Replay.self, Edit.self, Purge.self])
+    public init() {}
+
+    /// Options shared by every dlq subcommand.
+    public struct Common: ParsableArguments {
+        @OptionGroup public var global: GlobalOptions
+        @Argument(help: "The worker: its config section (ledger-writer) or queue-name stem.")
+        public var worker: String
+        @Option(help: "Seconds to wait while another payfleet command works on the same DLQ.")
+        public var wait: Double = 30
+        @Option(help: .hidden) public var prefetch = 65_535
+        public init() {}
+
+        func open() async throws -> (CLIContext, DLQAccess) {
+            let ctx = try CLIContext.load(global)
+            let rc = try ctx.worker(worker)
+            let access = try await DLQAccess.open(ctx.amqp, worker: rc, wait: wait)
+            access.prefetch = max(1, min(prefetch, 65_535))
+            return (ctx, access)
+        }
+    }
+
+    // MARK: list
+
+    public struct List: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "List dead letters (id, type, merchant, attempts, first failed, error), or groups by error.")
+        @OptionGroup public var common: Common
+        @Option(name: .customLong("group-by"), help: "Group by: error (class + normalized message).")
+        public var groupBy: GroupBy?
+        @Option(help: "Read at most N messages.") public var limit: Int?
+        public init() {}
+
+        public enum GroupBy: String, ExpressibleByArgument, Sendable { case error }
+
+        public func validate() throws {
+            if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        }
+
+        public func run() async throws {
+            let (_, access) = try await common.open()
+            let letters: [DeadLetter]
+            do { letters = try await access.readAll(limit: limit) } catch {
+                await access.release()
+                throw error
+            }
+            await access.release()
+            print(try DLQCommand.renderList(letters, total: access.read, grouped: groupBy != nil, json: common.global.json))
+        }
+    }
+
+    /// The groups of `--group-by error`, largest first (ties by fingerprint text).
+    public static func groups(_ letters: [DeadLetter]) -> [(fingerprint: ErrorFingerprint, letters: [DeadLetter])] {
+        var order: [ErrorFingerprint] = []
+        var by: [ErrorFingerprint: [DeadLetter]] = [:]
+        for l in letters {
+            if by[l.fingerprint] == nil { order.append(l.fingerprint) }
+            by[l.fingerprint, default: []].append(l)
+        }
+        return order.map { ($0, by[$0]!) }.sorted { ($0.1.count, $1.0.text) > ($1.1.count, $0.0.text) }
+    }
+
+    static func renderList(_ letters: [DeadLetter], total: Int, grouped: Bool, json: Bool) throws -> String {
+        if json {
+            let value: Any = grouped
+                ? groups(letters).map { g -> [String: Any] in
+                    [
+                        "fingerprint": g.fingerprint.id, "error_class": g.fingerprint.errorClass,
+                        "error": g.fingerprint.text, "count": g.letters.count, "example": g.letters[0].error,
+                        "ids": g.letters.map(\.id),
+                        "first_failed_at": orNull(g.letters.compactMap(\.firstFailedAt).min()),
+                        "last_failed_at": orNull(g.letters.compactMap(\.firstFailedAt).max()),
+                    ]
+                }
+                : letters.map(\.listJSON)
+            let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            return String(decoding: data, as: UTF8.self)
+        }
+        var lines: [String] = []
+        if grouped {
+            let rows = groups(letters).map { g in
+                [String(g.letters.count), g.fingerprint.id, g.letters.compactMap(\.firstFailedAt).min() ?? "-", g.fingerprint.text]
+            }
+            lines = Table.render(header: ["COUNT", "GROUP", "FIRST FAILED", "ERROR"], rows: rows, rightAligned: [0])
+        } else {
+            let rows = letters.map { l in
+                [l.id, l.type ?? "-", l.merchant ?? "-", l.attempts.map(String.init) ?? "-", l.firstFailedAt ?? "-",
+                 Table.clip(l.error, 100)]
+            }
+            lines = Table.render(header: ["ID", "TYPE", "MERCHANT", "ATTEMPTS", "FIRST FAILED", "ERROR"], rows: rows, rightAligned: [3])
+        }
+        let shown = letters.count < total ? "read \(letters.count) of \(total)" : "\(letters.count)"
+        lines.append("\(shown) dead letter\(letters.count == 1 ? "" : "s")")
+        return lines.joined(separator: "\n")
+    }
+
+    // MARK: show
+
+    public struct Show: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "One dead letter: the event, every header (x-death included) and the error.")
+        @OptionGroup public var common: Common
+        @Argument(help: "The event id.") public var id: String
+        public init() {}
+
+        public func run() async throws {
+            let (_, access) = try await common.open()
+            let letters: [DeadLetter]
+            do { letters = try await access.readAll() } catch {
+                await access.release()
+                throw error
+            }
+            await access.release()
+            let copies = letters.filter { $0.id == id }
+            guard let letter = copies.first else {
+                throw CLIFailure("no dead letter with id '\(id)' in \(access.dlq) (\(letters.count) messages read)")
+            }
+            if common.global.json {
+                var o = letter.fullJSON
+                o["copies"] = copies.count
+                try printJSON(o)
+                return
+            }
+            var out = ["id:              \(letter.id)"]
+            out.append("type:            \(letter.type ?? "-")")
+            out.append("merchant:        \(letter.merchant ?? "-")")
+            out.append("attempts:        \(letter.attempts.map(String.init) ?? "-")")
+            out.append("first failed at: \(letter.firstFailedAt ?? "-")")
+            out.append("error:           \(letter.error)")
+            out.append("group:           \(letter.fingerprint.id)  \(letter.fingerprint.text)")
+            if copies.count > 1 { out.append("copies:          \(copies.count) (the worker dedupes a replay of both)") }
+            out.append("headers:")
+            for (k, v) in letter.message.headers.sorted(by: { $0.key < $1.key }) where k != "x-death" {
+                out.append("  \(k): \(v)")
+            }
+            if !letter.deaths.isEmpty {
+                out.append("x-death:")
+                for d in letter.deaths {
+                    out.append("  - " + d.keys.sorted().map { "\($0)=\(d[$0]!)" }.joined(separator: " "))
+                }
+            }
+            out.append("event:")
+            if let o = try? JSONSerialization.jsonObject(with: Data(letter.message.body)),
+                let pretty = try? JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            {
+                out.append(String(decoding: pretty, as: UTF8.self))
+            } else {
+                out.append(String(decoding: letter.message.body, as: UTF8.self))
+            }
+            print(out.joined(separator: "\n"))
+        }
+    }
+
+    // MARK: replay
+
+    public struct Replay: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "Republish dead letters to the worker's queue with confirm, then remove them from the DLQ.")
+        @OptionGroup public var common: Common
+        @Option(name: .customLong("id"), parsing: .upToNextOption, help: "Event ids to replay.")
+        public var ids: [String] = []
+        @Flag(help: "Replay every dead letter.") public var all = false
+        @Option(help: "Replay the group with this id, or every error containing this text.")
+        public var error: String?
+        @Flag(name: .customLong("dry-run"), help: "Show what would be replayed; change nothing.")
+        public var dryRun = false
+        @Option(name: .customLong("batch-size"), help: "Messages per confirm round.") public var batchSize = 100
+        @Option(help: "At most this many messages per second.") public var rate: Double?
+        public init() {}
+
+        public func validate() throws {
+            let chosen = (ids.isEmpty ? 0 : 1) + (all ? 1 : 0) + (error == nil ? 0 : 1)
+            guard chosen == 1 else { throw ValidationError("choose exactly one of --id ID…, --all or --error TEXT") }
+            if let error, error.isEmpty { throw ValidationError("--error needs a text or a group id") }
+            guard (1...5000).contains(batchSize) else { throw ValidationError("--batch-size must be 1…5000") }
+            if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+        }
+
+        public func run() async throws {
+            let (ctx, access) = try await common.open()
+            let idSet = Set(ids)
+            let errorText = error
+            let all = self.all
+            let select: (DeadLetter) -> Bool = { l in
+                if all { return true }
+                if let errorText { return l.fingerprint.matches(errorText, error: l.error) }
+                return idSet.contains(l.id)
+            }
+            let audit: AuditLog?
+            let result: DLQAccess.ReplayResult
+            let started = ContinuousClock.now
+            do {
+                audit = try dryRun ? nil : AuditLog(path: ctx.auditLogPath)
+                try audit?.record(action: "dlq.replay", worker: access.worker.worker, outcome: "started")
+                let json = common.global.json
+                result = try await access.replay(
+                    where: select, dryRun: dryRun, batchSize: batchSize, rate: rate, audit: audit,
+                    progress: { r in
+                        if !json { FileHandle.standardError.write(Data("replayed \(r.replayed.count) of \(r.read) read\n".utf8)) }
+                    })
+            } catch {
+                await access.release()
+                throw error
+            }
+            await access.release()
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let missing = idSet.subtracting(result.selected).sorted()
+            try audit?.record(
+                action: "dlq.replay", worker: access.worker.worker, outcome: "completed", ids: result.replayed,
+                extra: ["failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing])
+            if common.global.json {
+                try printJSON([
+                    "dry_run": dryRun, "selected": result.selected, "replayed": result.replayed,
+                    "failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing,
+                    "read": result.read, "seconds": (seconds * 1000).rounded() / 1000,
+                ])
+            } else if dryRun {
+                print("would replay \(result.selected.count) of \(result.read) dead letters to \(access.worker.topology.allQueues.joined(separator: ", "))")
+                for id in result.selected { print("  \(id)") }
+            } else {
+                print("replayed \(result.replayed.count) of \(result.read) dead letters in \(String(format: "%.1f", seconds)) s "
+                      + "(republished with confirm, then removed from \(access.dlq))")
+            }
+            if !missing.isEmpty {
+                FileHandle.standardError.write(Data("not in \(access.dlq): \(missing.joined(separator: ", "))\n".utf8))
+            }
+            if !result.failed.isEmpty {
+                throw CLIFailure("\(result.failed.count) could not be republished and stay in \(access.dlq): \(result.failed[0].error)")
+            }
+            if !missing.isEmpty { throw ExitCode(1) }
+        }
+    }
+
+    // MARK: edit
+
+    public struct Edit: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "Fix fields of a dead letter, validate it, replay it; the original is archived.")
+        @OptionGroup public var common: Common
+        @Argument(help: "The event id.") public var id: String
+        @Option(name: .customLong("set"), help: "path=value (repeatable), e.g. payment.id=pi_123.")
+        public var sets: [String] = []
+        @Option(help: "A JSON merge patch (RFC 7396) file.") public var patch: String?
+        @Option(help: "Archive file (JSONL) for the original; default <audit log dir>/dlq-archive/<worker>.jsonl.")
+        public var archive: String?
+        public init() {}
+
+        public func validate() throws {
+            guard !sets.isEmpty || patch != nil else { throw ValidationError("give --set path=value… or --patch FILE") }
+        }
+
+        public func run() async throws {
+            var patchValue: Any?
+            if let patch {
+                guard let data = FileManager.default.contents(atPath: patch) else {
+                    throw CLIFailure("--patch: cannot read '\(patch)'")
+                }
+                guard let v = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed) else {
+                    throw CLIFailure("--patch: '\(patch)' is not JSON")
+                }
+                patchValue = v
+            }
+            let (ctx, access) = try await common.open()
+            do {
+                try await edit(ctx, access, patch: patchValue)
+            } catch {
+                await access.release()
+                throw error
+            }
+            await access.release()
+        }
+
+        func edit(_ ctx: CLIContext, _ access: DLQAccess, patch: Any?) async throws {
+            var copies: [(AMQPFetched, DeadLetter)] = []
+            // Everything is held in the order read (the copies too): if anything below fails,
+            // the queue goes back exactly as it was.
+            while let f = try await access.next() {
+                access.hold(f)
+                let l = DeadLetter(f.message)
+                if l.id == id { copies.append((f, l)) }
+            }
+            guard let letter = copies.first?.1 else {
+                throw CLIFailure("no dead letter with id '\(id)' in \(access.dlq)")
+            }
+            let (body, changes) = try DLQEdit.apply(sets: sets, patch: patch, to: letter.message.body)
+            let archivePath = archive ?? DLQCommand.defaultArchive(ctx, access.worker)
+            let archiveFile = try JSONLines(path: archivePath)
+            let audit = try AuditLog(path: ctx.auditLogPath)
+            // 1. The original, durable in the archive.
+            try archiveFile.append(copies.map { DLQCommand.archiveRecord($0.1, worker: access.worker, reason: "edited") })
+            // 2. The edited event, confirmed by the broker.
+            let out = access.outgoing(for: letter, body: body)
+            let session = try await AMQPSession.connect(ctx.amqp)
+            do { try await session.publish(out) } catch {
+                await session.close()
+                throw CLIFailure("the edited event could not be republished (the original stays in \(access.dlq)): \(error)")
+            }
+            await session.close()
+            // 3. The audit line, then the DLQ copies go.
+            try audit.record(
+                action: "dlq.edit", worker: access.worker.worker, outcome: "republished", ids: [id],
+                extra: ["changes": changes.map(\.json), "archive": archivePath, "copies": copies.count,
+                        "target": out.exchange.isEmpty ? out.routingKey : out.exchange])
+            for (f, _) in copies { try await access.ack(f) }
+            access.forget(copies.map { $0.0 })
+            if common.global.json {
+                try printJSON(["id": id, "changes": changes.map(\.json), "archive": archivePath, "replayed": true])
+            } else {
+                for c in changes { print("  \(c.path): \(c.before ?? "(absent)") -> \(c.after ?? "(absent)")") }
+                print("edited \(id), validated and replayed; original archived in \(archivePath)")
+            }
+        }
+    }
+
+    static func defaultArchive(_ ctx: CLIContext, _ worker: RuntimeConfiguration) -> String {
+        let dir = (ctx.auditLogPath as NSString).deletingLastPathComponent
+        return ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent("dlq-archive/\(worker.worker).jsonl")
+    }
+
+    /// One archive line: the whole message (headers, body) plus when, why and by whom.
+    static func archiveRecord(_ l: DeadLetter, worker: RuntimeConfiguration, reason: String) -> [String: Any] {
+        var o = l.fullJSON
+        o["archived_at"] = RFC3339.format(Date())
+        o["archived_by"] = AuditLog.user
+        o["reason"] = reason
+        o["worker"] = worker.worker
+        o["queue"] = worker.topology.dlq
+        return o
+    }
+
+    // MARK: purge
+
+    public struct Purge: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "Remove dead letters for good, after writing them to an archive (JSONL, fsync'd).")
+        @OptionGroup public var common: Common
+        @Option(name: .customLong("id"), parsing: .upToNextOption, help: "Event ids to purge.")
+        public var ids: [String] = []
+        @Flag(help: "Purge every dead letter.") public var all = false
+        @Option(help: "Append the purged messages to this JSONL file before removing them.")
+        public var archive: String?
+        @Flag(name: .customLong("yes-discard"), help: "Purge without an archive: the messages are gone for good.")
+        public var yesDiscard = false
+        public init() {}
+
+        public func validate() throws {
+            guard (all ? 1 : 0) + (ids.isEmpty ? 0 : 1) == 1 else { throw ValidationError("choose exactly one of --id ID… or --all") }
+            if archive == nil && !yesDiscard {
+                throw ValidationError("refusing to purge without --archive FILE (or --yes-discard to lose the messages for good)")
+            }
+            if archive != nil && yesDiscard { throw ValidationError("--archive and --yes-discard exclude each other") }
+        }
+
+        public func run() async throws {
+            let ctx = try CLIContext.load(common.global)
+            let audit = try AuditLog(path: ctx.auditLogPath)
+            let archiveFile = try archive.map { try JSONLines(path: $0) }
+            let (_, access) = try await common.open()
+            let idSet = Set(ids)
+            var purged: [String] = []
+            do {
+                var batch: [(AMQPFetched, DeadLetter)] = []
+                func flush() async throws {
+                    guard !batch.isEmpty else { return }
+                    // Archive first (written and fsync'd), then the audit line, then the acks.
+                    try archiveFile?.append(batch.map { DLQCommand.archiveRecord($0.1, worker: access.worker, reason: "purged") })
+                    try audit.record(action: "dlq.purge", worker: access.worker.worker,
+                                     outcome: archiveFile == nil ? "discarded" : "archived", ids: batch.map { $0.1.id },
+                                     extra: ["archive": orNull(archive)])
+                    for (f, l) in batch {
+                        try await access.ack(f)
+                        purged.append(l.id)
+                    }
+                    batch.removeAll()
+                }
+                while let f = try await access.next() {
+                    let l = DeadLetter(f.message)
+                    if all || idSet.contains(l.id) {
+                        batch.append((f, l))
+                        if batch.count >= 500 { try await flush() }
+                    } else {
+                        access.hold(f)
+                    }
+                }
+                try await flush()
+            } catch {
+                await access.release()
+                throw error
+            }
+            await access.release()
+            let missing = idSet.subtracting(purged).sorted()
+            if common.global.json {
+                try printJSON(["purged": purged, "archive": orNull(archive), "not_found": missing])
+            } else {
+                print("purged \(purged.count) dead letter\(purged.count == 1 ? "" : "s") from \(access.dlq)"
+                      + (archive.map { "; archived in \($0)" } ?? " (discarded, no archive)"))
+            }
+            if !missing.isEmpty {
+                throw CLIFailure("not in \(access.dlq): \(missing.joined(separator: ", "))")
+            }
+        }
+    }
+}
+
+/// Plain text tables for the human output.
+enum Table {
+    static func render(header: [String], rows: [[String]], rightAligned: Set<Int> = []) -> [String] {
+        var widths = header.map(\.count)
+        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in
+                let pad = String(repeating: " ", count: max(0, widths[i] - c.count))
+                if i == cells.count - 1 && !rightAligned.contains(i) { return c }
+                return rightAligned.contains(i) ? pad + c : c + pad
+            }.joined(separator: "  ")
+        }
+        return [line(header)] + rows.map(line)
+    }
+
+    static func clip(_ s: String, _ n: Int) -> String { s.count <= n ? s : String(s.prefix(n - 1)) + "…" }
+}
