@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "payfleet", targets: ["payfleet"]),
         .executable(name: "ledger-writer", targets: ["ledger-writer"]),
         .executable(name: "ingest", targets: ["ingest"]),
+        .executable(name: "crm-sync", targets: ["crm-sync"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -86,6 +87,15 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .executableTarget(name: "ingest", dependencies: ["PayfleetIngest"]),
+        .target(
+            name: "PayfleetCRMSync",
+            dependencies: [
+                "PayfleetCore", "PayfleetStore", "PayfleetWorker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(name: "crm-sync", dependencies: ["PayfleetCRMSync", "PayfleetWorker"]),
         .executableTarget(
             name: "payfleet-demo-worker",
             dependencies: ["PayfleetWorker"]),
@@ -112,6 +122,14 @@ let package = Package(
             dependencies: [
                 "PayfleetLedger", "PayfleetTestKit", "PayfleetCLI", "ledger-writer",
                 "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+            ]),
+        .testTarget(
+            name: "PayfleetCRMSyncTests",
+            dependencies: [
+                "PayfleetCRMSync", "PayfleetTestKit", "crm-sync",
+                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
     ]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import Logging
 import PayfleetCore
 import PayfleetStore
@@ -26,11 +27,16 @@ public protocol WorkerHandler: Sendable {
 
     /// Records a performed effect's outcome in local state (optional).
     func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws
+
+    /// Adds the worker's own routes (read APIs) to its admin listener, beside `/healthz`,
+    /// `/readyz` and `/metrics`; `store` is the worker's database (optional).
+    func adminRoutes(_ router: Router<BasicRequestContext>, store: Store)
 }
 
 extension WorkerHandler {
     public var migrations: [Migration] { [] }
     public func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws {}
+    public func adminRoutes(_ router: Router<BasicRequestContext>, store: Store) {}
 }
 
 extension WorkerHandler where Effect == NoEffect {

@@ -150,7 +150,8 @@ public enum WorkerMain {
                     announceReady(
                         readyFile: readyFile, portKey: "admin_port", port: port,
                         status: "consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
-                })
+                },
+                routes: { router in handler.adminRoutes(router, store: runtime.store) })
             let group = ServiceGroup(
                 configuration: .init(
                     services: [
