@@ -33,8 +33,8 @@ public enum CRMSchema {
                 reference TEXT
             );
             CREATE INDEX crm_events_customer_idx ON crm_events(customer_id, merchant_id, currency);
-            CREATE INDEX crm_events_pending_payment_idx ON crm_events(merchant_id, payment_id) WHERE customer_id IS NULL;
-            CREATE INDEX crm_events_pending_invoice_idx ON crm_events(merchant_id, invoice_id) WHERE customer_id IS NULL;
+            CREATE INDEX crm_events_payment_idx ON crm_events(merchant_id, payment_id);
+            CREATE INDEX crm_events_invoice_idx ON crm_events(merchant_id, invoice_id);
             CREATE TABLE crm_links (
                 merchant_id TEXT NOT NULL,
                 kind TEXT NOT NULL CHECK (kind IN ('payment', 'invoice')),
@@ -174,8 +174,7 @@ public enum CRMState {
         guard let customer else { return nil }
 
         // The (merchant, currency) summaries this event and the resolved ones touch.
-        var ids = [event.id] + resolved.sorted()
-        ids = ids.filter { $0 == event.id || !$0.isEmpty }
+        let ids = [event.id] + resolved.sorted()
         var keys: [String] = []
         var payments: [PaymentRecord] = []
         for id in ids {

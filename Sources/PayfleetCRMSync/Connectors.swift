@@ -24,8 +24,7 @@ public protocol CRMConnector: Sendable {
 public final class SandboxConnector: CRMConnector, @unchecked Sendable {
     public let name = "sandbox"
     public let path: String
-    private let lock = NSLock()
-    private var written: [String: Int64] = [:]
+    private let written = Locked<[String: Int64]>([:])
 
     public init(path: String) throws {
         self.path = path
@@ -38,7 +37,7 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
                     let cur = o["currency"] as? String, let v = (o["version"] as? NSNumber)?.int64Value
                 else { continue }
                 let k = "\(c)\u{1f}\(m)\u{1f}\(cur)"
-                written[k] = max(written[k] ?? 0, v)
+                written.withLock { $0[k] = max($0[k] ?? 0, v) }
             }
         } else {
             FileManager.default.createFile(atPath: path, contents: nil)
@@ -60,27 +59,33 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
     }
 
     public func push(_ change: CRMChange, customers: [CustomerSnapshot], outcomeUnknown: Bool) async throws {
-        var out = Data()
-        lock.lock()
-        defer { lock.unlock() }
-        var newer: [String: Int64] = [:]
-        for s in customers where s.version > (written[s.key] ?? 0) && s.version > (newer[s.key] ?? 0) {
-            out.append(Self.line(s, eventID: change.eventID))
-            newer[s.key] = s.version
+        try write(change, customers)
+    }
+
+    /// Appends the lines under the lock (check, write, fsync, record: one step).
+    func write(_ change: CRMChange, _ customers: [CustomerSnapshot]) throws {
+        let path = self.path
+        try written.withLock { written in
+            var out = Data()
+            var newer: [String: Int64] = [:]
+            for s in customers where s.version > (written[s.key] ?? 0) && s.version > (newer[s.key] ?? 0) {
+                out.append(Self.line(s, eventID: change.eventID))
+                newer[s.key] = s.version
+            }
+            guard !out.isEmpty else { return }
+            guard let h = FileHandle(forWritingAtPath: path) else {
+                throw HandlerError.transient("SandboxFile", "cannot open \(path) for writing")
+            }
+            defer { try? h.close() }
+            do {
+                try h.seekToEnd()
+                try h.write(contentsOf: out)
+                try h.synchronize()
+            } catch {
+                throw HandlerError.transient("SandboxFile", "writing \(path): \(error)")
+            }
+            for (k, v) in newer { written[k] = v }
         }
-        guard !out.isEmpty else { return }
-        guard let h = FileHandle(forWritingAtPath: path) else {
-            throw HandlerError.transient("SandboxFile", "cannot open \(path) for writing")
-        }
-        defer { try? h.close() }
-        do {
-            try h.seekToEnd()
-            try h.write(contentsOf: out)
-            try h.synchronize()
-        } catch {
-            throw HandlerError.transient("SandboxFile", "writing \(path): \(error)")
-        }
-        for (k, v) in newer { written[k] = v }
     }
 }
 
@@ -260,9 +265,8 @@ public final class SalesforceConnector: CRMConnector, @unchecked Sendable {
     let paymentKey: FieldTemplate
     let paymentMapping: FieldMapping?
     let transport: HTTPTransport
-    private let token = NSLock()
-    private var accessToken: String?
-    private var tokenInstance: String?
+    /// The current access token and the instance URL it came with.
+    private let token = Locked<(String, String)?>(nil)
 
     public init(_ s: ConfigSection, transport: HTTPTransport) throws(ConfigError) {
         self.transport = transport
@@ -337,13 +341,10 @@ public final class SalesforceConnector: CRMConnector, @unchecked Sendable {
     }
 
     func currentToken(refresh: Bool) async throws -> (String, String) {
-        if !refresh, let t = token.withLock({ accessToken.map { ($0, tokenInstance ?? instanceURL) } }) { return t }
-        let (t, i) = try await fetchToken()
-        token.withLock {
-            accessToken = t
-            tokenInstance = i
-        }
-        return (t, i)
+        if !refresh, let t = token.current { return t }
+        let fresh = try await fetchToken()
+        token.withLock { $0 = fresh }
+        return fresh
     }
 
     func upsert(object: String, field: String, id: String, body: [String: Any], idempotencyKey: String) async throws {

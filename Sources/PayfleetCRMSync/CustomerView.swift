@@ -6,6 +6,8 @@ import PayfleetStore
 /// balance per currency, the open invoices and the payment history, newest first. No card data
 /// is kept, so none can be shown.
 public enum CustomerView {
+    static func orNull(_ v: Any?) -> Any { v ?? NSNull() }
+
     /// The JSON document for `customer`, or nil when crm-sync has never seen that customer.
     public static func json(_ db: SQLiteConnection, customer: String, historyLimit: Int = 200) throws -> Data? {
         let balances = try db.query(
@@ -19,9 +21,9 @@ public enum CustomerView {
         if balances.isEmpty && profile == nil { return nil }
 
         var doc: [String: Any] = ["customer_id": customer]
-        doc["name"] = profile?.string(0) ?? NSNull()
-        doc["email"] = profile?.string(1) ?? NSNull()
-        doc["phone"] = profile?.string(2) ?? NSNull()
+        doc["name"] = orNull(profile?.string(0))
+        doc["email"] = orNull(profile?.string(1))
+        doc["phone"] = orNull(profile?.string(2))
 
         var outstanding: [String: Int64] = [:]
         var rows: [[String: Any]] = []
@@ -38,8 +40,8 @@ public enum CustomerView {
             }
             if let pid = b.int(8) {
                 o["last_payment"] = [
-                    "payment_id": b.string(7) ?? NSNull(), "amount": pid,
-                    "at": CRMState.date(b.int(9)).map(RFC3339.format) ?? NSNull(),
+                    "payment_id": orNull(b.string(7)), "amount": pid,
+                    "at": orNull(CRMState.date(b.int(9)).map(RFC3339.format)),
                 ] as [String: Any]
             } else {
                 o["last_payment"] = NSNull()
@@ -68,7 +70,7 @@ public enum CustomerView {
             return [
                 "invoice_id": r.string(0) ?? "", "merchant_id": r.string(1) ?? "", "currency": r.string(2) ?? "",
                 "amount": amount, "paid": paid, "due": amount - paid,
-                "issued_at": CRMState.date(r.int(4)).map(RFC3339.format) ?? NSNull(),
+                "issued_at": orNull(CRMState.date(r.int(4)).map(RFC3339.format)),
             ]
         }
 
@@ -81,10 +83,10 @@ public enum CustomerView {
             """, [.text(customer), .int(Int64(historyLimit))])
         doc["payments"] = history.map { r -> [String: Any] in
             var o: [String: Any] = [
-                "event_id": r.string(0) ?? "", "type": r.string(1) ?? "", "payment_id": r.string(2) ?? NSNull(),
+                "event_id": r.string(0) ?? "", "type": r.string(1) ?? "", "payment_id": orNull(r.string(2)),
                 "merchant_id": r.string(3) ?? "", "currency": r.string(4) ?? "", "amount": r.int(5) ?? 0,
-                "occurred_at": CRMState.date(r.int(7)).map(RFC3339.format) ?? NSNull(),
-                "invoice_id": r.string(8) ?? NSNull(),
+                "occurred_at": orNull(CRMState.date(r.int(7)).map(RFC3339.format)),
+                "invoice_id": orNull(r.string(8)),
             ]
             if let fee = r.int(6) { o["fee"] = fee }
             if let outcome = r.string(9) { o["outcome"] = outcome }

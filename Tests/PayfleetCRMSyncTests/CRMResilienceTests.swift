@@ -54,7 +54,8 @@ import Testing
             pub.close()
             try fleet.start()
             let done = try await eventually(timeout: .seconds(60)) {
-                crm.requests.filter { $0.status == 200 }.count >= 20 && (try fleet.effectsDone()) == 20
+                let n = try fleet.effectsDone()
+                return crm.requests.filter { $0.status == 200 }.count >= 20 && n == 20
             }
             #expect(done, "log: \(fleet.process?.log.suffix(3000) ?? "")")
             let reqs = crm.requests

@@ -26,16 +26,18 @@ final class LoopbackCRM: @unchecked Sendable {
     /// Decides the answer to a request (nil: 200 `{}`); runs under the recorder's lock.
     typealias Script = @Sendable (_ request: Recorded, _ index: Int) -> Answer?
 
-    private let lock = NSLock()
-    private var recorded: [Recorded] = []
-    private var script: Script?
+    private struct State {
+        var recorded: [Recorded] = []
+        var script: Script?
+    }
+    private let state = Locked(State())
     private var task: Task<Void, Error>?
     private(set) var port = 0
 
-    var requests: [Recorded] { lock.withLock { recorded } }
+    var requests: [Recorded] { state.current.recorded }
     var url: String { "http://127.0.0.1:\(port)" }
 
-    func setScript(_ s: Script?) { lock.withLock { script = s } }
+    func setScript(_ s: Script?) { state.withLock { $0.script = s } }
 
     func start() async throws {
         let router = Router()
@@ -46,15 +48,15 @@ final class LoopbackCRM: @unchecked Sendable {
             var r = Recorded(
                 method: req.method.rawValue, path: req.uri.path, query: req.uri.query ?? "", headers: headers,
                 body: Data(buffer: body), status: 200)
-            let answer: Answer = lock.withLock {
-                let a = script?(r, recorded.count) ?? Answer(status: 200)
+            let answer: Answer = state.withLock { st in
+                let a = st.script?(r, st.recorded.count) ?? Answer(status: 200)
                 r.status = a.status
-                recorded.append(r)
+                st.recorded.append(r)
                 return a
             }
             var h = HTTPFields()
             h[.contentType] = "application/json"
-            for (k, v) in answer.headers { if let name = HTTPField.Name(k) { h[name] = v } }
+            for (k, v) in answer.headers where k.lowercased() == "retry-after" { h[.retryAfter] = v }
             return Response(
                 status: .init(code: answer.status), headers: h, body: .init(byteBuffer: ByteBuffer(string: answer.body)))
         }
