@@ -63,7 +63,7 @@ final class LoopbackCRM: @unchecked Sendable {
         for m in [HTTPRequest.Method.post, .put, .patch, .get] { router.on("**", method: m, use: handler) }
         let bound = AsyncStream<Int>.makeStream()
         var logger = Logger(label: "loopback-crm")
-        logger.logLevel = .warning
+        logger.logLevel = .critical
         let app = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { ch in
