@@ -83,6 +83,8 @@ public final class HTTPTransport: Sendable {
     }
 
     /// `Retry-After` as seconds: delta-seconds or an HTTP date.
+    public static func retryAfterSeconds(_ value: String) -> TimeInterval? { retryAfter(value) }
+
     static func retryAfter(_ value: String) -> TimeInterval? {
         let v = value.trimmingCharacters(in: .whitespaces)
         if let s = Int(v), s >= 0 { return TimeInterval(s) }

@@ -1,5 +1,8 @@
 import Crypto
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Logging
 import PayfleetCRMSync
 import PayfleetCore
@@ -304,5 +307,64 @@ func crmHandler(_ yaml: String) throws -> CRMHandler {
                 ],
             ]]
         ] as NSDictionary)
+    }
+
+    @Test("Classification: 408/429/5xx and connection failures transient, other 4xx permanent with status and body excerpt")
+    func classification() async throws {
+        let crm = LoopbackCRM()
+        try await crm.start()
+        defer { crm.stop() }
+        crm.setScript { r, _ in
+            let code = Int(r.path.dropFirst()) ?? 200
+            return .init(status: code, body: code == 422 ? String(repeating: "x", count: 1000) : "{\"error\": \"status \(code)\"}")
+        }
+        let transport = HTTPTransport(timeout: 5, maxRetryAfter: 0)
+        func send(_ path: String) async -> HandlerError? {
+            var r = URLRequest(url: URL(string: crm.url + path + "?api_key=secret")!)
+            r.httpMethod = "POST"
+            do {
+                try await transport.send(r)
+                return nil
+            } catch {
+                return HandlerError.classify(error)
+            }
+        }
+        for code in [408, 429, 500, 502, 503, 504] {
+            let e = await send("/\(code)")
+            #expect(e?.kind == .transient && e?.errorClass == "HTTP\(code)", "\(String(describing: e))")
+        }
+        for code in [400, 401, 403, 404, 409, 422] {
+            let e = await send("/\(code)")
+            #expect(e?.kind == .permanent && e?.errorClass == "HTTP\(code)", "\(String(describing: e))")
+            #expect(e?.message.contains("answered \(code)") == true)
+            #expect(e?.message.contains("secret") == false, "the query string stays out of errors")
+        }
+        let long = await send("/422")
+        #expect((long?.message.count ?? 0) < 450, "the body is cut to an excerpt")
+        #expect(await send("/204") == nil)
+        // Nothing listens on a port just released: connection refused is transient.
+        let probe = LoopbackCRM()
+        try await probe.start()
+        let closed = probe.url
+        probe.stop()
+        try await Task.sleep(for: .milliseconds(200))
+        var r = URLRequest(url: URL(string: closed + "/x")!)
+        r.httpMethod = "POST"
+        do {
+            try await transport.send(r)
+            Issue.record("a closed port answered")
+        } catch {
+            let e = HandlerError.classify(error)
+            #expect(e.kind == .transient && e.errorClass == "HTTPConnection", "\(e)")
+        }
+        #expect(HTTPTransport.retryAfterSeconds("120") == 120)
+        #expect(HTTPTransport.retryAfterSeconds("soon") == nil)
+        let future = Date().addingTimeInterval(60)
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        let seconds = HTTPTransport.retryAfterSeconds(f.string(from: future)) ?? -1
+        #expect(seconds > 50 && seconds <= 60)
     }
 }
