@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "ingest", targets: ["ingest"]),
         .executable(name: "receipt-sender", targets: ["receipt-sender"]),
         .executable(name: "settlement-aggregator", targets: ["settlement-aggregator"]),
+        .executable(name: "crm-sync", targets: ["crm-sync"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -91,6 +92,15 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .executableTarget(name: "ingest", dependencies: ["PayfleetIngest"]),
+        .target(
+            name: "PayfleetCRMSync",
+            dependencies: [
+                "PayfleetCore", "PayfleetStore", "PayfleetWorker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(name: "crm-sync", dependencies: ["PayfleetCRMSync", "PayfleetWorker"]),
         .executableTarget(
             name: "payfleet-demo-worker",
             dependencies: ["PayfleetWorker"]),
@@ -164,6 +174,13 @@ let package = Package(
             name: "PayfleetSimulateTests",
             dependencies: [
                 "PayfleetCLI", "PayfleetIngest", "PayfleetTestKit", "PayfleetCore", "ingest", "ledger-writer", "payfleet",
+        .testTarget(
+            name: "PayfleetCRMSyncTests",
+            dependencies: [
+                "PayfleetCRMSync", "PayfleetTestKit", "crm-sync",
+                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
     ]
 )

@@ -63,6 +63,9 @@ public final class ConfigSection: @unchecked Sendable {
             .map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
     }
 
+    /// The keys present in the file for this section (sorted), e.g. to read a free-form mapping.
+    public var keys: [String] { values.keys.sorted() }
+
     public func has(_ key: String) -> Bool {
         values[key] != nil || environment[environmentName(key)] != nil
     }

@@ -14,11 +14,15 @@ public struct AdminServer: Service {
     let metrics: @Sendable () -> String
     let logger: Logger
     let onBound: (@Sendable (Int) -> Void)?
+    /// Extra routes a worker adds (e.g. crm-sync's `GET /customers/{id}`).
+    let routes: (@Sendable (Router<BasicRequestContext>) -> Void)?
 
     public init(
         host: String, port: Int, logger: Logger, readiness: @escaping ReadinessCheck,
-        metrics: @escaping @Sendable () -> String, onBound: (@Sendable (Int) -> Void)? = nil
+        metrics: @escaping @Sendable () -> String, onBound: (@Sendable (Int) -> Void)? = nil,
+        routes: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil
     ) {
+        self.routes = routes
         self.host = host
         self.port = port
         self.logger = logger
@@ -46,6 +50,7 @@ public struct AdminServer: Service {
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                 body: .init(byteBuffer: ByteBuffer(string: metrics())))
         }
+        routes?(router)
         let onBound = self.onBound
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port)),

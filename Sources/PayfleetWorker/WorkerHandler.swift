@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import Logging
 import PayfleetCore
 import PayfleetStore
@@ -32,12 +33,17 @@ public protocol WorkerHandler: Sendable {
     /// a handler that journals finer-grained steps of its effect (one row per email / SMS) uses
     /// the same store from `perform`, and registers its own metrics on the worker's registry.
     func attach(store: Store, registry: PrometheusCollectorRegistry) async throws
+
+    /// Adds the worker's own routes (read APIs) to its admin listener, beside `/healthz`,
+    /// `/readyz` and `/metrics`; `store` is the worker's database (optional).
+    func adminRoutes(_ router: Router<BasicRequestContext>, store: Store)
 }
 
 extension WorkerHandler {
     public var migrations: [Migration] { [] }
     public func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws {}
     public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {}
+    public func adminRoutes(_ router: Router<BasicRequestContext>, store: Store) {}
 }
 
 extension WorkerHandler where Effect == NoEffect {

@@ -162,7 +162,8 @@ public enum WorkerMain {
                             readyFile: readyFile, portKey: "admin_port", port: port,
                             status: "consuming \(runtimeConfig.topology.queue(partition: runtimeConfig.partition))")
                     }
-                })
+                },
+                routes: { router in handler.adminRoutes(router, store: runtime.store) })
             // Shut down in reverse: the admin listener first (Hummingbird also stops it on SIGTERM
             // by itself, so it must be the one the group expects to finish first), then the
             // worker's own services, the runtime last.

@@ -1,0 +1,145 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PayfleetCore
+import PayfleetStore
+import PayfleetWorker
+
+/// The `crm-sync` handler: customer state in SQLite (`CRMState`), each change pushed through the
+/// configured connector as the runtime's journaled effect, and `GET /customers/{id}` on the
+/// admin port.
+///
+/// Configuration (section `crm-sync`, besides the runtime's keys):
+/// - `connector`: `sandbox` (default), `http`, `salesforce` or `hubspot`
+/// - `crm_file`: the sandbox's JSON-lines file, default `<state_dir>/crm.jsonl`
+/// - `timeout` (duration, 10s): HTTP timeout per call
+/// - `max_retry_after` (duration, 30s): the longest `Retry-After` pause honoured before a call
+/// - `http:`, `salesforce:`, `hubspot:`: the connector's own settings and field mappings
+///   (see `HTTPConnector`, `SalesforceConnector`, `HubSpotConnector`, `FieldMapping`)
+public struct CRMHandler: WorkerHandler {
+    public typealias Effect = CRMChange
+
+    public let connector: any CRMConnector
+    let logger: Logger
+    /// The newest version of each customer state the CRM is known to have (this process).
+    let pushed = Locked<[String: Int64]>([:])
+    let gate = KeyGate()
+
+    public init(connector: any CRMConnector, logger: Logger = Logger(label: "payfleet.crm-sync")) {
+        self.connector = connector
+        self.logger = logger
+    }
+
+    /// Builds the handler from `crm-sync:` (and `state_dir` of the root).
+    public init(section s: ConfigSection, root: ConfigSection, logger: Logger) throws(ConfigError) {
+        let kind = try s.string("connector", default: "sandbox")
+        let stateDir = try root.string("state_dir", default: ".payfleet/dev/state")
+        let file = try s.string("crm_file", default: (stateDir as NSString).appendingPathComponent("crm.jsonl"))
+        let timeout = try s.durationMS("timeout", default: 10_000)
+        guard timeout > 0 else { throw ConfigError(key: s.dotted("timeout"), message: "must be positive") }
+        let maxRetryAfter = try s.durationMS("max_retry_after", default: 30_000)
+        let transport = HTTPTransport(timeout: Double(timeout) / 1000, maxRetryAfter: Double(maxRetryAfter) / 1000)
+        let connector: any CRMConnector
+        switch kind {
+        case "sandbox":
+            do { connector = try SandboxConnector(path: file) } catch {
+                throw ConfigError(key: s.dotted("crm_file"), message: "cannot create '\(file)': \(error)")
+            }
+        case "http": connector = try HTTPConnector.read(try s.section("http"), transport: transport)
+        case "salesforce": connector = try SalesforceConnector(try s.section("salesforce"), transport: transport)
+        case "hubspot": connector = try HubSpotConnector(try s.section("hubspot"), transport: transport)
+        default:
+            throw ConfigError(key: s.dotted("connector"), message: "unknown connector '\(kind)' (sandbox, http, salesforce, hubspot)")
+        }
+        // Settings of connectors not chosen may stay in the file (switching back and forth).
+        s.ignore(["http", "salesforce", "hubspot"])
+        self.init(connector: connector, logger: logger)
+    }
+
+    public var migrations: [Migration] { CRMSchema.migrations }
+
+    public func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> CRMChange? {
+        do { try event.validate() } catch { throw HandlerError.permanent("InvalidEvent", "\(error)") }
+        guard let change = try CRMState.apply(event, db: db) else { return nil }
+        // Seed what the CRM already has from the database (a restart forgets the memory).
+        for s in change.customers {
+            if let v = try db.queryOne(
+                "SELECT pushed_version FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?",
+                [.text(s.customerID), .text(s.merchantID), .text(s.currency)])?.int(0), v > 0
+            {
+                pushed.withLock { $0[s.key] = max($0[s.key] ?? 0, v) }
+            }
+        }
+        return change
+    }
+
+    public func perform(_ change: CRMChange, event: PaymentEvent, attempt: Int, outcomeUnknown: Bool) async throws {
+        // One push at a time per customer, so an older state never lands after a newer one.
+        let keys = Array(Set(change.customers.map(\.customerID))).sorted()
+        await gate.acquire(keys)
+        do {
+            let fresh = change.customers.filter { s in s.version > (pushed.withLock { $0[s.key] } ?? 0) }
+            if !fresh.isEmpty || !change.payments.isEmpty {
+                try await connector.push(change, customers: fresh, outcomeUnknown: outcomeUnknown)
+            }
+            pushed.withLock { m in for s in fresh { m[s.key] = max(m[s.key] ?? 0, s.version) } }
+        } catch {
+            await gate.release(keys)
+            throw error
+        }
+        await gate.release(keys)
+    }
+
+    public func completed(_ change: CRMChange, event: PaymentEvent, db: SQLiteConnection) throws {
+        try CRMState.markPushed(db, change.customers)
+    }
+
+    public func adminRoutes(_ router: Router<BasicRequestContext>, store: Store) {
+        router.get("/customers/:id") { _, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            let doc: Data?
+            do {
+                doc = try await store.withConnection { db in try CustomerView.json(db, customer: id) }
+            } catch {
+                return Self.json(.serviceUnavailable, ["error": ["code": "unavailable", "message": "database: \(error)"]])
+            }
+            guard let doc else {
+                return Self.json(.notFound, ["error": ["code": "not_found", "message": "no customer '\(id)'"]])
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: doc)))
+        }
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ o: [String: Any]) -> Response {
+        let d = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: d)))
+    }
+}
+
+/// Mutual exclusion per key for async work (keys taken in sorted order: no deadlock).
+actor KeyGate {
+    private var busy = Set<String>()
+    private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+
+    func acquire(_ keys: [String]) async {
+        for k in keys {
+            while busy.contains(k) {
+                await withCheckedContinuation { c in waiters[k, default: []].append(c) }
+            }
+            busy.insert(k)
+        }
+    }
+
+    func release(_ keys: [String]) {
+        for k in keys {
+            busy.remove(k)
+            if var w = waiters[k], !w.isEmpty {
+                let c = w.removeFirst()
+                waiters[k] = w.isEmpty ? nil : w
+                c.resume()
+            }
+        }
+    }
+}
