@@ -174,6 +174,7 @@ let package = Package(
             name: "PayfleetSimulateTests",
             dependencies: [
                 "PayfleetCLI", "PayfleetIngest", "PayfleetTestKit", "PayfleetCore", "ingest", "ledger-writer", "payfleet",
+            ]),
         .testTarget(
             name: "PayfleetCRMSyncTests",
             dependencies: [
