@@ -75,7 +75,18 @@ public final class SQLiteConnection {
         sqlite3_busy_timeout(db, busyTimeoutMS)
         sqlite3_extended_result_codes(db, 1)
         if !readOnly {
-            try execute("PRAGMA journal_mode=WAL")
+            // Switching a new file to WAL takes an exclusive lock without calling the busy
+            // handler: another process opening the same file (a standby) can make it fail at once.
+            var attempts = 0
+            while true {
+                do {
+                    try execute("PRAGMA journal_mode=WAL")
+                    break
+                } catch let e as SQLiteError where e.code & 0xff == SQLITE_BUSY && attempts < 500 {
+                    attempts += 1
+                    usleep(10_000)
+                }
+            }
             try execute(durability == .full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
         }
         try execute("PRAGMA foreign_keys=ON")
