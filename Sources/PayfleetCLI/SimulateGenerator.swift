@@ -242,8 +242,10 @@ public struct SimGenerator {
         case .phone: prefix = "pp-"
         }
         let id = next(prefix)
+        // Names stay international; mailbox local parts are ASCII (receipt-sender does not send
+        // to SMTPUTF8 addresses: it dead-letters them as InvalidAddress).
         let email = channel == .phone && rng.chance(0.3)
-            ? nil : "\(first.lowercased().folding(options: .diacriticInsensitive, locale: nil)).\(id.lowercased())@example.com"
+            ? nil : "\(Self.asciiLocalPart(first)).\(id.lowercased())@example.com"
         let phone: String?
         switch m.timeZone {
         case "Asia/Tokyo": phone = "+8190\(rng.int(1000_0000...9999_9999))"
@@ -659,5 +661,15 @@ public struct SimGenerator {
         return SimDelivery(
             route: .standard, path: "/webhooks/standard/\(fact.source.provider)", body: Array(EventCodec.encode(fact)),
             label: label, factID: fact.id, messageID: "msg_\(fact.source.eventID)")
+    }
+}
+
+
+extension SimGenerator {
+    /// "Søren" → "soren", "Zoë" → "zoe": the name's letters as an ASCII mailbox local part.
+    public static func asciiLocalPart(_ name: String) -> String {
+        let map: [Character: String] = ["ø": "o", "æ": "ae", "å": "a", "ß": "ss", "đ": "d", "ł": "l", "œ": "oe"]
+        let folded = name.lowercased().folding(options: .diacriticInsensitive, locale: nil)
+        return folded.map { c in map[c] ?? String(c) }.joined().filter { $0.isASCII && ($0.isLetter || $0.isNumber) }
     }
 }

@@ -15,6 +15,16 @@ import Testing
         #expect(a.deliveries != c.deliveries)
     }
 
+    @Test("Customer emails are ASCII mailboxes (receipt-sender dead-letters SMTPUTF8 ones), names stay international")
+    func emailsAreASCII() {
+        let facts = SimFixtures.plan(count: 600).deliveredFacts()
+        let emails = facts.compactMap { $0.customer?.email }
+        #expect(!emails.isEmpty)
+        #expect(emails.allSatisfy { $0.unicodeScalars.allSatisfy(\.isASCII) }, "\(emails.filter { !$0.unicodeScalars.allSatisfy(\.isASCII) }.prefix(3))")
+        #expect(facts.contains { !($0.customer?.name ?? "").unicodeScalars.allSatisfy(\.isASCII) })
+        #expect(SimGenerator.asciiLocalPart("Søren") == "soren" && SimGenerator.asciiLocalPart("Chloé") == "chloe")
+    }
+
     @Test func everyKindOfTrafficIsPresent() {
         let plan = SimFixtures.plan(count: 600)
         let facts = plan.deliveredFacts()
