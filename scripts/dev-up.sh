@@ -12,3 +12,9 @@ echo "dev-up: building (the first build takes a few minutes)" >&2
 swift build >/dev/null
 BIN="$(swift build --show-bin-path)"
 "$BIN/payfleet" dev up "$@"
+if [ -z "${PAYFLEET_DEV_NO_SIMULATE:-}" ] && [[ " $* " != *" --json "* ]]; then
+    # A short simulated run proves the whole path: signed webhooks in, every worker's state out.
+    state=".payfleet/dev"
+    for ((i = 1; i <= $#; i++)); do [ "${!i}" = "--state-dir" ] && { j=$((i + 1)); state="${!j}"; }; done
+    "$BIN/payfleet" simulate --count 300 --config "$state/payfleet.yaml"
+fi
