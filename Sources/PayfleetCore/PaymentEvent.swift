@@ -325,7 +325,8 @@ public enum RFC3339 {
     }
 
     /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int64 {
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    public static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int64 {
         let y = Int64(m <= 2 ? y0 - 1 : y0)
         let era = (y >= 0 ? y : y - 399) / 400
         let yoe = y - era * 400
@@ -335,7 +336,8 @@ public enum RFC3339 {
         return era * 146_097 + doe - 719_468
     }
 
-    static func civil(fromDays z0: Int64) -> (Int, Int, Int) {
+    /// (year, month, day) of a day count since 1970-01-01.
+    public static func civil(fromDays z0: Int64) -> (Int, Int, Int) {
         let z = z0 + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
         let doe = z - era * 146_097

@@ -288,62 +288,70 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         guard !work.isEmpty else { return }
         let handler = self.handler
         let limit = configuration.effectConcurrency
-        var results: [Int: HandlerError?] = [:]
-        await withTaskGroup(of: (Int, HandlerError?).self) { group in
+        for w in work where w.4 { metrics.effectsOutcomeUnknown.increment() }
+        // Each outcome is recorded as soon as its effect returns, not at the end of the batch: a
+        // crash mid-batch then leaves only the calls actually in flight with an unknown outcome
+        // (an SMTP batch of 200 takes seconds; all of it would otherwise be "unknown").
+        var results: [Int: (err: HandlerError?, recorded: Bool)] = [:]
+        await withTaskGroup(of: (Int, HandlerError?, Bool).self) { group in
             var next = 0
             func add() {
                 let (i, effect, event, attempts, unknown) = work[next]
                 next += 1
-                group.addTask {
+                group.addTask { [self] in
+                    var err: HandlerError?
                     do {
                         try await handler.perform(effect, event: event, attempt: attempts + 1, outcomeUnknown: unknown)
-                        return (i, nil)
                     } catch {
-                        return (i, HandlerError.classify(error))
+                        err = HandlerError.classify(error)
                     }
+                    return (i, err, await recordOutcome(effect, event: event, error: err))
                 }
             }
             while next < min(limit, work.count) { add() }
-            for await (i, err) in group {
-                results[i] = err
+            for await (i, err, recorded) in group {
+                results[i] = (err, recorded)
                 if next < work.count { add() }
             }
         }
-        let updates = work.map { w in (w.0, w.1, w.2, results[w.0] ?? nil) }
-        for (_, _, _, unknown) in work.map({ ($0.0, $0.1, $0.2, $0.4) }) where unknown {
-            metrics.effectsOutcomeUnknown.increment()
-        }
-        do {
-            try await store.write { db in
-                let now = Int64(Date().timeIntervalSince1970)
-                for (_, effect, event, err) in updates {
-                    if let err {
-                        try db.execute(
-                            "UPDATE effect_journal SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE event_id = ?",
-                            [.text(err.kind == .permanent ? "dead" : "failed"), .text(err.description), .int(now),
-                             .text(event.id)])
-                    } else {
-                        try handler.completed(effect, event: event, db: db)
-                        try db.execute(
-                            "UPDATE effect_journal SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE event_id = ?",
-                            [.int(now), .text(event.id)])
-                    }
-                }
+        for (i, _, _, _, _) in work {
+            guard let r = results[i], r.recorded else {
+                // The outcome could not be recorded: the journal stays at 'intent' and the delivery
+                // is requeued, so redelivery sees an unknown outcome rather than repeating blindly.
+                items[i].ack = false
+                continue
             }
-        } catch {
-            // The outcome could not be recorded: leave the journal at 'intent' and requeue, so
-            // redelivery sees an unknown outcome rather than repeating blindly.
-            logger.error("recording effect outcomes failed", metadata: ["store.error": "\(error)"])
-            for (i, _, _, _) in updates { items[i].ack = false }
-            return
-        }
-        for (i, _, _, err) in updates {
-            if let err {
+            if let err = r.err {
                 metrics.effectsFailed.increment()
                 items[i].outcome = .failed(err)
             } else {
                 metrics.effectsPerformed.increment()
             }
+        }
+    }
+
+    /// Writes one effect's outcome to the journal (and the handler's `completed`); false when the
+    /// store refused.
+    private func recordOutcome(_ effect: Handler.Effect, event: PaymentEvent, error err: HandlerError?) async -> Bool {
+        let handler = self.handler
+        do {
+            try await store.write { db in
+                let now = Int64(Date().timeIntervalSince1970)
+                if let err {
+                    try db.execute(
+                        "UPDATE effect_journal SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE event_id = ?",
+                        [.text(err.kind == .permanent ? "dead" : "failed"), .text(err.description), .int(now), .text(event.id)])
+                } else {
+                    try handler.completed(effect, event: event, db: db)
+                    try db.execute(
+                        "UPDATE effect_journal SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE event_id = ?",
+                        [.int(now), .text(event.id)])
+                }
+            }
+            return true
+        } catch {
+            logger.error("recording an effect outcome failed", metadata: ["store.error": "\(error)", "payfleet.event.id": "\(event.id)"])
+            return false
         }
     }
 
