@@ -141,7 +141,10 @@ let package = Package(
             resources: [.copy("Fixtures")]),
         .testTarget(
             name: "PayfleetIntegrationTests",
-            dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet"]),
+            dependencies: [
+                "PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .testTarget(
             name: "PayfleetCLITests",
             dependencies: [

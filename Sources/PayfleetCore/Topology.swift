@@ -65,7 +65,7 @@ public struct WorkerTopology: Sendable, Equatable {
         queue(partition: partition) + ".retry." + Self.label(ms: delayMS)
     }
 
-    static func label(ms: Int) -> String {
+    public static func label(ms: Int) -> String {
         if ms % 3_600_000 == 0 { return "\(ms / 3_600_000)h" }
         if ms % 60_000 == 0 { return "\(ms / 60_000)m" }
         if ms % 1000 == 0 { return "\(ms / 1000)s" }

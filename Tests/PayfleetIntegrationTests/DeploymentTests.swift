@@ -3,6 +3,8 @@ import Foundation
 import FoundationNetworking
 #endif
 import PayfleetAMQP
+import ArgumentParser
+import PayfleetCLI
 import PayfleetCore
 import PayfleetStore
 import PayfleetTestKit
@@ -262,6 +264,56 @@ struct DeploymentTests {
             for q in crm.declarations.queues + ledger.declarations.queues { try d.delete(queue: q.name) }
         }
         await s.close()
+    }
+
+    @Test("payfleet topology declare refuses a change of partitions while the old layout's queues hold messages")
+    func repartitioningRefused() async throws {
+        let dir = TestEnvironment.makeTempDir("repart")
+        let base = TestEnvironment.uniqueName("rp")
+        let names = Topology.fleet.map { ($0.name, "\(base)-\($0.name)") }
+        func write(partitions: Int) throws {
+            var yaml = "broker:\n  url: \(TestEnvironment.amqpURL)\nstate_dir: \(dir)\n"
+            for (section, name) in names {
+                yaml += "\(section):\n  name: \(name)\n  partitions: \(section == "crm-sync" ? partitions : 1)\n"
+            }
+            try yaml.write(toFile: dir + "/payfleet.yaml", atomically: true, encoding: .utf8)
+        }
+        func declare() async throws {
+            var c = try PayfleetCommand.parseAsRoot(["topology", "declare", "--config", dir + "/payfleet.yaml"])
+            guard var a = c as? AsyncParsableCommand else { return try c.run() }
+            try await a.run()
+            c = a
+        }
+        let crm = names[0].1
+        let amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        try write(partitions: 2)
+        try await declare()
+        let pub = AMQPPublisher(configuration: amqp, name: "repart", logger: .init(label: "test"))
+        #expect(await pub.waitUntilConnected(timeout: .seconds(30)))
+        for i in 0..<3 {
+            try await pub.publish(AMQPOutgoing(exchange: "", routingKey: "payfleet.\(crm).p1", message: AMQPMessage(body: Array("{\"n\":\(i)}".utf8))))
+        }
+        pub.close()
+        try write(partitions: 1)
+        var refusal = ""
+        do { try await declare() } catch { refusal = "\(error)" }
+        #expect(refusal.contains("payfleet.\(crm).p1 holds 3 messages"), "\(refusal)")
+        // Drained: the change goes through.
+        let s = try await AMQPSession.connect(amqp)
+        _ = try await s.declare { d in try d.purge(queue: "payfleet.\(crm).p1") }
+        try await declare()
+        #expect(try await s.inspect(queue: "payfleet.\(crm)").messages == 0)
+        // Clean up both layouts.
+        let topologies = names.map { WorkerTopology(name: $0.1, routingKeys: [], partitions: 1) }
+            + [WorkerTopology(name: crm, routingKeys: [], partitions: 2)]
+        _ = try? await s.declare { d in
+            for t in topologies {
+                for q in t.declarations.queues { try d.delete(queue: q.name) }
+                for e in t.declarations.exchanges { try d.delete(exchange: e.name) }
+            }
+        }
+        await s.close()
+        try? FileManager.default.removeItem(atPath: dir)
     }
 
     @Test("A worker runs over TLS (amqps with the CA and client certificate openssl made) end to end")
