@@ -81,7 +81,13 @@ public struct DevCommand: AsyncParsableCommand {
                 kill(pid, SIGTERM)
                 let deadline = ContinuousClock.now + .seconds(90)
                 while kill(pid, 0) == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
-                if kill(pid, 0) == 0 { kill(-pid, SIGKILL) }
+                if kill(pid, 0) == 0 {
+                    // The supervisor did not stop its processes in time: kill them and it.
+                    for name in ["ingest"] + DevLayout.workers.map(\.name) {
+                        if let child = dev.pid(of: name) { kill(child, SIGKILL) }
+                    }
+                    kill(pid, SIGKILL)
+                }
             }
             try? FileManager.default.removeItem(atPath: dev.runDir + "/supervisor.pid")
             if FileManager.default.fileExists(atPath: dev.configPath) {
@@ -455,8 +461,9 @@ final class DevSupervisor: @unchecked Sendable {
             }
             t.start()
         }
-        group.wait()
-        _ = sources
+        // The signal sources must outlive the wait (an optimized build would release them early
+        // and SIGTERM would then be ignored).
+        withExtendedLifetime(sources) { group.wait() }
         try? FileManager.default.removeItem(atPath: dev.runDir + "/supervisor.pid")
         log("all processes stopped")
     }
