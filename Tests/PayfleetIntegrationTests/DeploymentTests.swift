@@ -64,6 +64,29 @@ struct DeploymentTests {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
+    @Test("config/payfleet.production.yaml is valid for every process, secrets read from the credentials directory")
+    func productionConfig() throws {
+        let creds = TestEnvironment.makeTempDir("creds")
+        defer { try? FileManager.default.removeItem(atPath: creds) }
+        let secrets = [
+            "broker-url": "amqp://payfleet-x:secret-pw@127.0.0.1:5672/", "management-url": "http://u:p@127.0.0.1:15672/",
+            "stripe-webhook-secrets": "whsec_a\nwhsec_b", "adyen-hmac-key": "00112233445566778899aabbccddeeff",
+        ]
+        for (k, v) in secrets { try v.write(toFile: creds + "/" + k, atomically: true, encoding: .utf8) }
+        let config = TestEnvironment.repoRoot + "/config/payfleet.production.yaml"
+        for p in ["ingest", "crm-sync", "ledger-writer", "receipt-sender", "settlement-aggregator"] {
+            let (status, out) = try Self.run(
+                TestEnvironment.binDir + "/" + p, ["--config", config, "--check-config"], environment: ["CREDENTIALS_DIRECTORY": creds])
+            #expect(status == 0, "\(p): \(out)")
+            #expect(!out.contains("secret-pw"))
+        }
+        // Without the credentials the error names the key, not the secret.
+        let (status, out) = try Self.run(
+            TestEnvironment.binDir + "/ledger-writer", ["--config", config, "--check-config"],
+            environment: ["CREDENTIALS_DIRECTORY": creds + "/missing"])
+        #expect(status == 78 && out.contains("broker.url_file"), "\(out)")
+    }
+
     @Test("promtool accepts the alert rules and each alert fires on its series (alerts_test.yml)")
     func alertRules() throws {
         try #require(Self.has("promtool"), "promtool comes with Debian's prometheus package (scripts/install-deps.sh)")
