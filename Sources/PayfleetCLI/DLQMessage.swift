@@ -157,8 +157,10 @@ public struct ErrorFingerprint: Sendable, Hashable {
         (#"\b(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{8,}\b"#, "<id>"),
         (#"[-+]?\b\d+(\.\d+)?\b"#, "<n>"),
     ]
-    nonisolated(unsafe) static let rules: [(NSRegularExpression, String)] = patterns.map {
-        (try! NSRegularExpression(pattern: $0.0), $0.1)
+    /// The patterns are constants (a unit test checks each compiles); one that did not would be
+    /// skipped rather than crash an operator's command.
+    nonisolated(unsafe) static let rules: [(NSRegularExpression, String)] = patterns.compactMap { p in
+        (try? NSRegularExpression(pattern: p.0)).map { ($0, p.1) }
     }
 
     public static func normalize(_ message: String) -> String {

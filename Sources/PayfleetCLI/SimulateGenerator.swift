@@ -2,17 +2,10 @@ import Foundation
 import PayfleetCore
 import PayfleetIngest
 
-/// A small deterministic generator (SplitMix64): the same seed always gives the same traffic.
-public struct SimRandom: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The simulator's generator (PayfleetCore's SplitMix64): the same seed gives the same traffic.
+public typealias SimRandom = SplitMix64
+
+extension SplitMix64 {
     mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
     mutating func int(_ r: ClosedRange<Int>) -> Int { Int.random(in: r, using: &self) }
     mutating func pick<T>(_ a: [T]) -> T { a[Int.random(in: 0..<a.count, using: &self)] }

@@ -204,11 +204,14 @@ public final class WorkerFleet: @unchecked Sendable {
 
     /// The value of a metric (summed over its label sets), or nil when absent.
     public func metric(_ name: String) async -> Int? {
-        var total: Double?
+        // Counters and gauges the tests read are whole numbers ("12" or "12.0").
+        var total: Int?
         for line in await metrics().split(separator: "\n") where line.hasPrefix(name + "{") || line.hasPrefix(name + " ") {
-            if let v = line.split(separator: " ").last, let d = Double(v) { total = (total ?? 0) + d }
+            guard let v = line.split(separator: " ").last else { continue }
+            let whole = v.split(separator: ".").first.flatMap { Int($0) }
+            if let n = whole { total = (total ?? 0) + n }
         }
-        return total.map { Int($0) }
+        return total
     }
 
     /// All messages in the DLQ (fetched and requeued, so the queue is left as it was).

@@ -1,12 +1,17 @@
 import ArgumentParser
 import Foundation
 import PayfleetAMQP
-import PayfleetCLI
+@testable import PayfleetCLI
 import PayfleetCore
 import PayfleetTestKit
 import Testing
 
 @Suite struct FingerprintTests {
+    @Test("every normalization pattern compiles")
+    func patternsCompile() {
+        #expect(ErrorFingerprint.rules.count == ErrorFingerprint.patterns.count)
+    }
+
     @Test("ids, numbers, quoted values and timestamps are normalized; the class is kept")
     func normalization() {
         let a = ErrorFingerprint("DemoTransient: attempt 4 of 4 failing for evt_01JD8Q2ZK3M4N5P6Q7R8S9T0VW")

@@ -158,19 +158,13 @@ struct SettlementStream {
     }
 }
 
-/// A small deterministic generator (SplitMix64).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func nextRaw() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The stream's generator: PayfleetCore's SplitMix64 with the draws the stream uses.
+typealias SplitMix = SplitMix64
+
+extension SplitMix64 {
+    mutating func nextRaw() -> UInt64 { next() }
     mutating func next(_ r: ClosedRange<Int>) -> Int {
-        r.lowerBound + Int(nextRaw() % UInt64(r.count))
+        r.lowerBound + Int(next() % UInt64(r.count))
     }
 }
 
