@@ -158,8 +158,8 @@ public struct SimExpectation: Sendable, Equatable {
                 }
             case .payoutPaid:
                 postings = [("Assets:\(m):Bank", a), (clearing, -a)]
-            case .paymentFailed, .settlementDayClosed:
-                break
+            case .paymentFailed, .settlementDayClosed, .refundFailed, .paymentReversed, .payoutFailed, .feeAssessed:
+                break  // TODO(#14)
             }
             for (account, v) in postings where v != 0 {
                 x.ledger[AccountKey(account, cur), default: 0] += v

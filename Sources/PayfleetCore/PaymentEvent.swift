@@ -79,7 +79,20 @@ public struct PaymentEvent: Codable, Sendable, Equatable {
         case disputeClosed = "dispute.closed"
         case invoiceIssued = "invoice.issued"
         case payoutPaid = "payout.paid"
+        /// A refund that did not complete or was returned; names the payment and `metadata.refund_id`.
+        case refundFailed = "refund.failed"
+        /// A success that did not complete (Adyen `CAPTURE_FAILED`); amount = the payment's.
+        case paymentReversed = "payment.reversed"
+        /// A payout the bank returned (Stripe `payout.failed`); amount = the payout's.
+        case payoutFailed = "payout.failed"
+        /// A provider fee learnt after the payment it names; amount = the fee.
+        case feeAssessed = "fee.assessed"
         case settlementDayClosed = "settlement.day_closed"
+
+        /// Published by workers only; refused on every ingest route.
+        public var isInternal: Bool { self == .settlementDayClosed }
+        /// Undoes an earlier effect: never a receipt.
+        public var isReversal: Bool { self == .refundFailed || self == .paymentReversed || self == .payoutFailed }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -114,11 +127,14 @@ public struct PaymentEvent: Codable, Sendable, Equatable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         schema = try c.decode(String.self, forKey: .schema)
-        id = try c.decode(String.self, forKey: .id)
         type = try c.decode(EventType.self, forKey: .type)
         occurredAt = try c.decode(Date.self, forKey: .occurredAt)
         receivedAt = try c.decodeIfPresent(Date.self, forKey: .receivedAt)
         source = try c.decode(Source.self, forKey: .source)
+        // DESIGN §2: the id is derived from the source; integrators (a phone platform, a
+        // billing system) have no id of ours to send, so it is never required on input.
+        id = try c.decodeIfPresent(String.self, forKey: .id)
+            ?? Self.canonicalID(provider: source.provider, eventID: source.eventID)
         merchantID = try c.decode(String.self, forKey: .merchantID)
         customer = try c.decodeIfPresent(Customer.self, forKey: .customer)
         payment = try c.decodeIfPresent(Payment.self, forKey: .payment)
@@ -146,7 +162,8 @@ public struct PaymentEvent: Codable, Sendable, Equatable {
         guard !source.provider.isEmpty else { throw .init(field: "source.provider", message: "must not be empty") }
         guard !source.eventID.isEmpty else { throw .init(field: "source.event_id", message: "must not be empty") }
         switch type {
-        case .payoutPaid, .paymentSucceeded, .paymentRefunded, .paymentDisputed, .invoiceIssued, .disputeClosed:
+        case .payoutPaid, .paymentSucceeded, .paymentRefunded, .paymentDisputed, .invoiceIssued, .disputeClosed,
+            .refundFailed, .paymentReversed, .payoutFailed, .feeAssessed:
             guard amount.value >= 0 else { throw .init(field: "amount.value", message: "must not be negative") }
         case .paymentFailed, .settlementDayClosed:
             break
@@ -157,9 +174,14 @@ public struct PaymentEvent: Codable, Sendable, Equatable {
             }
             guard fee.value >= 0 else { throw .init(field: "fee.value", message: "must not be negative") }
         }
-        if type == .paymentRefunded || type == .paymentDisputed || type == .disputeClosed {
+        if [.paymentRefunded, .paymentDisputed, .disputeClosed, .refundFailed, .paymentReversed, .feeAssessed].contains(type) {
             guard let pid = payment?.id, !pid.isEmpty else {
                 throw .init(field: "payment.id", message: "\(type.rawValue) must name the original payment")
+            }
+        }
+        if type == .refundFailed {
+            guard metadata["refund_id"]?.isEmpty == false else {
+                throw .init(field: "metadata.refund_id", message: "refund.failed must name the refund")
             }
         }
         if type == .invoiceIssued {

@@ -170,15 +170,17 @@ extension Topology {
     /// The fleet's workers with their routing keys and partition keys (DESIGN §4).
     public static let fleet: [(name: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey)] = [
         ("crm-sync",
-         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "invoice.issued"],
+         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "invoice.issued",
+          "refund.failed", "payment.reversed"],
          .customer),
         ("ledger-writer",
          ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "invoice.issued",
-          "payout.paid"],
+          "payout.paid", "refund.failed", "payment.reversed", "payout.failed", "fee.assessed"],
          .merchant),
         ("receipt-sender", ["payment.succeeded", "payment.refunded"], .customer),
         ("settlement-aggregator",
-         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "payout.paid"],
+         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "payout.paid",
+          "refund.failed", "payment.reversed", "payout.failed", "fee.assessed"],
          .merchant),
     ]
 

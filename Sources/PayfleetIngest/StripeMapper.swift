@@ -127,7 +127,7 @@ public struct StripeMapper: Sendable {
             if let id = str(object["id"]) { metadata["payout_id"] = id }
         case .invoiceIssued:
             amountValue = JSONValue.int64(object["amount_due"])
-        case .settlementDayClosed:
+        case .settlementDayClosed, .refundFailed, .paymentReversed, .payoutFailed, .feeAssessed:
             return record
         }
         guard let amountValue else { throw .invalid("data.object.amount", "missing or not an integer") }

@@ -101,8 +101,8 @@ public struct LedgerHandler: WorkerHandler {
             ]
         case .payoutPaid:
             out = [PlannedPosting(chart.bank(merchant: m), a), PlannedPosting(clearing, -a)]
-        case .paymentFailed, .settlementDayClosed:
-            return []
+        case .paymentFailed, .settlementDayClosed, .refundFailed, .paymentReversed, .payoutFailed, .feeAssessed:
+            return []  // TODO(#14)
         }
         // A zero fee adds nothing; the event's own legs stay even when zero, so every event
         // that posts has a transaction.

@@ -49,8 +49,8 @@ public struct SettlementDelta: Sendable, Equatable {
             }
         case .payoutPaid:
             d.payouts = a
-        case .invoiceIssued, .settlementDayClosed:
-            break
+        case .invoiceIssued, .settlementDayClosed, .refundFailed, .paymentReversed, .payoutFailed, .feeAssessed:
+            break  // TODO(#14): reversals and late fees
         }
         return d
     }
