@@ -30,6 +30,10 @@ public struct AdyenMapper: Sendable {
         func record(_ why: String) -> Mapped { .recordOnly(provider: "adyen", eventID: eventID, type: code, reason: why) }
         let type: PaymentEvent.EventType
         var metadata: [String: String] = [:]
+        // The fact this item reports: two notifications of one fact publish it once.
+        var factKey = eventID
+        let additionalRaw = item["additionalData"] as? [String: Any] ?? [:]
+        let original = JSONValue.string(item["originalReference"]).flatMap { $0.isEmpty ? nil : $0 }
         switch (code, success) {
         case ("AUTHORISATION", true):
             guard capture == .auto else { return record("authorisation under manual capture") }
@@ -38,7 +42,36 @@ public struct AdyenMapper: Sendable {
         case ("CAPTURE", true):
             guard capture == .manual else { return record("capture under automatic capture") }
             type = .paymentSucceeded
-        case ("REFUND", true): type = .paymentRefunded
+        case ("REFUND", true):
+            type = .paymentRefunded
+            metadata["refund_id"] = psp
+        case ("REFUND_FAILED", true), ("REFUNDED_REVERSED", true):
+            // pspReference is the refund's, originalReference the payment's: the refund is undone.
+            type = .refundFailed
+            metadata["refund_id"] = psp
+            factKey = "\(psp):refund_failed"
+        case ("CAPTURE_FAILED", true):
+            // The payment (pspReference of the capture, originalReference of the payment) never
+            // completed. Only a success booked under manual capture is a CAPTURE; under automatic
+            // capture the AUTHORISATION was booked, and both are reversed.
+            type = .paymentReversed
+            factKey = "\(original ?? psp):reversed"
+        case ("CANCEL_OR_REFUND", true):
+            // Adyen says which it did in `additionalData.modification.action`: `refund` when the
+            // payment had been captured, `cancel` before capture. A cancel under automatic capture
+            // undoes a booked AUTHORISATION; under manual capture nothing was booked yet.
+            switch JSONValue.string(additionalRaw["modification.action"])?.lowercased() {
+            case "refund":
+                type = .paymentRefunded
+                metadata["refund_id"] = psp
+                factKey = "\(psp):REFUND"  // the same refund as a REFUND notification of it
+            case "cancel":
+                guard capture == .auto else { return record("cancelled before capture: no success was booked") }
+                type = .paymentReversed
+                factKey = "\(original ?? psp):reversed"
+            default:
+                return record("CANCEL_OR_REFUND without additionalData.modification.action")
+            }
         case ("CHARGEBACK", true): type = .paymentDisputed
         case ("CHARGEBACK_REVERSED", true):
             type = .disputeClosed
@@ -60,7 +93,7 @@ public struct AdyenMapper: Sendable {
         guard let value = JSONValue.int64(amount["value"]) else {
             throw .invalid(path + ".amount.value", "must be an integer number of minor units")
         }
-        let additional = (item["additionalData"] as? [String: Any] ?? [:]).compactMapValues { JSONValue.string($0) }
+        let additional = additionalRaw.compactMapValues { JSONValue.string($0) }
         for (k, v) in additional where k.hasPrefix("metadata.") { metadata[String(k.dropFirst(9))] = v }
         if let reason = JSONValue.string(item["reason"]), !reason.isEmpty, type != .paymentSucceeded {
             metadata["reason"] = reason
@@ -70,7 +103,6 @@ public struct AdyenMapper: Sendable {
         let brand = JSONValue.string(item["paymentMethod"])
         let last4 = additional["cardSummary"]
         if brand != nil || last4 != nil { card = .init(brand: brand, last4: last4) }
-        let original = JSONValue.string(item["originalReference"]).flatMap { $0.isEmpty ? nil : $0 }
         let paymentID = (type == .paymentSucceeded || type == .paymentFailed) && code == "AUTHORISATION" ? psp : (original ?? psp)
         var customer: PaymentEvent.Customer?
         if additional["shopperReference"] != nil || additional["shopperEmail"] != nil {
@@ -78,7 +110,7 @@ public struct AdyenMapper: Sendable {
         }
         let occurred = JSONValue.string(item["eventDate"]).flatMap(RFC3339.parse) ?? receivedAt
         let e = PaymentEvent(
-            id: PaymentEvent.canonicalID(provider: "adyen", eventID: eventID), type: type, occurredAt: occurred,
+            id: PaymentEvent.canonicalID(provider: "adyen", eventID: factKey), type: type, occurredAt: occurred,
             receivedAt: receivedAt, source: .init(provider: "adyen", eventID: eventID, account: account),
             merchantID: merchant.id, customer: customer,
             payment: .init(id: paymentID, channel: "online", method: card != nil ? "card" : nil, card: card),

@@ -75,6 +75,21 @@ public final class Outbox: Sendable {
             """),
         // The partition key of customer-partitioned workers (crm-sync, receipt-sender).
         Migration("ingest.2", "ALTER TABLE outbox ADD COLUMN customer_key TEXT"),
+        // One Stripe refund reported by `charge.refunded` (charge + cumulative amount) and by
+        // `refund.*` (refund id): the row links both reports to the canonical event published.
+        Migration(
+            "ingest.3",
+            """
+            CREATE TABLE refund_links (
+                charge TEXT NOT NULL,
+                refund_id TEXT UNIQUE,
+                amount INTEGER NOT NULL,
+                cumulative_after INTEGER,
+                event_id TEXT NOT NULL,
+                UNIQUE (charge, cumulative_after)
+            );
+            CREATE INDEX refund_links_charge_idx ON refund_links(charge, amount);
+            """),
     ]
 
     public let store: Store
@@ -90,7 +105,7 @@ public final class Outbox: Sendable {
         let now = Int64(Date().timeIntervalSince1970)
         // Encode here, on the caller's task: the store thread is serial and does only SQL.
         let bodies: [String: [UInt8]] = items.reduce(into: [:]) { acc, item in
-            if case .event(let e) = item { acc[e.id] = Array(EventCodec.encode(e)) }
+            if let e = item.event { acc[e.id] = Array(EventCodec.encode(e)) }
         }
         return try await committer.submit { db in
             if let idem = idempotency,
@@ -105,7 +120,11 @@ public final class Outbox: Sendable {
             var out: [(id: String, duplicate: Bool)] = []
             for item in items {
                 switch item {
-                case .event(let e):
+                case .event(let e), .refund(let e, _):
+                    if case .refund(_, let link) = item, let original = try Self.linkRefund(link, eventID: e.id, db: db) {
+                        out.append((original, true))
+                        continue
+                    }
                     let n = try db.execute(
                         """
                         INSERT OR IGNORE INTO outbox (id, type, merchant, customer, customer_key, traceparent, body, created_at)
@@ -129,6 +148,53 @@ public final class Outbox: Sendable {
             }
             return .accepted(out)
         }
+    }
+
+    /// The canonical id already published for the refund `link` describes, or nil after
+    /// recording `eventID` as that refund's. A report with a refund id matches that id, else the
+    /// oldest report of the same charge and amount that carried no id; a `charge.refunded`
+    /// matches its cumulative amount, else the oldest refund of that charge and amount it has
+    /// not been matched with. Two refunds of one charge with equal amounts may pair either way:
+    /// the money booked is the same.
+    static func linkRefund(_ link: RefundLink, eventID: String, db: SQLiteConnection) throws -> String? {
+        if let rid = link.refundID {
+            if let row = try db.queryOne("SELECT event_id FROM refund_links WHERE refund_id = ?", [.text(rid)]) {
+                return row.string(0)
+            }
+        }
+        if let cum = link.cumulativeAfter {
+            if let row = try db.queryOne(
+                "SELECT event_id FROM refund_links WHERE charge = ? AND cumulative_after = ?", [.text(link.charge), .int(cum)])
+            {
+                return row.string(0)
+            }
+        }
+        // The other kind of report of the same refund, not linked yet.
+        let other: String? =
+            if link.refundID != nil, link.cumulativeAfter == nil {
+                "refund_id IS NULL"
+            } else if link.refundID == nil, link.cumulativeAfter != nil {
+                "cumulative_after IS NULL"
+            } else {
+                nil
+            }
+        if let other,
+            let row = try db.queryOne(
+                "SELECT rowid, event_id FROM refund_links WHERE charge = ? AND amount = ? AND \(other) ORDER BY rowid LIMIT 1",
+                [.text(link.charge), .int(link.amount)])
+        {
+            if let rid = link.refundID {
+                try db.execute("UPDATE refund_links SET refund_id = ? WHERE rowid = ?", [.text(rid), .int(row.int(0) ?? 0)])
+            } else if let cum = link.cumulativeAfter {
+                try db.execute("UPDATE refund_links SET cumulative_after = ? WHERE rowid = ?", [.int(cum), .int(row.int(0) ?? 0)])
+            }
+            return row.string(1)
+        }
+        try db.execute(
+            "INSERT INTO refund_links (charge, refund_id, amount, cumulative_after, event_id) VALUES (?, ?, ?, ?, ?)",
+            [.text(link.charge), SQLValue(link.refundID), .int(link.amount), SQLValue(link.cumulativeAfter),
+             .text(eventID)])
+        return nil
     }
 
     /// The oldest unsent rows, in order of acceptance.

@@ -48,13 +48,33 @@ public struct StripeMapper: Sendable {
         case "payment_intent.payment_failed": canonicalType = .paymentFailed
         case "charge.refunded":
             canonicalType = .paymentRefunded
-            if let r = latestRefund(object), let rid = str(r["id"]) { factKey = "\(rid):refund" }
-        case "refund.created":
-            canonicalType = .paymentRefunded
-            if let rid = str(object["id"]) { factKey = "\(rid):refund" }
+            if let r = latestRefund(object), let rid = str(r["id"]) {
+                factKey = "\(rid):refund"
+            } else {
+                // Since API 2022-11-15 the charge carries no refunds: the refund is the change
+                // in `amount_refunded`, named by the charge and the cumulative amount after it.
+                factKey = "\(str(object["id"]) ?? eventID):refunded:\(JSONValue.int64(object["amount_refunded"]) ?? 0)"
+            }
+        case "refund.created", "refund.updated", "charge.refund.updated", "refund.failed":
+            let rid = str(object["id"]) ?? eventID
+            switch str(object["status"]) {
+            case "failed", "canceled":
+                // A refund that did not complete (or was returned by the bank): it undoes the refund.
+                canonicalType = .refundFailed
+                factKey = "\(rid):refund_failed"
+            case _ where type == "refund.failed":
+                canonicalType = .refundFailed
+                factKey = "\(rid):refund_failed"
+            default:
+                canonicalType = .paymentRefunded
+                factKey = "\(rid):refund"
+            }
         case "charge.dispute.created": canonicalType = .paymentDisputed
         case "charge.dispute.closed": canonicalType = .disputeClosed
         case "payout.paid": canonicalType = .payoutPaid
+        case "payout.failed":
+            canonicalType = .payoutFailed
+            factKey = "\(str(object["id"]) ?? eventID):payout_failed"
         case "invoice.finalized": canonicalType = .invoiceIssued
         default: return record
         }
@@ -80,6 +100,13 @@ public struct StripeMapper: Sendable {
                 fee = feeOf(ch, currency)
                 customer = customer.map { merge($0, billingCustomer(ch)) } ?? billingCustomer(ch)
             }
+            // In real webhooks `latest_charge` is an id: the intent's own `receipt_email` is where
+            // the customer's address is, then an expanded customer's, then the expanded charge's.
+            if let email = str(object["receipt_email"]) {
+                var c = customer ?? PaymentEvent.Customer()
+                c.email = email
+                customer = c
+            }
         case .paymentSucceeded, .paymentFailed where type.hasPrefix("charge."):
             amountValue = JSONValue.int64(object["amount_captured"]).flatMap { $0 > 0 ? $0 : nil }
                 ?? JSONValue.int64(object["amount"])
@@ -98,15 +125,27 @@ public struct StripeMapper: Sendable {
             }
         case .paymentRefunded where type == "charge.refunded":
             let r = latestRefund(object)
-            amountValue = r.flatMap { JSONValue.int64($0["amount"]) } ?? JSONValue.int64(object["amount_refunded"])
+            let cumulative = JSONValue.int64(object["amount_refunded"])
+            let previous = JSONValue.int64(
+                ((event["data"] as? [String: Any])?["previous_attributes"] as? [String: Any])?["amount_refunded"])
+            if let cumulative, let previous {
+                guard cumulative > previous else {
+                    return .recordOnly(provider: "stripe", eventID: eventID, type: type, reason: "amount_refunded did not grow")
+                }
+                amountValue = cumulative - previous
+            } else {
+                // No previous value: the first refund of the charge (or an old embedded list).
+                amountValue = r.flatMap { JSONValue.int64($0["amount"]) } ?? cumulative
+            }
             paymentID = idOf(object["payment_intent"]) ?? str(object["id"])
             card = cardOf(object)
             if let rid = r.flatMap({ str($0["id"]) }) { metadata["refund_id"] = rid }
             if let c = customer { customer = merge(c, billingCustomer(object)) } else { customer = billingCustomer(object) }
-        case .paymentRefunded:
+        case .paymentRefunded, .refundFailed:
             amountValue = JSONValue.int64(object["amount"])
             paymentID = idOf(object["payment_intent"]) ?? idOf(object["charge"])
             if let rid = str(object["id"]) { metadata["refund_id"] = rid }
+            if canonicalType == .refundFailed, let reason = str(object["failure_reason"]) { metadata["failure_reason"] = reason }
         case .paymentDisputed, .disputeClosed:
             amountValue = JSONValue.int64(object["amount"])
             paymentID = idOf(object["payment_intent"]) ?? idOf(object["charge"])
@@ -115,19 +154,30 @@ public struct StripeMapper: Sendable {
             }
             if let id = str(object["id"]) { metadata["dispute_id"] = id }
             if let reason = str(object["reason"]) { metadata["reason"] = reason }
+            // The dispute fee is on the dispute's balance transactions (the withdrawal carries a
+            // positive fee). `charge.dispute.closed` repeats them: the fee is counted once, on
+            // `payment.disputed`; a won dispute returns it only when a balance transaction of
+            // its own says so (a reinstatement with a negative fee).
+            let fees = disputeFees(object, currency)
+            if canonicalType == .paymentDisputed {
+                fee = fees.charged > 0 ? Money(value: fees.charged, currency: currency) : nil
+            }
             if canonicalType == .disputeClosed {
                 switch str(object["status"]) {
-                case "won", "warning_closed": metadata["outcome"] = "won"
+                case "won", "warning_closed":
+                    metadata["outcome"] = "won"
+                    if fees.returned > 0 { fee = Money(value: fees.returned, currency: currency) }
                 case "lost": metadata["outcome"] = "lost"
                 default: return .recordOnly(provider: "stripe", eventID: eventID, type: type, reason: "dispute not decided")
                 }
             }
-        case .payoutPaid:
+        case .payoutPaid, .payoutFailed:
             amountValue = JSONValue.int64(object["amount"])
             if let id = str(object["id"]) { metadata["payout_id"] = id }
+            if canonicalType == .payoutFailed, let code = str(object["failure_code"]) { metadata["failure_code"] = code }
         case .invoiceIssued:
             amountValue = JSONValue.int64(object["amount_due"])
-        case .settlementDayClosed, .refundFailed, .paymentReversed, .payoutFailed, .feeAssessed:
+        case .settlementDayClosed, .paymentReversed, .feeAssessed:
             return record
         }
         guard let amountValue else { throw .invalid("data.object.amount", "missing or not an integer") }
@@ -146,7 +196,28 @@ public struct StripeMapper: Sendable {
             amount: Money(value: amountValue, currency: currency), fee: fee, invoiceID: invoiceID,
             reference: metadata["reference"] ?? str(object["description"]), metadata: metadata)
         do { try e.validate() } catch { throw IngestError.invalid(error.field, error.message) }
+        if canonicalType == .paymentRefunded {
+            let charge = type == "charge.refunded" ? str(object["id"]) : idOf(object["charge"])
+            if let charge {
+                let refundID = type == "charge.refunded" ? latestRefund(object).flatMap { str($0["id"]) } : str(object["id"])
+                let cumulative = type == "charge.refunded" ? JSONValue.int64(object["amount_refunded"]) : nil
+                return .refund(e, RefundLink(charge: charge, refundID: refundID, amount: amountValue, cumulativeAfter: cumulative))
+            }
+        }
         return .event(e)
+    }
+
+    /// Dispute fees from the dispute's `balance_transactions` in its own currency: charged
+    /// (positive fees) and returned (negative fees, a reinstatement of a won dispute).
+    func disputeFees(_ dispute: [String: Any], _ currency: Currency) -> (charged: Int64, returned: Int64) {
+        guard let list = dispute["balance_transactions"] as? [Any] else { return (0, 0) }
+        var charged: Int64 = 0
+        var returned: Int64 = 0
+        for case let bt as [String: Any] in list {
+            guard (str(bt["currency"]) ?? "").uppercased() == currency.code, let f = JSONValue.int64(bt["fee"]) else { continue }
+            if f > 0 { charged = charged &+ f } else if f < 0 { returned = returned &+ (0 &- f) }
+        }
+        return (charged, returned)
     }
 
     func merchantID(account: String?) throws(IngestError) -> String {

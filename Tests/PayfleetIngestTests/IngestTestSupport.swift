@@ -133,15 +133,17 @@ enum TestIngest {
 
     static func canonical(
         eventID: String = "call-1", provider: String = "phone", merchant: String = "m_acme", type: String = "payment.succeeded",
-        metadata: [String: String] = [:], currency: String = "GBP"
+        metadata: [String: String] = [:], currency: String = "GBP", id: String? = nil
     ) -> [UInt8] {
-        let e: [String: Any] = [
-            "schema": "payfleet.event/v1", "id": "client-chosen", "type": type, "occurred_at": "2026-11-24T10:15:00Z",
+        // DESIGN §2: integrators (the phone platform, the billing system) send no `id`.
+        var e: [String: Any] = [
+            "schema": "payfleet.event/v1", "type": type, "occurred_at": "2026-11-24T10:15:00Z",
             "source": ["provider": provider, "event_id": eventID], "merchant_id": merchant,
             "customer": ["id": "cus_123", "name": "Ada Lovelace"],
             "payment": ["id": "pay_\(eventID)", "channel": "phone", "method": "card", "card": ["brand": "visa", "last4": "4242"]],
             "amount": ["value": 1999, "currency": currency], "invoice_id": "inv_77", "metadata": metadata,
         ]
+        if let id { e["id"] = id }
         return Array(try! JSONSerialization.data(withJSONObject: e, options: [.sortedKeys]))
     }
 
