@@ -196,6 +196,107 @@ public struct PaymentEvent: Codable, Sendable, Equatable {
         }
     }
 
+    /// The largest amount ingest accepts, in minor units (DESIGN §3): 10^15, a trillion dollars
+    /// in cents, far above any real payment and far below Int64's limit, so sums of many
+    /// amounts in the workers stay representable.
+    public static let maxAmount: Int64 = 1_000_000_000_000_000
+    /// Longest id (DESIGN §3), in UTF-8 bytes: ids travel in AMQP short strings (255 bytes).
+    public static let maxIDBytes = 255
+    public static let maxTextCharacters = 1000
+    public static let maxMetadataKeys = 50
+    /// Provider names that only their own routes may use.
+    public static let reservedSources: Set<String> = ["stripe", "adyen", "payfleet"]
+    /// 2000-01-01T00:00:00Z.
+    public static let earliestOccurrence = Date(timeIntervalSince1970: 946_684_800)
+
+    /// The canonical id of an event sent on a canonical route: its dedupe key is the source
+    /// (the API key's or the route's) + merchant + `source.event_id` (DESIGN §3), so another
+    /// merchant's event with the same event id is another event.
+    public static func canonicalID(source: String, merchant: String, eventID: String) -> String {
+        canonicalID(provider: source, eventID: "\(merchant)/\(eventID)")
+    }
+
+    /// The input rules of DESIGN §3 on top of `validate()`: bounded ids, texts, metadata and
+    /// amounts; no control characters in ids and no NUL anywhere; `fee` ≤ amount; a sane
+    /// `occurred_at`. Every ingest route applies them; the error names the field.
+    public func validateInput(now: Date = Date()) throws(EventValidationError) {
+        try validate()
+        func checkID(_ field: String, _ v: String?) throws(EventValidationError) {
+            guard let v else { return }
+            guard !v.isEmpty else { throw .init(field: field, message: "must not be empty") }
+            guard v.utf8.count <= Self.maxIDBytes else {
+                throw .init(field: field, message: "longer than \(Self.maxIDBytes) bytes")
+            }
+            guard !v.unicodeScalars.contains(where: Self.isControl) else {
+                throw .init(field: field, message: "contains a control character")
+            }
+        }
+        func checkText(_ field: String, _ v: String?) throws(EventValidationError) {
+            guard let v else { return }
+            guard v.count <= Self.maxTextCharacters else {
+                throw .init(field: field, message: "longer than \(Self.maxTextCharacters) characters")
+            }
+            guard !v.unicodeScalars.contains(where: { $0.value == 0 }) else {
+                throw .init(field: field, message: "contains a NUL character")
+            }
+        }
+        try checkID("id", self.id)
+        try checkID("source.provider", source.provider)
+        try checkID("source.event_id", source.eventID)
+        try checkID("source.account", source.account)
+        try checkID("merchant_id", merchantID)
+        try checkID("customer.id", customer?.id)
+        try checkID("payment.id", payment?.id)
+        try checkID("invoice_id", invoiceID)
+        try checkText("customer.name", customer?.name)
+        try checkText("customer.email", customer?.email)
+        try checkText("customer.phone", customer?.phone)
+        try checkText("payment.channel", payment?.channel)
+        try checkText("payment.method", payment?.method)
+        try checkText("payment.card.brand", payment?.card?.brand)
+        if let last4 = payment?.card?.last4 {
+            guard last4.count <= 4, last4.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+                throw .init(field: "payment.card.last4", message: "must be at most 4 digits")
+            }
+        }
+        try checkText("reference", reference)
+        guard metadata.count <= Self.maxMetadataKeys else {
+            throw .init(field: "metadata", message: "more than \(Self.maxMetadataKeys) keys")
+        }
+        for (k, v) in metadata {
+            try checkID("metadata.<key>", k)
+            try checkText("metadata.\(k)", v)
+        }
+        for (k, v) in metadata where k == "refund_id" || k == "dispute_id" || k == "payout_id" {
+            try checkID("metadata.\(k)", v)
+        }
+        let v = amount.value
+        guard v >= 0, v <= Self.maxAmount else {
+            throw .init(field: "amount.value", message: "must be between 0 and \(Self.maxAmount) minor units")
+        }
+        if v == 0, type != .invoiceIssued, type != .paymentFailed {
+            throw .init(field: "amount.value", message: "must be greater than 0 for \(type.rawValue)")
+        }
+        if let fee {
+            // A dispute fee is fixed (15.00 USD, 20.00 EUR) and may exceed a small disputed
+            // amount: for disputes the bound is the maximum amount, not the disputed one.
+            let disputeFee = type == .paymentDisputed || type == .disputeClosed
+            guard fee.value <= (disputeFee ? Self.maxAmount : v) else {
+                throw .init(field: "fee.value", message: "must not exceed amount.value (\(v))")
+            }
+        }
+        guard occurredAt >= Self.earliestOccurrence else {
+            throw .init(field: "occurred_at", message: "before 2000-01-01")
+        }
+        guard occurredAt <= now.addingTimeInterval(86_400) else {
+            throw .init(field: "occurred_at", message: "more than 24 hours in the future")
+        }
+    }
+
+    static func isControl(_ u: Unicode.Scalar) -> Bool {
+        u.value < 0x20 || u.value == 0x7F || (0x80...0x9F).contains(u.value) || u.value == 0x2028 || u.value == 0x2029
+    }
+
     /// The partition key for a worker: customer id (falling back to payment id, then merchant).
     public var customerKey: String { customer?.id ?? payment?.id ?? merchantID }
 }

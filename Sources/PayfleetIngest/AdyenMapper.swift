@@ -13,8 +13,17 @@ public struct AdyenMapper: Sendable {
     }
 
     /// pspReference / originalReference are provider identifiers, not card numbers.
-    public static func isExempt(key: String, value: String) -> Bool {
-        key == "pspReference" || key == "originalReference" || key == "hmacSignature"
+    /// Exempt only at the item's top level (`notificationItems[i].NotificationRequestItem.<key>`)
+    /// and the signature in `additionalData`; the same key names elsewhere are scanned.
+    public static func isExempt(path: String, key: String, value: String) -> Bool {
+        let item = #"^notificationItems\[\d+\]\.NotificationRequestItem\."#
+        if key == "pspReference" || key == "originalReference" {
+            return path.range(of: item + key + "$", options: .regularExpression) != nil
+        }
+        if key == "hmacSignature" {
+            return path.range(of: item + "additionalData\\.hmacSignature$", options: .regularExpression) != nil
+        }
+        return false
     }
 
     public func map(_ item: [String: Any], index: Int, receivedAt: Date) throws(IngestError) -> Mapped {

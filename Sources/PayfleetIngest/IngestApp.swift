@@ -23,7 +23,10 @@ public func buildApplication(
     router.post("/webhooks/adyen") { req, _ in await h.handle("adyen", req) { try await h.adyen(req, $0) } }
     router.post("/webhooks/standard/:source") { req, ctx -> Response in
         let source = ctx.parameters.get("source") ?? ""
-        return await h.handle("standard:\(source)", req) { try await h.standard(source, req, $0) }
+        // Only configured sources become metric labels: a label per unauthenticated path
+        // would let anyone grow ingest's memory.
+        let label = configuration.standardWebhookSecrets[source] != nil ? "standard:\(source)" : "standard:unknown"
+        return await h.handle(label, req) { try await h.standard(source, req, $0) }
     }
     router.post("/v1/events") { req, _ in await h.handle("api", req) { try await h.api(req, $0) } }
     router.get("/healthz") { _, _ in "ok\n" }
@@ -34,7 +37,9 @@ public func buildApplication(
             body: .init(byteBuffer: ByteBuffer(string: metrics.text())))
     }
     return Application(
-        router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
+        router: router,
+        server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
         services: relay.map { [$0 as any Service] } ?? [],
         onServerRunning: { channel in onBound?(channel.localAddress?.port ?? 0) }, logger: logger)
 }
@@ -68,22 +73,29 @@ struct IngestHandlers: Sendable {
         adyenMapper = AdyenMapper(merchants: configuration.merchants, capture: configuration.adyenCapture)
     }
 
-    /// Reads the body within the limit, runs `body`, turns errors into `{"error": …}` answers.
+    /// Reads the body within the limit and the time allowed, runs `body`, turns errors into
+    /// `{"error": …}` answers. Reading stops at the limit (the connection is then closed, not
+    /// drained); a body that trickles in slower than `body_timeout` allows answers 408.
     func handle(_ source: String, _ req: Request, _ body: ([UInt8]) async throws -> Response) async -> Response {
         do {
+            let tooLarge = IngestError(.contentTooLarge, "body_too_large", "body: larger than \(configuration.bodyLimit) bytes")
+            if let declared = req.headers[.contentLength].flatMap({ Int($0) }), declared > configuration.bodyLimit {
+                throw tooLarge
+            }
             var bytes: [UInt8] = []
-            var tooLarge = false
+            let deadline = ContinuousClock.now + .seconds(configuration.bodyTimeoutSeconds)
             do {
-                // Read it all (so the connection stays usable) but keep nothing past the limit.
                 for try await chunk in req.body {
-                    if bytes.count + chunk.readableBytes > configuration.bodyLimit { tooLarge = true }
-                    if !tooLarge { bytes.append(contentsOf: chunk.readableBytesView) }
+                    guard bytes.count + chunk.readableBytes <= configuration.bodyLimit else { throw tooLarge }
+                    bytes.append(contentsOf: chunk.readableBytesView)
+                    guard ContinuousClock.now < deadline else {
+                        throw IngestError(.requestTimeout, "body_timeout", "body: not received within \(configuration.bodyTimeoutSeconds) s")
+                    }
                 }
+            } catch let e as IngestError {
+                throw e
             } catch {
                 throw IngestError(.badRequest, "bad_body", "body: could not be read")
-            }
-            if tooLarge {
-                throw IngestError(.contentTooLarge, "body_too_large", "body: larger than \(configuration.bodyLimit) bytes")
             }
             return try await body(bytes)
         } catch let e as IngestError {
@@ -93,7 +105,10 @@ struct IngestHandlers: Sendable {
                     "ingest.source": "\(source)", "http.status": "\(e.status.code)", "ingest.error": "\(e.code)",
                 ])
             }
-            return e.response
+            var r = e.response
+            // The rest of an oversized or slow body is never read: close the connection.
+            if e.status == .contentTooLarge || e.status == .requestTimeout { r.headers[.connection] = "close" }
+            return r
         } catch {
             metrics.rejected(source, code: "internal")
             logger.error("request failed", metadata: ["ingest.source": "\(source)", "error": "\(error)"])
@@ -115,7 +130,7 @@ struct IngestHandlers: Sendable {
         let (masked, fields) = PANGuard.redact(object, exempt: StripeMapper.isExempt)
         reportRedactions("stripe", fields)
         guard let event = masked as? [String: Any] else { throw IngestError(.badRequest, "invalid_json", "body: not an object") }
-        let mapped = try stripeMapper.map(event, receivedAt: Date())
+        let mapped = try admit(try stripeMapper.map(event, receivedAt: Date()), field: "data.object")
         let outcome = try await commit([mapped], source: "stripe", req: req)
         guard case .accepted(let ids) = outcome, let first = ids.first else { throw IngestError(.conflict, "conflict", "") }
         return Self.accepted(first.id, duplicate: first.duplicate)
@@ -148,7 +163,9 @@ struct IngestHandlers: Sendable {
             let (masked, fields) = PANGuard.redact(
                 item, path: "notificationItems[\(i)].NotificationRequestItem", exempt: AdyenMapper.isExempt)
             reportRedactions("adyen", fields)
-            mapped.append(try adyenMapper.map(masked as? [String: Any] ?? [:], index: i, receivedAt: now))
+            mapped.append(try admit(
+                try adyenMapper.map(masked as? [String: Any] ?? [:], index: i, receivedAt: now),
+                field: "notificationItems[\(i)].NotificationRequestItem"))
         }
         _ = try await commit(mapped, source: "adyen", req: req)
         return Response(
@@ -165,14 +182,11 @@ struct IngestHandlers: Sendable {
             try StandardWebhooks.verify(
                 id: req.headers[.webhookID], timestamp: req.headers[.webhookTimestamp],
                 signature: req.headers[.webhookSignature], payload: body, secrets: secrets,
-                tolerance: configuration.standardToleranceSeconds)
+                tolerance: configuration.standardTolerances[source] ?? configuration.standardToleranceSeconds)
         } catch {
             throw IngestError(.unauthorized, "invalid_signature", "webhook-signature: \(Self.describe(error))")
         }
-        let event = try canonicalEvent(body)
-        guard event.source.provider == source else {
-            throw IngestError.invalid("source.provider", "must be '\(source)' on this route")
-        }
+        let event = try canonicalEvent(body, source: source)
         let outcome = try await commit([.event(event)], source: "standard:\(source)", req: req)
         guard case .accepted(let ids) = outcome, let first = ids.first else { throw IngestError(.conflict, "conflict", "") }
         return Self.accepted(first.id, duplicate: first.duplicate)
@@ -189,10 +203,14 @@ struct IngestHandlers: Sendable {
         guard let idem = req.headers[.idempotencyKey], !idem.isEmpty, idem.utf8.count <= 255 else {
             throw IngestError(.badRequest, "idempotency_key_required", "Idempotency-Key: header required (1–255 characters)")
         }
-        let event = try canonicalEvent(body)
-        guard event.source.provider == key.source else {
-            throw IngestError(.forbidden, "forbidden", "source.provider: this key may only send '\(key.source)'")
+        // The key is stored: it gets the same guard as the body.
+        guard idem.unicodeScalars.allSatisfy({ $0.value >= 0x21 && $0.value <= 0x7E }) else {
+            throw IngestError(.badRequest, "invalid_idempotency_key", "Idempotency-Key: printable ASCII only")
         }
+        if PANGuard.containsPAN(idem) {
+            throw IngestError(.unprocessableContent, "pan_detected", "Idempotency-Key: contains a card number")
+        }
+        let event = try canonicalEvent(body, source: key.source, forbidden: true)
         guard key.merchants.contains("*") || key.merchants.contains(event.merchantID) else {
             throw IngestError(.forbidden, "forbidden", "merchant_id: this key may not send for '\(event.merchantID)'")
         }
@@ -212,9 +230,12 @@ struct IngestHandlers: Sendable {
         }
     }
 
-    /// A canonical event body: no card number anywhere (422 naming the field), valid per
-    /// EventCodec, a configured merchant; the id is re-derived from source so a retry dedupes.
-    func canonicalEvent(_ body: [UInt8]) throws -> PaymentEvent {
+    /// A canonical event body from `source` (the route's or the API key's): no card number in
+    /// any value or key (422 naming the field), valid per EventCodec and the input rules of
+    /// DESIGN §3, not an internal type, a configured merchant. The id is derived from source +
+    /// merchant + `source.event_id` (a sent `id` is ignored), so a retry dedupes and another
+    /// merchant's event id is another event.
+    func canonicalEvent(_ body: [UInt8], source: String, forbidden: Bool = false) throws -> PaymentEvent {
         let object = try parseObject(body)
         if let finding = PANGuard.firstFinding(in: object) {
             throw IngestError(.unprocessableContent, "pan_detected", "\(finding.field): contains a card number")
@@ -223,19 +244,47 @@ struct IngestHandlers: Sendable {
         do { event = try EventCodec.decode(Data(body)) } catch {
             throw IngestError(.unprocessableContent, "invalid_event", error.message)
         }
+        guard !event.type.isInternal else {
+            throw IngestError.invalid("type", "'\(event.type.rawValue)' is published by workers only")
+        }
+        guard event.source.provider == source else {
+            if forbidden {
+                throw IngestError(.forbidden, "forbidden", "source.provider: this key may only send '\(source)'")
+            }
+            throw IngestError.invalid("source.provider", "must be '\(source)' on this route")
+        }
+        do { try event.validateInput() } catch { throw IngestError.invalid(error.field, error.message) }
         guard configuration.merchants.contains(where: { $0.id == event.merchantID }) else {
             throw IngestError(.unprocessableContent, "unknown_merchant", "merchant_id: '\(event.merchantID)' is not configured")
         }
-        event.id = PaymentEvent.canonicalID(provider: event.source.provider, eventID: event.source.eventID)
-        if event.receivedAt == nil { event.receivedAt = Date() }
+        event.id = PaymentEvent.canonicalID(source: source, merchant: event.merchantID, eventID: event.source.eventID)
+        event.receivedAt = Date()
         return event
+    }
+
+    /// A provider event after mapping: the input rules of DESIGN §3 (422 naming the field),
+    /// and a zero amount (a card check, a zero-value authorisation) recorded, not published.
+    func admit(_ mapped: Mapped, field: String) throws -> Mapped {
+        guard let e = mapped.event else { return mapped }
+        if e.amount.value == 0, e.type != .invoiceIssued, e.type != .paymentFailed {
+            return .recordOnly(provider: e.source.provider, eventID: e.source.eventID, type: e.type.rawValue, reason: "zero amount")
+        }
+        do { try e.validateInput() } catch { throw IngestError.invalid(error.field, error.message) }
+        return mapped
     }
 
     // MARK: Helpers
 
     func parseObject(_ body: [UInt8]) throws -> [String: Any] {
-        if JSONDepth.exceeds(body, limit: configuration.maxDepth) {
+        switch StrictJSON.check(body, maxDepth: configuration.maxDepth) {
+        case .tooDeep?:
             throw IngestError(.badRequest, "too_deep", "body: JSON nested deeper than \(configuration.maxDepth)")
+        case .duplicateKey(let path)?:
+            throw IngestError(.badRequest, "duplicate_key", "\(Self.printable(path)): key appears twice in one object")
+        case .malformed?:
+            throw IngestError(.badRequest, "invalid_json", "body: not a JSON object")
+        case nil:
+            break
         }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else {
             throw IngestError(.badRequest, "invalid_json", "body: not a JSON object")
@@ -290,12 +339,36 @@ struct IngestHandlers: Sendable {
             status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
+    /// The W3C trace context (version 00): `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,
+    /// lowercase, ids not all zero, and no card number (it is stored and published); anything
+    /// else is replaced by a fresh one.
     static func traceparent(_ req: Request) -> String {
-        if let t = req.headers[.traceparent], t.count == 55, t.hasPrefix("00-") { return t }
+        if let t = req.headers[.traceparent], isValidTraceparent(t), !PANGuard.containsPAN(t) { return t }
         var rng = SystemRandomNumberGenerator()
         let trace = (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let span = (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }
         return "00-\(Hex.encode(trace))-\(Hex.encode(span))-01"
+    }
+
+    static func isValidTraceparent(_ t: String) -> Bool {
+        let u = Array(t.utf8)
+        guard u.count == 55, u[0] == 48, u[1] == 48, u[2] == 45, u[35] == 45, u[52] == 45 else { return false }
+        func hex(_ r: Range<Int>) -> Bool { u[r].allSatisfy { (48...57).contains($0) || (97...102).contains($0) } }
+        guard hex(3..<35), hex(36..<52), hex(53..<55) else { return false }
+        return u[3..<35].contains { $0 != 48 } && u[36..<52].contains { $0 != 48 }
+    }
+
+    /// A path from the request for an error message: control characters and quotes shown escaped.
+    static func printable(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars.prefix(200) {
+            if u.value < 0x20 || u.value == 0x7F || (0x80...0x9F).contains(u.value) {
+                out += "\\u{\(String(u.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+        return out
     }
 
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {

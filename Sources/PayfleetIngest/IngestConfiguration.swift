@@ -50,6 +50,12 @@ public struct IngestConfiguration: Sendable {
     /// source name → `whsec_` secrets
     public var standardWebhookSecrets: [String: [String]] = [:]
     public var standardToleranceSeconds = 300
+    /// source name → tolerance in seconds (default `standardToleranceSeconds`)
+    public var standardTolerances: [String: Int] = [:]
+    /// Seconds a keep-alive connection may stay idle before ingest closes it.
+    public var idleTimeoutSeconds = 30
+    /// Seconds a request body may take to arrive (slow senders answer 408).
+    public var bodyTimeoutSeconds = 15
     public var apiKeys: [APIKey] = []
     public var merchants: [Merchant] = []
     /// nil: no relay (unit tests); events stay in the outbox.
@@ -70,15 +76,26 @@ public struct IngestConfiguration: Sendable {
         c.maxDepth = try s.int("max_depth", default: 32, range: 4...512)
         c.relayBatch = try s.int("relay_batch", default: 500, range: 1...5000)
         c.benchmarkNoOutbox = try s.bool("benchmark_no_outbox", default: false)
+        c.idleTimeoutSeconds = try s.durationMS("idle_timeout", default: 30_000) / 1000
+        c.bodyTimeoutSeconds = try s.durationMS("body_timeout", default: 15_000) / 1000
+        guard c.idleTimeoutSeconds >= 1 else { throw ConfigError(key: s.dotted("idle_timeout"), message: "must be at least 1s") }
+        guard c.bodyTimeoutSeconds >= 1 else { throw ConfigError(key: s.dotted("body_timeout"), message: "must be at least 1s") }
         c.merchants = merchants
         c.amqp = amqp
 
         let stripe = try s.section("stripe")
         if let list = try stripe.stringList("webhook_secrets") {
+            // An empty secret would let anyone sign: HMAC with an empty key is public.
+            for (i, secret) in list.enumerated() where secret.trimmingCharacters(in: .whitespaces).count < 8 {
+                throw ConfigError(key: stripe.dotted("webhook_secrets") + "[\(i)]", message: "must not be empty (at least 8 characters)")
+            }
             c.stripeSecrets = list
         } else if let text = try stripe.secret("webhook_secrets") {
             c.stripeSecrets = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty }
+            for secret in c.stripeSecrets where secret.count < 8 {
+                throw ConfigError(key: stripe.dotted("webhook_secrets"), message: "a secret shorter than 8 characters")
+            }
         }
         c.stripeToleranceSeconds = try stripe.durationMS("tolerance", default: 300_000) / 1000
         c.stripeDefaultMerchant = try stripe.string("default_merchant")
@@ -101,6 +118,9 @@ public struct IngestConfiguration: Sendable {
 
         for sw in try s.sectionList("standard_webhooks") {
             let source = try sw.requiredString("source")
+            guard !PaymentEvent.reservedSources.contains(source.lowercased()) else {
+                throw ConfigError(key: sw.dotted("source"), message: "'\(source)' is reserved for its own route")
+            }
             guard let secret = try sw.secret("secret") else {
                 throw ConfigError(key: sw.dotted("secret"), message: "required value missing")
             }
@@ -108,7 +128,7 @@ public struct IngestConfiguration: Sendable {
                 throw ConfigError(key: sw.dotted("secret"), message: "must be whsec_ followed by base64")
             }
             c.standardWebhookSecrets[source, default: []].append(secret)
-            c.standardToleranceSeconds = try sw.durationMS("tolerance", default: 300_000) / 1000
+            c.standardTolerances[source] = try sw.durationMS("tolerance", default: 300_000) / 1000
         }
 
         for k in try s.sectionList("api_keys") {
@@ -127,8 +147,12 @@ public struct IngestConfiguration: Sendable {
             for (i, t) in (types ?? []).enumerated() where PaymentEvent.EventType(rawValue: t) == nil {
                 throw ConfigError(key: k.dotted("types") + "[\(i)]", message: "'\(t)' is not an event type")
             }
+            let source = try k.requiredString("source")
+            guard !PaymentEvent.reservedSources.contains(source.lowercased()), !source.isEmpty else {
+                throw ConfigError(key: k.dotted("source"), message: "'\(source)' is reserved for its own route")
+            }
             c.apiKeys.append(APIKey(
-                sha256: hash, source: try k.requiredString("source"), merchants: Set(merchantsList),
+                sha256: hash, source: source, merchants: Set(merchantsList),
                 types: types.map(Set.init)))
         }
         return c

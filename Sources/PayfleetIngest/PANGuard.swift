@@ -1,37 +1,60 @@
 import Foundation
 
-/// Finds and masks full card numbers (PCI DSS): a run of 13–19 digits, single spaces or dashes
-/// allowed between digits, bounded by non-digits, that passes the Luhn check.
-///
-/// Runs longer than 19 digits are not card numbers (long references); windows inside them are
-/// not searched, which keeps long numeric identifiers from being flagged by chance.
+/// Finds and masks full card numbers (PCI DSS): 13–19 digits, single spaces or dashes allowed
+/// between digits, that pass the Luhn check — anywhere inside a longer run of digits too
+/// (`4111 1111 1111 1111 12/25`, `ref 1 4242424242424242`): every 13–19-digit window of a run
+/// is checked, in O(1) each with prefix sums, so a long run cannot make the scan slow.
 public enum PANGuard {
     /// A card number found at `field` (a JSON path such as `metadata.note` or `items[0].ref`).
     public struct Finding: Sendable, Equatable { public let field: String }
 
-    /// Ranges (in `chars`) of runs that are card numbers.
-    static func panRuns(_ chars: [Character]) -> [Range<Int>] {
-        var out: [Range<Int>] = []
+    /// Whether `path` / `key` / `value` is a provider identifier that stays unchanged.
+    public typealias Exemption = (_ path: String, _ key: String, _ value: String) -> Bool
+
+    /// Byte offsets (in `bytes`) of the digits to mask: every digit of each Luhn-valid window
+    /// but its last four. Empty: no card number.
+    static func maskOffsets(_ bytes: [UInt8]) -> [Int] {
+        var out: [Int] = []
         var i = 0
-        while i < chars.count {
-            guard chars[i].isASCIIDigitChar else { i += 1; continue }
-            let start = i
-            var digits: [UInt8] = []
-            var end = i
+        let n = bytes.count
+        func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
+        while i < n {
+            guard isDigit(bytes[i]) else { i += 1; continue }
+            // One run: digits, each separated from the next by at most one space or dash.
+            var pos: [Int] = []
             var j = i
-            while j < chars.count {
-                if chars[j].isASCIIDigitChar {
-                    digits.append(chars[j].asciiValue! - 48)
-                    end = j + 1
+            while j < n {
+                if isDigit(bytes[j]) {
+                    pos.append(j)
                     j += 1
-                } else if (chars[j] == " " || chars[j] == "-"), j + 1 < chars.count, chars[j + 1].isASCIIDigitChar {
+                } else if bytes[j] == 32 || bytes[j] == 45, j + 1 < n, isDigit(bytes[j + 1]) {
                     j += 1
                 } else {
                     break
                 }
             }
-            if (13...19).contains(digits.count) && luhn(digits) { out.append(start..<end) }
-            i = max(end, i + 1)
+            i = j
+            let count = pos.count
+            guard count >= 13 else { continue }
+            // p[par][k]: Luhn contribution of digits 0..<k when digits of index parity `par` are doubled.
+            var p0 = [Int](repeating: 0, count: count + 1)
+            var p1 = [Int](repeating: 0, count: count + 1)
+            for k in 0..<count {
+                let d = Int(bytes[pos[k]] - 48)
+                let doubled = d * 2 > 9 ? d * 2 - 9 : d * 2
+                p0[k + 1] = p0[k] + (k % 2 == 0 ? doubled : d)
+                p1[k + 1] = p1[k] + (k % 2 == 1 ? doubled : d)
+            }
+            var masked = [Bool](repeating: false, count: count)
+            for s in 0..<count {
+                for len in 13...19 where s + len <= count {
+                    let e = s + len
+                    // Doubled from the right: index k is doubled when (e - 1 - k) is odd, i.e. k % 2 == e % 2.
+                    let sum = e % 2 == 0 ? p0[e] - p0[s] : p1[e] - p1[s]
+                    if sum % 10 == 0 { for k in s..<(e - 4) { masked[k] = true } }
+                }
+            }
+            for k in 0..<count where masked[k] { out.append(pos[k]) }
         }
         return out
     }
@@ -46,29 +69,27 @@ public enum PANGuard {
         return sum % 10 == 0
     }
 
-    public static func containsPAN(_ s: String) -> Bool { !panRuns(Array(s)).isEmpty }
+    public static func containsPAN(_ s: String) -> Bool { !maskOffsets(Array(s.utf8)).isEmpty }
 
     /// Every digit of a card number but the last four becomes `*`; separators stay.
     public static func mask(_ s: String) -> String {
-        var chars = Array(s)
-        for r in panRuns(chars) {
-            var keep = 4
-            for k in r.reversed() where chars[k].isASCIIDigitChar {
-                if keep > 0 { keep -= 1 } else { chars[k] = "*" }
-            }
-        }
-        return String(chars)
+        var bytes = Array(s.utf8)
+        let offsets = maskOffsets(bytes)
+        guard !offsets.isEmpty else { return s }
+        for o in offsets { bytes[o] = UInt8(ascii: "*") }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// The first field holding a card number (canonical routes reject it), or nil.
-    public static func firstFinding(in value: Any, path: String = "", exempt: (String, String) -> Bool = { _, _ in false })
-        -> Finding?
-    {
+    static func child(_ path: String, _ key: String) -> String { path.isEmpty ? key : path + "." + key }
+
+    /// The first field holding a card number — in a value or in an object key — or nil.
+    public static func firstFinding(in value: Any, path: String = "", exempt: Exemption = { _, _, _ in false }) -> Finding? {
         switch value {
         case let d as [String: Any]:
             for (k, v) in d.sorted(by: { $0.key < $1.key }) {
-                let p = path.isEmpty ? k : path + "." + k
-                if let s = v as? String, exempt(k, s) { continue }
+                let p = child(path, k)
+                if containsPAN(k) { return Finding(field: child(path, "<key>")) }
+                if let s = v as? String, exempt(p, k, s) { continue }
                 if let f = firstFinding(in: v, path: p, exempt: exempt) { return f }
             }
             return nil
@@ -86,16 +107,21 @@ public enum PANGuard {
         }
     }
 
-    /// Masks every card number (provider routes); returns the masked value and the fields masked.
-    /// `exempt(key, value)` keeps provider identifiers unchanged.
-    public static func redact(_ value: Any, path: String = "", exempt: (String, String) -> Bool) -> (Any, [String]) {
+    /// Masks every card number (provider routes), in values and in object keys; returns the
+    /// masked value and the fields masked. `exempt` keeps provider identifiers unchanged.
+    public static func redact(_ value: Any, path: String = "", exempt: Exemption) -> (Any, [String]) {
         switch value {
         case let d as [String: Any]:
             var out: [String: Any] = [:]
             var fields: [String] = []
-            for (k, v) in d {
-                let p = path.isEmpty ? k : path + "." + k
-                if let s = v as? String, exempt(k, s) { out[k] = v; continue }
+            for (k0, v) in d {
+                var k = k0
+                if containsPAN(k0) {
+                    k = mask(k0)
+                    fields.append(child(path, "<key>"))
+                }
+                let p = child(path, k)
+                if let s = v as? String, exempt(p, k0, s) { out[k] = v; continue }
                 let (nv, f) = redact(v, path: p, exempt: exempt)
                 out[k] = nv
                 fields += f
@@ -123,34 +149,159 @@ public enum PANGuard {
     }
 
     /// The field path without array indices, for metric labels.
+    /// Keys under `metadata` are the sender's: they collapse to `metadata.*`, so a label set
+    /// stays bounded whatever keys a request carries.
     static func label(_ field: String) -> String {
-        field.replacingOccurrences(of: #"\[\d+\]"#, with: "[]", options: .regularExpression)
+        var l = field.replacingOccurrences(of: #"\[\d+\]"#, with: "[]", options: .regularExpression)
+        if let r = l.range(of: "metadata.") { l = String(l[..<r.upperBound]) + "*" }
+        return String(l.prefix(120))
     }
 }
 
-/// Rejects JSON nested deeper than `limit` before it reaches the parser.
-enum JSONDepth {
-    static func exceeds(_ bytes: [UInt8], limit: Int) -> Bool {
-        var depth = 0
-        var inString = false
-        var escaped = false
-        for b in bytes {
-            if inString {
-                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") {
-                    inString = false
+/// A strict pre-parse of a request body, on the raw bytes, before any JSON parser sees it:
+/// nesting depth bounded, and no object with the same key twice (after unescaping: `"a"` and
+/// `"\u0061"` are the same key). Two parsers that resolve duplicates differently (the guard's
+/// last-wins, the decoder's first-wins) would let a card number past the guard; refusing
+/// duplicates makes every parse of the body the same.
+enum StrictJSON {
+    enum Problem: Error, Equatable {
+        case tooDeep
+        case duplicateKey(String)
+        case malformed
+    }
+
+    static func check(_ bytes: [UInt8], maxDepth: Int) -> Problem? {
+        var p = Parser(bytes: bytes, maxDepth: maxDepth)
+        do {
+            p.skipSpace()
+            try p.value(depth: 0, path: "")
+            p.skipSpace()
+            return p.i == bytes.count ? nil : .malformed
+        } catch {
+            return error
+        }
+    }
+
+    struct Parser {
+        let bytes: [UInt8]
+        let maxDepth: Int
+        var i = 0
+
+        mutating func skipSpace() {
+            while i < bytes.count, bytes[i] == 32 || bytes[i] == 9 || bytes[i] == 10 || bytes[i] == 13 { i += 1 }
+        }
+
+        mutating func value(depth: Int, path: String) throws(Problem) {
+            guard i < bytes.count else { throw .malformed }
+            switch bytes[i] {
+            case UInt8(ascii: "{"):
+                guard depth < maxDepth else { throw .tooDeep }
+                i += 1
+                var keys = Set<[UInt8]>()
+                skipSpace()
+                if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return }
+                while true {
+                    skipSpace()
+                    guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw .malformed }
+                    let key = try string()
+                    let name = String(decoding: key, as: UTF8.self)
+                    let childPath = path.isEmpty ? name : path + "." + name
+                    guard keys.insert(key).inserted else { throw .duplicateKey(String(childPath.prefix(200))) }
+                    skipSpace()
+                    guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw .malformed }
+                    i += 1
+                    skipSpace()
+                    try value(depth: depth + 1, path: childPath)
+                    skipSpace()
+                    guard i < bytes.count else { throw .malformed }
+                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if bytes[i] == UInt8(ascii: "}") { i += 1; return }
+                    throw .malformed
                 }
-                continue
-            }
-            switch b {
-            case UInt8(ascii: "\""): inString = true
-            case UInt8(ascii: "{"), UInt8(ascii: "["):
-                depth += 1
-                if depth > limit { return true }
-            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
-            default: break
+            case UInt8(ascii: "["):
+                guard depth < maxDepth else { throw .tooDeep }
+                i += 1
+                skipSpace()
+                if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return }
+                var n = 0
+                while true {
+                    skipSpace()
+                    try value(depth: depth + 1, path: path + "[\(n)]")
+                    n += 1
+                    skipSpace()
+                    guard i < bytes.count else { throw .malformed }
+                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if bytes[i] == UInt8(ascii: "]") { i += 1; return }
+                    throw .malformed
+                }
+            case UInt8(ascii: "\""):
+                _ = try string()
+            default:
+                // A number or a literal: the parser proper checks its grammar.
+                let start = i
+                while i < bytes.count, !(bytes[i] == UInt8(ascii: ",") || bytes[i] == UInt8(ascii: "}")
+                    || bytes[i] == UInt8(ascii: "]") || bytes[i] == 32 || bytes[i] == 9 || bytes[i] == 10 || bytes[i] == 13)
+                {
+                    i += 1
+                }
+                guard i > start else { throw .malformed }
             }
         }
-        return false
+
+        /// The unescaped UTF-8 of the string at `i` (which is at the opening quote).
+        mutating func string() throws(Problem) -> [UInt8] {
+            i += 1
+            var out: [UInt8] = []
+            while i < bytes.count {
+                let b = bytes[i]
+                if b == UInt8(ascii: "\"") { i += 1; return out }
+                if b < 0x20 { throw .malformed }  // raw control characters are not JSON
+                if b != UInt8(ascii: "\\") { out.append(b); i += 1; continue }
+                guard i + 1 < bytes.count else { throw .malformed }
+                let e = bytes[i + 1]
+                i += 2
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+                case UInt8(ascii: "b"): out.append(8)
+                case UInt8(ascii: "f"): out.append(12)
+                case UInt8(ascii: "n"): out.append(10)
+                case UInt8(ascii: "r"): out.append(13)
+                case UInt8(ascii: "t"): out.append(9)
+                case UInt8(ascii: "u"):
+                    var scalar = try hex4()
+                    if (0xD800..<0xDC00).contains(scalar), i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"),
+                        bytes[i + 1] == UInt8(ascii: "u")
+                    {
+                        i += 2
+                        let low = try hex4()
+                        guard (0xDC00..<0xE000).contains(low) else { throw .malformed }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    let u = Unicode.Scalar(scalar) ?? "\u{FFFD}"
+                    out.append(contentsOf: Array(String(Character(u)).utf8))
+                default: throw .malformed
+                }
+            }
+            throw .malformed
+        }
+
+        mutating func hex4() throws(Problem) -> UInt32 {
+            guard i + 4 <= bytes.count else { throw .malformed }
+            var v: UInt32 = 0
+            for k in i..<(i + 4) {
+                let c = bytes[k]
+                let d: UInt32
+                switch c {
+                case 48...57: d = UInt32(c - 48)
+                case 65...70: d = UInt32(c - 55)
+                case 97...102: d = UInt32(c - 87)
+                default: throw .malformed
+                }
+                v = v << 4 | d
+            }
+            i += 4
+            return v
+        }
     }
 }
 

@@ -31,7 +31,7 @@ public enum StripeSignature {
             }
         }
         guard matched else { throw .noMatch }
-        guard abs(Int64(now.timeIntervalSince1970) - timestamp) <= Int64(tolerance) else { throw .stale }
+        guard Tolerance.within(now: now, timestamp: timestamp, seconds: tolerance) else { throw .stale }
     }
 
     /// The header value for a payload (tests, load generator).
@@ -105,7 +105,7 @@ public enum StandardWebhooks {
             }
         }
         guard matched else { throw .noMatch }
-        guard abs(Int64(now.timeIntervalSince1970) - ts) <= Int64(tolerance) else { throw .stale }
+        guard Tolerance.within(now: now, timestamp: ts, seconds: tolerance) else { throw .stale }
     }
 
     public static func sign(id: String, timestamp: Int64, payload: [UInt8], secret: String) -> String {
@@ -113,6 +113,16 @@ public enum StandardWebhooks {
         signed.append(contentsOf: payload)
         let mac = HMAC<SHA256>.authenticationCode(for: signed, using: SymmetricKey(data: key(fromSecret: secret) ?? []))
         return "v1," + Data(mac).base64EncodedString()
+    }
+}
+
+/// The freshness check of a signed timestamp, with checked arithmetic: a timestamp near
+/// Int64.min or Int64.max is stale, never a trap.
+enum Tolerance {
+    static func within(now: Date, timestamp: Int64, seconds: Int) -> Bool {
+        let (diff, overflow) = Int64(now.timeIntervalSince1970).subtractingReportingOverflow(timestamp)
+        guard !overflow, diff != .min else { return false }
+        return abs(diff) <= Int64(seconds)
     }
 }
 

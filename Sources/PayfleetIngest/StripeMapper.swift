@@ -19,9 +19,25 @@ public struct StripeMapper: Sendable {
         "destination", "source", "account", "application", "review", "on_behalf_of", "transfer", "failure_balance_transaction",
     ]
 
-    /// Stripe object ids (`ch_…`, `pi_…`, `txn_…`) are exempt from the PAN guard.
-    public static func isExempt(key: String, value: String) -> Bool {
-        guard exemptKeys.contains(key), let us = value.lastIndex(of: "_"), us != value.startIndex else { return false }
+    /// The objects whose identifier fields are exempt: the event, its object, the previous
+    /// attributes, and the objects Stripe documents as expandable inside them. Never anything
+    /// under `metadata` (the sender's own keys and values).
+    static let exemptParents: Set<String> = [
+        "", "data.object", "data.previous_attributes", "request",
+        "data.object.latest_charge", "data.object.charges.data[]", "data.object.refunds.data[]",
+        "data.object.balance_transactions[]", "data.object.customer", "data.object.payment_intent",
+        "data.object.charge", "data.object.invoice", "data.object.balance_transaction",
+        "data.object.latest_charge.balance_transaction", "data.object.charges.data[].balance_transaction",
+        "data.object.payment_method",
+    ]
+
+    /// Stripe object ids (`ch_…`, `pi_…`, `txn_…`) in the documented identifier fields at their
+    /// documented places are exempt from the PAN guard; the same key elsewhere is scanned.
+    public static func isExempt(path: String, key: String, value: String) -> Bool {
+        guard exemptKeys.contains(key) else { return false }
+        let parentEnd = path.count > key.count ? path.index(path.endIndex, offsetBy: -(key.count + 1)) : path.startIndex
+        let parent = String(path[..<parentEnd]).replacingOccurrences(of: #"\[\d+\]"#, with: "[]", options: .regularExpression)
+        guard exemptParents.contains(parent), let us = value.lastIndex(of: "_"), us != value.startIndex else { return false }
         let prefix = value[..<us]
         let rest = value[value.index(after: us)...]
         return !rest.isEmpty && prefix.allSatisfy { ($0.isASCII && $0.isLowercase) || $0 == "_" }

@@ -21,7 +21,7 @@ import Testing
             let body = TestIngest.canonical(eventID: "call-1")
             let r = try await post(client, body)
             #expect(r.status == .accepted)
-            let id = PaymentEvent.canonicalID(provider: "phone", eventID: "call-1")
+            let id = PaymentEvent.canonicalID(source: "phone", merchant: "m_acme", eventID: "call-1")
             #expect(TestIngest.json(r)["id"] as? String == id)
             #expect(TestIngest.json(r)["status"] as? String == "accepted")
             // Same key + same Idempotency-Key: duplicate with the original id.
@@ -103,8 +103,10 @@ import Testing
             #expect(TestIngest.errorMessage(r).hasPrefix("metadata.note"))
             #expect(!String(buffer: r.body).contains("5556"))
             #expect(try TestIngest.outbox(config).isEmpty)
-            // Not Luhn-valid, or too short: fine.
-            #expect(try await post(client, TestIngest.canonical(eventID: "ok", metadata: ["ref": "4000-0566-5566-5557", "p": "+447700900123"]), idem: "ok").status == .accepted)
+            // Too short to hold a card number (12 digits; a phone number): fine. Every 13–19-digit
+            // window of a longer run is checked, so nearly any run of 16+ digits holds a
+            // Luhn-valid window and is refused on this route (issue 15).
+            #expect(try await post(client, TestIngest.canonical(eventID: "ok", metadata: ["ref": "4000-0566-5566", "p": "+447700900123"]), idem: "ok").status == .accepted)
         }
     }
 
@@ -164,7 +166,7 @@ import Testing
             let ok = try await client.execute(
                 uri: "/webhooks/standard/billing", method: .post, headers: headers(body), body: ByteBuffer(bytes: body))
             #expect(ok.status == .accepted)
-            #expect(TestIngest.json(ok)["id"] as? String == PaymentEvent.canonicalID(provider: "billing", eventID: "bill-1"))
+            #expect(TestIngest.json(ok)["id"] as? String == PaymentEvent.canonicalID(source: "billing", merchant: "m_acme", eventID: "bill-1"))
             var tampered = body
             tampered[tampered.count - 2] ^= 1
             let bad = try await client.execute(

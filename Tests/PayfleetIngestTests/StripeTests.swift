@@ -261,7 +261,7 @@ import Testing
                 #expect(data.range(of: Data("4111111111111111".utf8)) == nil)
             }
             let m = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
-            #expect(m.contains(#"payfleet_pan_redacted_total{source="stripe",field="data.object.metadata.note"} 1"#))
+            #expect(m.contains(#"payfleet_pan_redacted_total{source="stripe",field="data.object.metadata.*"} 1"#))
         }
     }
 
