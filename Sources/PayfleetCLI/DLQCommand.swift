@@ -101,6 +101,7 @@ public struct DLQCommand: AsyncParsableCommand {
             }
             lines = Table.render(header: ["ID", "TYPE", "MERCHANT", "ATTEMPTS", "FIRST FAILED", "ERROR"], rows: rows, rightAligned: [3])
         }
+        lines = lines.map { TerminalText.safe($0) }
         let shown = letters.count < total ? "read \(letters.count) of \(total)" : "\(letters.count)"
         lines.append("\(shown) dead letter\(letters.count == 1 ? "" : "s")")
         return lines.joined(separator: "\n")
@@ -152,6 +153,7 @@ public struct DLQCommand: AsyncParsableCommand {
                 }
             }
             out.append("event:")
+            let bodyLine = out.count
             if let o = try? JSONSerialization.jsonObject(with: Data(letter.message.body)),
                 let pretty = try? JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             {
@@ -159,7 +161,8 @@ public struct DLQCommand: AsyncParsableCommand {
             } else {
                 out.append(String(decoding: letter.message.body, as: UTF8.self))
             }
-            print(out.joined(separator: "\n"))
+            // Every field on one line; only the event's pretty JSON keeps its own newlines.
+            print(out.enumerated().map { TerminalText.safe($1, keepNewlines: $0 == bodyLine) }.joined(separator: "\n"))
         }
     }
 

@@ -70,7 +70,7 @@ struct DeploymentTests {
         defer { try? FileManager.default.removeItem(atPath: creds) }
         let secrets = [
             "broker-url": "amqp://payfleet-x:secret-pw@127.0.0.1:5672/", "management-url": "http://u:p@127.0.0.1:15672/",
-            "stripe-webhook-secrets": "whsec_a\nwhsec_b", "adyen-hmac-key": "00112233445566778899aabbccddeeff",
+            "stripe-webhook-secrets": "whsec_test_secret_a\nwhsec_test_secret_b", "adyen-hmac-key": "00112233445566778899aabbccddeeff",
         ]
         for (k, v) in secrets { try v.write(toFile: creds + "/" + k, atomically: true, encoding: .utf8) }
         let config = TestEnvironment.repoRoot + "/config/payfleet.production.yaml"
