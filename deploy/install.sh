@@ -4,7 +4,9 @@
 #   deploy/install.sh [--dry-run] [--prefix /opt/payfleet] [--no-build] [--enable "ledger-writer@0 crm-sync@0 …"]
 #
 # 1. builds release binaries (swift build -c release) unless --no-build
-# 2. creates the system user `payfleet`
+# 2. creates one system user per process (`payfleet-<process>`) and the operators' group
+#    `payfleet-ops` (PAYFLEET_OPERATORS="alice bob" adds those users to it and to every
+#    process group, for read access to the state files)
 # 3. installs binaries in PREFIX/bin, the operator wrapper /usr/local/bin/payfleet,
 #    config in /etc/payfleet (kept if present), credential dirs /etc/payfleet/credentials/<process>
 # 4. installs the units from deploy/systemd into /etc/systemd/system, daemon-reload, enables
@@ -37,9 +39,21 @@ if [ $BUILD = 1 ]; then
 fi
 BIN="$(swift build -c release --show-bin-path 2>/dev/null || echo .build/release)"
 
-if ! getent passwd payfleet >/dev/null; then
-    run useradd --system --home-dir /var/lib/payfleet --no-create-home --shell /usr/sbin/nologin payfleet
-fi
+# One system user (and group) per process: no process can read or rewrite another's state.
+# Group payfleet-ops: the operators; it is a member of every process group, so the CLI reads
+# the state files (mode 0640, directories 0750) and only it writes the audit log.
+getent group payfleet-ops >/dev/null || run groupadd --system payfleet-ops
+for p in $PROCESSES; do
+    if ! getent passwd "payfleet-$p" >/dev/null; then
+        run useradd --system --user-group --home-dir "/var/lib/payfleet/$p" --no-create-home \
+            --shell /usr/sbin/nologin "payfleet-$p"
+    fi
+done
+for u in ${PAYFLEET_OPERATORS:-}; do
+    run usermod -a -G "payfleet-ops,$(for p in $PROCESSES; do printf 'payfleet-%s,' "$p"; done | sed 's/,$//')" "$u"
+done
+run install -d -m 0755 /var/lib/payfleet
+run install -d -m 2770 -o root -g payfleet-ops /var/log/payfleet
 run install -d -m 0755 "$PREFIX/bin"
 for b in $BINARIES; do
     if [ $DRY = 1 ] || [ -x "$BIN/$b" ]; then
@@ -50,7 +64,7 @@ for b in $BINARIES; do
 done
 run install -d -m 0755 /etc/payfleet
 if [ ! -e /etc/payfleet/payfleet.yaml ]; then
-    run install -m 0640 -g payfleet config/payfleet.production.yaml /etc/payfleet/payfleet.yaml
+    run install -m 0644 config/payfleet.production.yaml /etc/payfleet/payfleet.yaml
 else
     echo "install.sh: keeping /etc/payfleet/payfleet.yaml (compare with config/payfleet.production.yaml)"
 fi

@@ -21,6 +21,10 @@ public struct AMQPConfiguration: Sendable, CustomStringConvertible {
     public var heartbeatSeconds: Int = 30
     public var connectTimeoutSeconds: Int = 5
     /// Reconnect backoff: first delay and cap, in milliseconds (full jitter).
+    /// Declare `payfleet.events` on connect (needs `configure` on it), else only check that it
+    /// exists (passive): production broker users have no `configure` on the exchange, which
+    /// would let them delete it; the operator declares it (`payfleet topology declare`).
+    public var declareEventsExchange = true
     public var reconnectInitialMS: Int = 200
     public var reconnectMaxMS: Int = 15_000
 

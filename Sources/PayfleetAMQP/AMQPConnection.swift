@@ -132,10 +132,12 @@ final class AMQPConnection {
 
     // MARK: Declarations
 
-    func declareExchange(_ name: String, type: String, arguments: [String: AMQPFieldValue] = [:]) throws(AMQPError) {
+    func declareExchange(
+        _ name: String, type: String, arguments: [String: AMQPFieldValue] = [:], passive: Bool = false
+    ) throws(AMQPError) {
         let arena = CArena()
         amqp_exchange_declare(
-            state, Self.channel, arena.bytes(name), arena.bytes(type), 0, 1, 0, 0, arena.table(arguments))
+            state, Self.channel, arena.bytes(name), arena.bytes(type), passive ? 1 : 0, 1, 0, 0, arena.table(arguments))
         try check("exchange.declare \(name) (\(type)) on \(config.host):\(config.port)")
     }
 

@@ -38,9 +38,23 @@ public struct AMQPDeclarer {
         }
     }
 
+    /// `payfleet.events`: declared, or with `declareEventsExchange` off only checked (passive;
+    /// a missing exchange is an error naming `payfleet topology declare`).
+    public func eventsExchange() throws(AMQPError) {
+        if connection.config.declareEventsExchange {
+            try exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
+            return
+        }
+        do {
+            try connection.declareExchange(Topology.eventsExchange, type: "topic", passive: true)
+        } catch {
+            throw AMQPError(error.code, "\(error.message) (the operator declares it: payfleet topology declare)", replyCode: error.replyCode)
+        }
+    }
+
     /// The events exchange plus a worker's whole topology.
     public func declare(worker: WorkerTopology) throws(AMQPError) {
-        try exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
+        try eventsExchange()
         let d = worker.declarations
         for e in d.exchanges { try exchange(e) }
         for q in d.queues { try queue(q) }

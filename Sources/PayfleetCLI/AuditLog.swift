@@ -20,7 +20,11 @@ public final class JSONLines {
         let existed = FileManager.default.fileExists(atPath: path)
         fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw CLIFailure("cannot open '\(path)' for appending: \(String(cString: strerror(errno)))") }
-        if !existed { JSONLines.syncDirectory(of: path) }
+        if !existed {
+            // Every operator appends (group payfleet-ops, set-gid directory), whatever the umask.
+            fchmod(fd, 0o660)
+            JSONLines.syncDirectory(of: path)
+        }
     }
 
     deinit { close(fd) }

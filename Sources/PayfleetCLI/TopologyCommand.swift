@@ -19,7 +19,10 @@ public struct TopologyCommand: AsyncParsableCommand {
         public func run() async throws {
             let ctx = try CLIContext.load(global)
             try await TopologyCommand.refuseRepartitioningWithMessages(ctx.workers, amqp: ctx.amqp)
-            let session = try await AMQPSession.connect(ctx.amqp)
+            // The operator's user declares the exchange the processes only check for.
+            var amqp = ctx.amqp
+            amqp.declareEventsExchange = true
+            let session = try await AMQPSession.connect(amqp)
             var declared: [String] = []
             for w in ctx.workers {
                 try await session.declare { d in try d.declare(worker: w) }

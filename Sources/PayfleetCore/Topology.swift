@@ -248,12 +248,14 @@ extension Topology {
         -> [BrokerPermission]
     {
         let events = escape(eventsExchange)
-        var out = [BrokerPermission(user: "payfleet-ingest", configure: "^\(events)$", write: "^\(events)$", read: "^$")]
+        // No process may configure `payfleet.events` (configure allows deleting it): the
+        // operator declares it, the processes only check for it (`broker.declare_events_exchange: false`).
+        var out = [BrokerPermission(user: "payfleet-ingest", configure: "^$", write: "^\(events)$", read: "^$")]
         for w in workers {
             let own = "payfleet\\.\(escape(w.name))(\\..+)?"
             out.append(BrokerPermission(
                 user: "payfleet-\(w.name)",
-                configure: "^(\(events)|\(own))$",
+                configure: "^\(own)$",
                 write: publishers.contains(w.name) ? "^(amq\\.default|\(events)|\(own))$" : "^(amq\\.default|\(own))$",
                 read: "^(\(events)|\(own))$"))
         }

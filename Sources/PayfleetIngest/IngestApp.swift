@@ -40,7 +40,8 @@ public func buildApplication(
         router: router,
         server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
-        services: relay.map { [$0 as any Service] } ?? [],
+        services: [OutboxPruner(outbox: outbox, configuration: configuration, metrics: metrics, logger: logger) as any Service]
+            + (relay.map { [$0 as any Service] } ?? []),
         onServerRunning: { channel in onBound?(channel.localAddress?.port ?? 0) }, logger: logger)
 }
 
@@ -324,10 +325,11 @@ struct IngestHandlers: Sendable {
 
     func readiness() async -> Response {
         let storeOK = (try? await outbox.store.withConnection { db in try db.queryOne("SELECT 1") != nil }) ?? false
-        let pending = (try? await outbox.pendingCount()) ?? -1
+        // The relay's counts (at most a second old): a probe must not run count(*) on the outbox.
+        let counts = relay?.lastCounts ?? (pending: -1, parked: -1)
         let broker = relay.map { $0.brokerConnected ? "connected" : "disconnected" } ?? "not configured"
         // Ingest accepts while the broker is down (the outbox holds events): ready = durable store.
-        let body = "{\"ready\": \(storeOK), \"store\": \"\(storeOK ? "ok" : "failing")\", \"broker\": \"\(broker)\", \"outbox_pending\": \(pending)}\n"
+        let body = "{\"ready\": \(storeOK), \"store\": \"\(storeOK ? "ok" : "failing")\", \"broker\": \"\(broker)\", \"outbox_pending\": \(counts.pending), \"outbox_parked\": \(counts.parked)}\n"
         return Response(
             status: storeOK ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: body)))

@@ -10,6 +10,10 @@ import PayfleetCore
 /// - `max_depth` (int, 32): JSON nesting limit (400 beyond it)
 /// - `state_file` (string, `<state_dir>/ingest.sqlite`): the outbox
 /// - `relay_batch` (int, 500): rows published per confirm round
+/// - `retention` (duration, `35d`): sent outbox rows, records of unpublished events and API
+///   idempotency keys older than this are pruned (in chunks, once a `prune_interval`, default
+///   `1m`); unsent rows never are. Keep it at least the workers' `processed_retention` and
+///   longer than any provider's retry horizon: an event redelivered after it is applied again
 /// - `benchmark_no_outbox` (bool, false): answer 202 without committing — only to measure the
 ///   HTTP/verification ceiling in a benchmark; never in production (nothing is kept or published)
 /// - `stripe.webhook_secrets` (list of `whsec_…`) or `stripe.webhook_secrets_file` (one per line);
@@ -41,6 +45,8 @@ public struct IngestConfiguration: Sendable {
     public var maxDepth = 32
     public var statePath: String
     public var relayBatch = 500
+    public var retentionSeconds: Int64 = 35 * 86_400
+    public var pruneIntervalSeconds = 60
     public var benchmarkNoOutbox = false
     public var stripeSecrets: [String] = []
     public var stripeToleranceSeconds = 300
@@ -76,6 +82,10 @@ public struct IngestConfiguration: Sendable {
         c.maxDepth = try s.int("max_depth", default: 32, range: 4...512)
         c.relayBatch = try s.int("relay_batch", default: 500, range: 1...5000)
         c.benchmarkNoOutbox = try s.bool("benchmark_no_outbox", default: false)
+        c.retentionSeconds = Int64(try s.durationMS("retention", default: 35 * 86_400_000) / 1000)
+        guard c.retentionSeconds >= 86_400 else { throw ConfigError(key: s.dotted("retention"), message: "must be at least 1d") }
+        c.pruneIntervalSeconds = try s.durationMS("prune_interval", default: 60_000) / 1000
+        guard c.pruneIntervalSeconds >= 1 else { throw ConfigError(key: s.dotted("prune_interval"), message: "must be at least 1s") }
         c.idleTimeoutSeconds = try s.durationMS("idle_timeout", default: 30_000) / 1000
         c.bodyTimeoutSeconds = try s.durationMS("body_timeout", default: 15_000) / 1000
         guard c.idleTimeoutSeconds >= 1 else { throw ConfigError(key: s.dotted("idle_timeout"), message: "must be at least 1s") }

@@ -6,6 +6,8 @@ public final class IngestMetrics: Sendable {
     let published: Counter
     let publishFailures: Counter
     let outboxPending: Gauge
+    let outboxParked: Gauge
+    let pruned: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -15,6 +17,10 @@ public final class IngestMetrics: Sendable {
                                                help: "Outbox publishes not confirmed (retried)")
         outboxPending = registry.makeGauge(name: "payfleet_ingest_outbox_pending", labels: [],
                                            help: "Accepted events not yet confirmed by the broker")
+        outboxParked = registry.makeGauge(name: "payfleet_ingest_outbox_parked", labels: [],
+                                          help: "Accepted events the broker refused repeatedly (waiting for their own retry)")
+        pruned = registry.makeCounter(name: "payfleet_ingest_pruned_total", labels: [],
+                                      help: "Sent outbox rows, records and idempotency keys removed after the retention")
     }
 
     func accepted(_ source: String, duplicate: Bool) {

@@ -17,6 +17,17 @@ public final class Outbox: Sendable {
         public let customerKey: String
         public let traceparent: String?
         public let body: [UInt8]
+        /// Failed publishes of this row so far.
+        public let attempts: Int
+    }
+
+    /// A row that waits for a later retry, and why (the broker's refusal, never event data).
+    public struct Parked: Sendable, Equatable {
+        public let seq: Int64
+        public let id: String
+        public let type: String
+        public let attempts: Int
+        public let lastError: String
     }
 
     public struct Idempotency: Sendable {
@@ -90,7 +101,23 @@ public final class Outbox: Sendable {
             );
             CREATE INDEX refund_links_charge_idx ON refund_links(charge, amount);
             """),
+        // A row the broker refuses (unroutable, refused, or one whose publish breaks the
+        // connection) waits with its own backoff instead of holding back the rows behind it;
+        // sent rows, records and idempotency keys are pruned after the retention.
+        Migration(
+            "ingest.4",
+            """
+            ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE outbox ADD COLUMN next_attempt_ms INTEGER;
+            ALTER TABLE outbox ADD COLUMN last_error TEXT;
+            CREATE INDEX outbox_sent_idx ON outbox(sent_at) WHERE sent_at IS NOT NULL;
+            CREATE INDEX recorded_received_idx ON recorded(received_at);
+            CREATE INDEX idempotency_created_idx ON idempotency(created_at);
+            """),
     ]
+
+    /// Failed attempts after which a row counts as parked (metric, alert, `/readyz`).
+    public static let parkAfterAttempts = 5
 
     public let store: Store
     let committer: GroupCommitter
@@ -197,16 +224,107 @@ public final class Outbox: Sendable {
         return nil
     }
 
-    /// The oldest unsent rows, in order of acceptance.
-    public func pending(limit: Int) async throws -> [Row] {
+    /// The oldest unsent rows that are due, in order of acceptance: a row waiting for its
+    /// retry (`deferRow`) is skipped until its time, so it never holds back the rows behind it.
+    public func pending(limit: Int, nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) async throws -> [Row] {
         try await store.withConnection { db in
             try db.query(
-                "SELECT seq, id, type, merchant, customer, traceparent, body, customer_key FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
-                [.int(Int64(limit))]
+                """
+                SELECT seq, id, type, merchant, customer, traceparent, body, customer_key, attempts FROM outbox
+                WHERE sent_at IS NULL AND (next_attempt_ms IS NULL OR next_attempt_ms <= ?) ORDER BY seq LIMIT ?
+                """,
+                [.int(nowMS), .int(Int64(limit))]
             ).map { r in
                 Row(seq: r.int(0) ?? 0, id: r.string(1) ?? "", type: r.string(2) ?? "", merchant: r.string(3) ?? "",
-                    customer: r.string(4), customerKey: r.string(7) ?? r.string(4) ?? r.string(3) ?? "", traceparent: r.string(5), body: r.blob(6) ?? [])
+                    customer: r.string(4), customerKey: r.string(7) ?? r.string(4) ?? r.string(3) ?? "", traceparent: r.string(5),
+                    body: r.blob(6) ?? [], attempts: Int(r.int(8) ?? 0))
             }
+        }
+    }
+
+    /// Counts a failed publish of one row and schedules its next attempt: 1 s, doubling per
+    /// attempt, at most 10 minutes. `reason` is the broker's refusal (exchange, routing key,
+    /// reply code), which carries no event data.
+    public func deferRow(_ seq: Int64, reason: String, nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) async throws {
+        try await store.write { db in
+            let attempts = try db.queryOne("SELECT attempts FROM outbox WHERE seq = ?", [.int(seq)])?.int(0) ?? 0
+            let delay = min(600_000, 1000 * (Int64(1) << min(attempts, 20)))
+            try db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE seq = ? AND sent_at IS NULL",
+                [.int(nowMS + delay), .text(String(reason.prefix(500))), .int(seq)])
+        }
+    }
+
+    /// Unsent rows that failed at least `parkAfterAttempts` times, oldest first.
+    public func parked(limit: Int = 1000) async throws -> [Parked] {
+        try await store.withConnection { db in
+            try db.query(
+                """
+                SELECT seq, id, type, attempts, last_error FROM outbox
+                WHERE sent_at IS NULL AND attempts >= ? ORDER BY seq LIMIT ?
+                """, [.int(Int64(Self.parkAfterAttempts)), .int(Int64(limit))]
+            ).map { r in
+                Parked(seq: r.int(0) ?? 0, id: r.string(1) ?? "", type: r.string(2) ?? "", attempts: Int(r.int(3) ?? 0),
+                       lastError: r.string(4) ?? "")
+            }
+        }
+    }
+
+    public func parkedCount() async throws -> Int {
+        try await store.withConnection { db in
+            Int(try db.queryOne("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND attempts >= ?",
+                                [.int(Int64(Self.parkAfterAttempts))])?.int(0) ?? 0)
+        }
+    }
+
+    /// Makes parked rows due now (after the operator fixed what refused them); nil = all.
+    @discardableResult
+    public func release(ids: [String]? = nil) async throws -> Int {
+        try await store.write { db in
+            if let ids {
+                var n = 0
+                for id in ids {
+                    n += try db.execute(
+                        "UPDATE outbox SET next_attempt_ms = NULL WHERE id = ? AND sent_at IS NULL AND attempts > 0", [.text(id)])
+                }
+                return n
+            }
+            return try db.execute("UPDATE outbox SET next_attempt_ms = NULL WHERE sent_at IS NULL AND attempts > 0")
+        }
+    }
+
+    public struct Pruned: Sendable, Equatable {
+        public var outbox = 0, recorded = 0, idempotency = 0
+        public var total: Int { outbox + recorded + idempotency }
+        public init(outbox: Int = 0, recorded: Int = 0, idempotency: Int = 0) {
+            self.outbox = outbox
+            self.recorded = recorded
+            self.idempotency = idempotency
+        }
+    }
+
+    /// Deletes sent outbox rows, records and idempotency keys older than `retention`, at most
+    /// `chunk` rows per table per transaction, so the accept path never waits long for the
+    /// store. Unsent rows are never pruned. Returns what one call removed; call it until it
+    /// returns zero.
+    public func prune(retentionSeconds: Int64, chunk: Int = 1000, now: Date = Date()) async throws -> Pruned {
+        let cutoff = Int64(now.timeIntervalSince1970) - retentionSeconds
+        return try await store.write { db in
+            var p = Pruned()
+            p.outbox = try db.execute(
+                """
+                DELETE FROM outbox WHERE seq IN
+                (SELECT seq FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? ORDER BY sent_at LIMIT ?)
+                """, [.int(cutoff), .int(Int64(chunk))])
+            p.recorded = try db.execute(
+                "DELETE FROM recorded WHERE id IN (SELECT id FROM recorded WHERE received_at < ? LIMIT ?)",
+                [.int(cutoff), .int(Int64(chunk))])
+            p.idempotency = try db.execute(
+                """
+                DELETE FROM idempotency WHERE (key_hash, idem_key) IN
+                (SELECT key_hash, idem_key FROM idempotency WHERE created_at < ? LIMIT ?)
+                """, [.int(cutoff), .int(Int64(chunk))])
+            return p
         }
     }
 

@@ -6,14 +6,22 @@ import PayfleetWorker
 import ServiceLifecycle
 
 /// Publishes outbox rows in order of acceptance to `payfleet.events` with confirms and
-/// `mandatory`, and marks a row sent only after its confirm. A failed publish (broker down,
-/// nack, unroutable) leaves the row pending and is retried with backoff — never dropped.
+/// `mandatory`, and marks a row sent only after its confirm. Nothing is ever dropped:
+/// - the broker unreachable or the connection lost: every row stays pending and the relay
+///   retries with backoff, then publishes the oldest due row alone (a probe) until one is
+///   confirmed;
+/// - a row the broker refuses (unroutable, nacked), or a probe whose publish alone breaks a
+///   connection that was up: that row waits for its own retry (1 s doubling, at most 10 min,
+///   `Outbox.deferRow`) and the rows behind it go on. After `Outbox.parkAfterAttempts` failures
+///   it counts as parked (`payfleet_ingest_outbox_parked`, `/readyz`, an alert);
+///   `payfleet outbox release` makes it due at once after the cause is fixed.
 public final class OutboxRelay: Service, Sendable {
     let outbox: Outbox
     let publisher: AMQPPublisher
     let batchSize: Int
     let logger: Logger
     let metrics: IngestMetrics
+    let counts = Locked((pending: 0, parked: 0))
 
     public init(outbox: Outbox, amqp: AMQPConfiguration, batchSize: Int, metrics: IngestMetrics, logger: Logger) {
         self.outbox = outbox
@@ -22,28 +30,40 @@ public final class OutboxRelay: Service, Sendable {
         self.metrics = metrics
         publisher = AMQPPublisher(
             configuration: amqp, name: "ingest-relay", maxBatch: batchSize, logger: logger,
-            onConnect: { d in try d.exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic")) })
+            onConnect: { d in try d.eventsExchange() })
     }
 
     public var brokerConnected: Bool { publisher.isConnected }
 
+    /// The outbox's unsent and parked rows, as last counted (at most a second old).
+    public var lastCounts: (pending: Int, parked: Int) { counts.withLock { $0 } }
+
+    /// A failure that belongs to the message, not to the connection.
+    static func refusesRow(_ e: AMQPError) -> Bool { e.code == .unroutable || e.code == .nacked }
+
     public func run() async throws {
         var failures = 0
+        var probing = false
         var lastCount = ContinuousClock.now - .seconds(10)
         defer { publisher.close() }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            // Counts share the store's thread with commits: at most once a second.
+            if ContinuousClock.now - lastCount > .seconds(1) {
+                if let pending = try? await outbox.pendingCount(), let parked = try? await outbox.parkedCount() {
+                    counts.withLock { $0 = (pending, parked) }
+                    metrics.outboxPending.set(Double(pending))
+                    metrics.outboxParked.set(Double(parked))
+                }
+                lastCount = ContinuousClock.now
+            }
             let rows: [Outbox.Row]
-            do { rows = try await outbox.pending(limit: batchSize) } catch {
+            do { rows = try await outbox.pending(limit: probing ? 1 : batchSize) } catch {
                 logger.error("relay cannot read the outbox", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: .seconds(1))
                 continue
             }
-            // The gauge is refreshed at most once a second: count(*) shares the store's thread with commits.
-            if ContinuousClock.now - lastCount > .seconds(1), let count = try? await outbox.pendingCount() {
-                metrics.outboxPending.set(Double(count))
-                lastCount = ContinuousClock.now
-            }
             if rows.isEmpty {
+                probing = false
                 try? await Task.sleep(for: .milliseconds(20))
                 continue
             }
@@ -64,13 +84,16 @@ public final class OutboxRelay: Service, Sendable {
                         timestamp: UInt64(Date().timeIntervalSince1970), type: r.type, appID: "ingest"),
                     mandatory: true)
             }
+            let wasConnected = publisher.isConnected
             let results = await publisher.publish(batch: batch)
             var sent: [Int64] = []
-            var firstError: AMQPError?
+            var refused: [(Outbox.Row, AMQPError)] = []
+            var connectionError: AMQPError?
             for (row, result) in zip(rows, results) {
                 switch result {
                 case .success: sent.append(row.seq)
-                case .failure(let e): if firstError == nil { firstError = e }
+                case .failure(let e) where Self.refusesRow(e): refused.append((row, e))
+                case .failure(let e): if connectionError == nil { connectionError = e }
                 }
             }
             do { try await outbox.markSent(sent) } catch {
@@ -78,9 +101,29 @@ public final class OutboxRelay: Service, Sendable {
                 logger.error("relay cannot mark rows sent", metadata: ["error": "\(error)"])
             }
             metrics.published.increment(by: Int64(sent.count))
-            if let e = firstError {
+            // A probe that broke a live connection on its own: the row is the cause.
+            if probing, rows.count == 1, wasConnected, let e = connectionError,
+                e.code == .connectionLost || e.code == .serverClosed
+            {
+                refused.append((rows[0], e))
+                connectionError = nil
+            }
+            for (row, e) in refused {
+                metrics.publishFailures.increment()
+                do { try await outbox.deferRow(row.seq, reason: e.description) } catch {
+                    logger.error("relay cannot defer a refused row", metadata: ["error": "\(error)"])
+                }
+                if row.attempts + 1 == Outbox.parkAfterAttempts || row.attempts == 0 {
+                    logger.warning(row.attempts == 0 ? "broker refused an event; it waits for its own retry" : "event parked: the broker keeps refusing it", metadata: [
+                        "payfleet.event.id": "\(row.id)", "payfleet.event.type": "\(row.type)", "amqp.error": "\(e)",
+                        "ingest.attempts": "\(row.attempts + 1)",
+                    ])
+                }
+            }
+            if let e = connectionError {
                 failures += 1
-                metrics.publishFailures.increment(by: Int64(rows.count - sent.count))
+                probing = true
+                metrics.publishFailures.increment(by: Int64(rows.count - sent.count - refused.count))
                 let delay = min(5_000, 100 * (1 << min(failures, 6)))
                 if failures == 1 || failures % 50 == 0 {
                     logger.warning("relay publish failed; retrying", metadata: [
@@ -90,7 +133,47 @@ public final class OutboxRelay: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(delay))
             } else {
                 failures = 0
+                if !sent.isEmpty { probing = false }
             }
+        }
+    }
+}
+
+/// Removes what ingest no longer needs (sent rows, records, idempotency keys older than the
+/// retention) once a `prune_interval`, a chunk per transaction with a pause between chunks,
+/// so a backlog of millions never holds the store's thread for long.
+final class OutboxPruner: Service, Sendable {
+    let outbox: Outbox
+    let retentionSeconds: Int64
+    let intervalSeconds: Int
+    let metrics: IngestMetrics
+    let logger: Logger
+
+    init(outbox: Outbox, configuration: IngestConfiguration, metrics: IngestMetrics, logger: Logger) {
+        self.outbox = outbox
+        retentionSeconds = configuration.retentionSeconds
+        intervalSeconds = configuration.pruneIntervalSeconds
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            var removed = 0
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                do {
+                    let p = try await outbox.prune(retentionSeconds: retentionSeconds)
+                    removed += p.total
+                    metrics.pruned.increment(by: Int64(p.total))
+                    if p.total == 0 { break }
+                } catch {
+                    logger.error("pruning the outbox failed", metadata: ["error": "\(error)"])
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            if removed > 0 { logger.info("outbox pruned", metadata: ["ingest.pruned": "\(removed)"]) }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(self.intervalSeconds)) }
         }
     }
 }

@@ -142,7 +142,7 @@ public final class DayCloser: Service, @unchecked Sendable {
         self.publisher = AMQPPublisher(
             configuration: amqp, name: "settlement-close", logger: logger,
             onConnect: { d in
-                try d.exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
+                try d.eventsExchange()
                 if let feed {
                     try d.queue(QueueSpec(name: feed, arguments: ["x-queue-type": .string("quorum")]))
                     try d.bind(

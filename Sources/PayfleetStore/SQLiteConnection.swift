@@ -11,6 +11,11 @@ public struct SQLiteError: Error, CustomStringConvertible {
     }
     /// True for `SQLITE_CONSTRAINT` and its extended codes (a trigger's RAISE(ABORT) too).
     public var isConstraint: Bool { code & 0xff == SQLITE_CONSTRAINT }
+    /// True when the file cannot be written at all (disk full, read-only file or directory,
+    /// I/O error, cannot open): no event is at fault, and retrying later is the only remedy.
+    public var isStorageFailure: Bool {
+        [SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL].contains(code & 0xff)
+    }
 }
 
 /// A value bound to or read from SQLite. No floating point: money is INTEGER minor units.

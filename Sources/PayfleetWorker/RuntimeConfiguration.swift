@@ -13,6 +13,8 @@ import PayfleetCore
 /// - `delivery_limit` (int, 20): broker redeliveries before the broker dead-letters by itself
 /// - `processed_retention` (duration, `35d`): how long processed event ids are kept
 /// - `effect_concurrency` (int, 8): external effects performed at once
+/// - `state_dir` (string, the top-level `state_dir`): this worker's directory (production: one per
+///   process, `/var/lib/payfleet/<worker>`, each owned by the process's own user)
 /// - `state_file` (string): SQLite path, default `<state_dir>/<worker>[.pN].sqlite`
 /// - `name` (string, the worker's name): queue-name stem, to run two fleets on one broker
 public struct RuntimeConfiguration: Sendable {
@@ -58,6 +60,7 @@ public struct RuntimeConfiguration: Sendable {
         amqp.certFile = try b.string("cert_file") ?? amqp.certFile
         amqp.keyFile = try b.string("key_file") ?? amqp.keyFile
         amqp.verifyPeer = try b.bool("verify_peer", default: amqp.verifyPeer)
+        amqp.declareEventsExchange = try b.bool("declare_events_exchange", default: true)
         b.ignore(["management_url", "management_url_file"])
         return amqp
     }
@@ -69,7 +72,7 @@ public struct RuntimeConfiguration: Sendable {
     ) throws(ConfigError) -> RuntimeConfiguration {
         let amqp = try readBroker(root)
         let worker = try s.string("name", default: worker)
-        let stateDir = try root.string("state_dir", default: ".payfleet/dev/state")
+        let stateDir = try s.string("state_dir", default: try root.string("state_dir", default: ".payfleet/dev/state"))
         let partitions = try s.int("partitions", default: 1, range: 1...256)
         guard (0..<partitions).contains(partition) else {
             throw ConfigError(key: s.dotted("partitions"),

@@ -16,6 +16,8 @@ public final class WorkerMetrics: Sendable {
     let batchSize: ValueHistogram
     /// 1 while both broker connections and the database are up (what `/readyz` answers).
     public let ready: Gauge
+    /// 0 while the state file refuses writes (disk full, read-only): the worker holds its batch.
+    public let storeWritable: Gauge
 
     public init(worker: String, partition: Int, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -49,6 +51,10 @@ public final class WorkerMetrics: Sendable {
             help: "Deliveries per transaction")
         ready = registry.makeGauge(
             name: "payfleet_worker_ready", labels: l, help: "1 when connected to the broker with the database open")
+        storeWritable = registry.makeGauge(
+            name: "payfleet_worker_store_writable", labels: l,
+            help: "0 while the state file refuses writes (disk full, read-only): consumption is paused")
+        storeWritable.set(Double(1))
     }
 
     public func text() -> String { registry.emitToString() }

@@ -30,6 +30,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
     let publisher: AMQPPublisher
     let consumer: AMQPConsumer
     private let lastErrorText = Locked<String?>(nil)
+    /// Set while the state file refuses writes: not ready, the batch in hand is held (neither
+    /// acked nor requeued, so no delivery count grows) and retried until a write succeeds.
+    private let storeFailure = Locked<String?>(nil)
     /// The delivery tag after the last one acked, per connection generation: a multiple-ack is
     /// only sent when a batch starts exactly there, so nothing unseen is ever acknowledged.
     private var nextExpectedTag: (generation: Int, tag: UInt64) = (0, 1)
@@ -93,7 +96,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         detail["broker_consumer"] = con ? "connected" : (consumer.lastError ?? "disconnected")
         detail["database"] = db ? "open" : "unavailable"
         if let e = lastErrorText.current { detail["last_error"] = e }
-        return (pub && con && db && !stopped.current, detail)
+        let writable = storeFailure.current == nil
+        if let f = storeFailure.current { detail["database"] = "not writable: \(f)" }
+        return (pub && con && db && writable && !stopped.current, detail)
     }
 
     public var lastError: String? { lastErrorText.current }
@@ -209,49 +214,46 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         // 1. One transaction for the whole batch; each event in its own savepoint.
         let handler = self.handler
         let events = items.map(\.event)
-        let outcomes: [Outcome]
-        do {
-            outcomes = try await store.write { db -> [Outcome] in
-                let now = Int64(Date().timeIntervalSince1970)
-                // The same event twice in one batch (a duplicate publish): the second copy is a
-                // duplicate, not an effect whose outcome is unknown.
-                var inBatch = Set<String>()
-                return try events.map { event -> Outcome in
-                    guard let event else { return .applied }  // replaced below by the decode failure
-                    guard inBatch.insert(event.id).inserted else { return .duplicate }
-                    if try db.isProcessed(event.id) {
-                        if let row = try db.queryOne(
-                            "SELECT effect, state, attempts FROM effect_journal WHERE event_id = ?", [.text(event.id)]),
-                            let state = row.string(1), state != "done"
-                        {
-                            let effect = try JSONDecoder().decode(Handler.Effect.self, from: Data(row.blob(0) ?? []))
-                            return .effect(effect, attempts: Int(row.int(2) ?? 0), outcomeUnknown: state == "intent")
-                        }
-                        return .duplicate
-                    }
-                    do {
-                        return try db.savepoint { () throws -> Outcome in
-                            let effect = try handler.apply(event, db: db)
-                            try db.markProcessed(event.id)
-                            guard let effect else { return .applied }
-                            try db.execute(
-                                "INSERT INTO effect_journal (event_id, effect, state, attempts, created_at, updated_at) VALUES (?, ?, 'intent', 0, ?, ?)",
-                                [.text(event.id), .blob(Array(try JSONEncoder().encode(effect))), .int(now), .int(now)])
-                            return .effect(effect, attempts: 0, outcomeUnknown: false)
-                        }
-                    } catch {
-                        return .failed(HandlerError.classify(error))
-                    }
+        var outcomes: [Outcome] = []
+        var storeAttempts = 0
+        while true {
+            do {
+                outcomes = try await applyBatch(events, handler: handler)
+                break
+            } catch let e as SQLiteError where e.isStorageFailure {
+                // Disk full, read-only file, I/O error: no event is at fault. Hold the batch
+                // (unacked: the broker neither redelivers it nor counts a delivery), report not
+                // ready, and try the same transaction again until the store takes it.
+                storeAttempts += 1
+                if storeAttempts == 1 {
+                    logger.critical("state file refuses writes; consumption paused until it is writable", metadata: [
+                        "store.error": "\(e)", "store.path": "\(configuration.statePath)",
+                    ])
                 }
+                storeFailure.withLock { $0 = e.description }
+                metrics.storeWritable.set(Double(0))
+                metrics.ready.set(Double(0))
+                if stopped.current {
+                    for d in batch { consumer.nack(d, requeue: true) }
+                    return
+                }
+                // The loop is alive and waiting on purpose: keep the watchdog fed.
+                batchStartedAt.withLock { $0 = .now }
+                try? await Task.sleep(for: .milliseconds(min(10_000, 500 << min(storeAttempts, 5))))
+            } catch {
+                // The transaction failed otherwise (a lock timeout): nothing was applied. Requeue
+                // the whole batch after a pause; the delivery limit bounds how often.
+                logger.error("batch transaction failed; requeueing", metadata: ["store.error": "\(error)"])
+                lastErrorText.withLock { $0 = "transaction failed: \(error)" }
+                try? await Task.sleep(for: .seconds(1))
+                for d in batch { consumer.nack(d, requeue: true) }
+                return
             }
-        } catch {
-            // The transaction itself failed (disk, lock timeout): nothing was applied. Requeue
-            // the whole batch after a pause; the delivery limit bounds how often.
-            logger.error("batch transaction failed; requeueing", metadata: ["store.error": "\(error)"])
-            lastErrorText.withLock { $0 = "transaction failed: \(error)" }
-            try? await Task.sleep(for: .seconds(1))
-            for d in batch { consumer.nack(d, requeue: true) }
-            return
+        }
+        if storeAttempts > 0 {
+            logger.notice("state file writable again; consumption resumed", metadata: ["store.attempts": "\(storeAttempts)"])
+            storeFailure.withLock { $0 = nil }
+            metrics.storeWritable.set(Double(1))
         }
         for i in items.indices where items[i].event != nil { items[i].outcome = outcomes[i] }
 
@@ -276,6 +278,46 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         metrics.processed.increment(by: Int64(applied))
         metrics.duplicates.increment(by: Int64(dups))
         metrics.handlerLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+    }
+
+    /// Step 1 of a batch: one transaction, each event in its own savepoint. Throws only when the
+    /// transaction as a whole failed (nothing applied).
+    private func applyBatch(_ events: [PaymentEvent?], handler: Handler) async throws -> [Outcome] {
+        try await store.write { db -> [Outcome] in
+            let now = Int64(Date().timeIntervalSince1970)
+            // The same event twice in one batch (a duplicate publish): the second copy is a
+            // duplicate, not an effect whose outcome is unknown.
+            var inBatch = Set<String>()
+            return try events.map { event -> Outcome in
+                guard let event else { return .applied }  // replaced below by the decode failure
+                guard inBatch.insert(event.id).inserted else { return .duplicate }
+                if try db.isProcessed(event.id) {
+                    if let row = try db.queryOne(
+                        "SELECT effect, state, attempts FROM effect_journal WHERE event_id = ?", [.text(event.id)]),
+                        let state = row.string(1), state != "done"
+                    {
+                        let effect = try JSONDecoder().decode(Handler.Effect.self, from: Data(row.blob(0) ?? []))
+                        return .effect(effect, attempts: Int(row.int(2) ?? 0), outcomeUnknown: state == "intent")
+                    }
+                    return .duplicate
+                }
+                do {
+                    return try db.savepoint { () throws -> Outcome in
+                        let effect = try handler.apply(event, db: db)
+                        try db.markProcessed(event.id)
+                        guard let effect else { return .applied }
+                        try db.execute(
+                            "INSERT INTO effect_journal (event_id, effect, state, attempts, created_at, updated_at) VALUES (?, ?, 'intent', 0, ?, ?)",
+                            [.text(event.id), .blob(Array(try JSONEncoder().encode(effect))), .int(now), .int(now)])
+                        return .effect(effect, attempts: 0, outcomeUnknown: false)
+                    }
+                } catch let e as SQLiteError where e.isStorageFailure {
+                    throw e  // the whole transaction waits, no event is failed for it
+                } catch {
+                    return .failed(HandlerError.classify(error))
+                }
+            }
+        }
     }
 
     private func performEffects(_ items: inout [Item]) async {
@@ -334,6 +376,8 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
     /// store refused.
     private func recordOutcome(_ effect: Handler.Effect, event: PaymentEvent, error err: HandlerError?) async -> Bool {
         let handler = self.handler
+        var storeAttempts = 0
+        while true {
         do {
             try await store.write { db in
                 let now = Int64(Date().timeIntervalSince1970)
@@ -348,10 +392,28 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                         [.int(now), .text(event.id)])
                 }
             }
+            if storeAttempts > 0 {
+                storeFailure.withLock { $0 = nil }
+                metrics.storeWritable.set(Double(1))
+            }
             return true
+        } catch let e as SQLiteError where e.isStorageFailure && !stopped.current {
+            // The effect happened; its outcome waits for a writable store rather than being
+            // requeued (a redelivery would count towards the delivery limit).
+            storeAttempts += 1
+            storeFailure.withLock { $0 = e.description }
+            metrics.storeWritable.set(Double(0))
+            if storeAttempts == 1 {
+                logger.critical("state file refuses writes; holding an effect's outcome", metadata: [
+                    "store.error": "\(e)", "payfleet.event.id": "\(event.id)",
+                ])
+            }
+            batchStartedAt.withLock { $0 = .now }
+            try? await Task.sleep(for: .milliseconds(min(10_000, 500 << min(storeAttempts, 5))))
         } catch {
             logger.error("recording an effect outcome failed", metadata: ["store.error": "\(error)", "payfleet.event.id": "\(event.id)"])
             return false
+        }
         }
     }
 
