@@ -6,8 +6,34 @@ import PayfleetCore
 /// URL form: `amqp[s]://user:password@host:port/vhost?heartbeat=30&connection_timeout=5`.
 /// The default vhost (`/`) is written as an empty path or `%2F`.
 public struct AMQPConfiguration: Sendable, CustomStringConvertible {
+    /// One broker node.
+    public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+        public var description: String { "\(host):\(port)" }
+
+        /// `host:port` (the port defaults to `defaultPort`).
+        public static func parse(_ text: String, defaultPort: Int) -> Endpoint? {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard let h = parts.first, !h.isEmpty, parts.count <= 2 else { return nil }
+            if parts.count == 2 {
+                guard let p = Int(parts[1]), (1...65535).contains(p) else { return nil }
+                return Endpoint(host: String(h), port: p)
+            }
+            return Endpoint(host: String(h), port: defaultPort)
+        }
+    }
+
+    /// The node connected to (the URL's host, or the endpoint `AMQPConnection.open` chose).
     public var host: String
     public var port: Int
+    /// The nodes of a cluster, tried in this order on every (re)connect, starting with the one
+    /// that last answered; empty = the URL's host only (`broker.hosts`).
+    public var endpoints: [Endpoint] = []
     public var user: String
     public var password: String
     public var vhost: String
@@ -64,7 +90,10 @@ public struct AMQPConfiguration: Sendable, CustomStringConvertible {
     }
 
     /// `amqp://user@host:port/vhost` — never the password.
-    public var description: String { "\(tls ? "amqps" : "amqp")://\(user)@\(host):\(port)/\(vhost == "/" ? "" : vhost)" }
+    public var description: String {
+        let where_ = endpoints.count > 1 ? endpoints.map(\.description).joined(separator: ",") : "\(host):\(port)"
+        return "\(tls ? "amqps" : "amqp")://\(user)@\(where_)/\(vhost == "/" ? "" : vhost)"
+    }
 
     /// Removes a password from a URL for error messages and logs.
     public static func redact(_ url: String) -> String {

@@ -13,6 +13,34 @@ final class AMQPConnection {
     /// channel or connection, which clears `isOpen` but frees nothing).
     private var needsDestroy = false
 
+    /// The endpoint index that last answered, per cluster (the joined endpoint list).
+    private static let preferred = Locked<[String: Int]>([:])
+
+    /// Connects to the first node of `config.endpoints` that answers, starting with the one that
+    /// answered last and going round the list once (a refused port fails at once, an unreachable
+    /// node after `connectTimeoutSeconds`). The caller's reconnect backoff applies after a full round.
+    static func open(_ config: AMQPConfiguration) throws(AMQPError) -> AMQPConnection {
+        let nodes = config.endpoints
+        guard nodes.count > 1 else { return try AMQPConnection(config) }
+        let key = nodes.map(\.description).joined(separator: ",")
+        let start = preferred.withLock { $0[key] ?? 0 }
+        var failures: [String] = []
+        for k in 0..<nodes.count {
+            let i = (start + k) % nodes.count
+            var c = config
+            c.host = nodes[i].host
+            c.port = nodes[i].port
+            do {
+                let conn = try AMQPConnection(c)
+                preferred.withLock { $0[key] = i }
+                return conn
+            } catch {
+                failures.append("\(nodes[i]): \(error.message)")
+            }
+        }
+        throw AMQPError(.connectionFailed, "no broker node answered (\(failures.joined(separator: "; ")))")
+    }
+
     init(_ config: AMQPConfiguration) throws(AMQPError) {
         self.config = config
         guard let state = amqp_new_connection() else {

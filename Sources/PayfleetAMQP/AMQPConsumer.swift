@@ -147,7 +147,7 @@ public final class AMQPConsumer: @unchecked Sendable {
         while !lock.withLock({ closed }) {
             let conn: AMQPConnection
             do {
-                conn = try AMQPConnection(config)
+                conn = try AMQPConnection.open(config)
                 try onConnect?(AMQPDeclarer(connection: conn))
                 try conn.qos(prefetch: prefetch)
                 if lock.withLock({ stopRequested }) {

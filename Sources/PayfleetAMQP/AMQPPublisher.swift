@@ -152,7 +152,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             if isClosed { return }
             let conn: AMQPConnection
             do {
-                conn = try AMQPConnection(config)
+                conn = try AMQPConnection.open(config)
                 try conn.confirmSelect()
                 try onConnect?(AMQPDeclarer(connection: conn))
             } catch {
@@ -172,7 +172,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             state.lastError = nil
             state.generation += 1
             condition.unlock()
-            logger.info("publisher connected", metadata: ["amqp.host": "\(config.host):\(config.port)"])
+            logger.info("publisher connected", metadata: ["amqp.host": "\(conn.config.host):\(conn.config.port)"])
             do {
                 try serve(conn)
                 conn.close()

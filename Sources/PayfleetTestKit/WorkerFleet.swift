@@ -25,6 +25,8 @@ public final class WorkerFleet: @unchecked Sendable {
         public var partitions = 1
         /// The broker URL the worker is configured with (default: the test broker's amqp URL).
         public var brokerURL: String?
+        /// Cluster nodes (`host:port`) written as `broker.hosts` (the worker fails over among them).
+        public var brokerHosts: [String] = []
         /// Admin port in the config; nil picks a random one, 0 lets every instance take a free port.
         public var adminPort: Int?
         /// YAML appended at the top level (e.g. a `merchants:` list); `{dir}` is replaced by the
@@ -70,7 +72,9 @@ public final class WorkerFleet: @unchecked Sendable {
         dir = TestEnvironment.makeTempDir(options.prefix)
         configPath = dir + "/payfleet.yaml"
         adminPort = options.adminPort ?? Int.random(in: 30_000...49_999)
-        amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        var amqp = try AMQPConfiguration(url: options.brokerURL ?? TestEnvironment.amqpURL)
+        amqp.endpoints = options.brokerHosts.compactMap { AMQPConfiguration.Endpoint.parse($0, defaultPort: 5672) }
+        self.amqp = amqp
         topology = WorkerTopology(
             name: name, routingKeys: options.routingKeys, partitions: options.partitions,
             partitionKey: options.partitionKey, retryDelaysMS: options.retryDelays.map { ConfigSection.parseDurationMS($0)! },
@@ -85,6 +89,7 @@ public final class WorkerFleet: @unchecked Sendable {
             broker:
               url: "\(options.brokerURL ?? TestEnvironment.amqpURL)"
               heartbeat: 10s
+            \(options.brokerHosts.isEmpty ? "" : "  hosts: [" + options.brokerHosts.joined(separator: ", ") + "]")
             state_dir: \(dir)/state
             log_level: info
             \(options.topLevelYAML)

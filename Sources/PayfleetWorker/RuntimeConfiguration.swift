@@ -61,6 +61,20 @@ public struct RuntimeConfiguration: Sendable {
         amqp.keyFile = try b.string("key_file") ?? amqp.keyFile
         amqp.verifyPeer = try b.bool("verify_peer", default: amqp.verifyPeer)
         amqp.declareEventsExchange = try b.bool("declare_events_exchange", default: true)
+        if let hosts = try b.stringList("hosts") {
+            // A cluster: the URL gives user, password, vhost and TLS; these give the nodes.
+            var nodes: [AMQPConfiguration.Endpoint] = []
+            for (i, h) in hosts.enumerated() {
+                guard let e = AMQPConfiguration.Endpoint.parse(h, defaultPort: amqp.port) else {
+                    throw ConfigError(key: b.dotted("hosts") + "[\(i)]", message: "'\(h)' is not host or host:port")
+                }
+                nodes.append(e)
+            }
+            guard !nodes.isEmpty else { throw ConfigError(key: b.dotted("hosts"), message: "must list at least one node") }
+            amqp.endpoints = nodes
+            amqp.host = nodes[0].host
+            amqp.port = nodes[0].port
+        }
         b.ignore(["management_url", "management_url_file"])
         return amqp
     }
