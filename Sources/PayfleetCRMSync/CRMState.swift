@@ -92,7 +92,9 @@ public enum CRMSchema {
             );
             """),
         // Customers keyed by merchant + customer (issue 15 item 10), refund ids for reversals.
-        // Existing profiles move to the merchant of the event that last set them. A customer id
+        // Existing profiles move to the merchant of the event that last set them (or, should
+        // that event be missing, to the one merchant whose events name the customer; a profile
+        // with no event at all names no merchant and cannot be kept). A customer id
         // that more than one merchant used had one profile merged from both: it cannot be split
         // back, so each of those merchants gets the customer without name, email and phone
         // (`profile_event = 'crm.2:shared'`, counted in a warning at start-up) until its next
@@ -115,6 +117,12 @@ public enum CRMSchema {
             FROM crm_customers c JOIN crm_events e ON e.event_id = c.profile_event
             WHERE (SELECT COUNT(DISTINCT x.merchant_id) FROM crm_events x
                    WHERE x.customer_id = c.customer_id AND x.own_customer = 1) <= 1;
+            INSERT OR IGNORE INTO crm_customers_v2 (merchant_id, customer_id, name, email, phone, profile_at, profile_event)
+            SELECT x.merchant_id, c.customer_id, c.name, c.email, c.phone, c.profile_at, c.profile_event
+            FROM crm_customers c JOIN crm_events x ON x.customer_id = c.customer_id AND x.own_customer = 1
+            WHERE NOT EXISTS (SELECT 1 FROM crm_events e WHERE e.event_id = c.profile_event)
+              AND (SELECT COUNT(DISTINCT y.merchant_id) FROM crm_events y
+                   WHERE y.customer_id = c.customer_id AND y.own_customer = 1) = 1;
             INSERT OR IGNORE INTO crm_customers_v2 (merchant_id, customer_id, name, email, phone, profile_at, profile_event)
             SELECT DISTINCT x.merchant_id, c.customer_id, NULL, NULL, NULL, 0, 'crm.2:shared'
             FROM crm_customers c JOIN crm_events x ON x.customer_id = c.customer_id AND x.own_customer = 1

@@ -12,7 +12,7 @@ import Foundation
 /// - credentials: the value after `Bearer` / `Basic`, after a key named like a secret
 ///   (`token`, `access_token`, `api_key`, `password`, `secret`, `authorization`, … with `=`,
 ///   `:` or `"…": "…"`), and values with a known secret prefix (`sk_live_…`, `whsec_…`,
-///   `pat-…`, JWTs);
+///   `pat-…`, JWTs), and `user:password@` in URLs;
 /// - the exact `secrets` given (the configured credentials of the caller).
 public enum Redaction {
     static let patterns: [(NSRegularExpression, String)] = {
@@ -25,6 +25,8 @@ public enum Redaction {
             (#"\bwhsec_[A-Za-z0-9+/=]+"#, "[redacted]"),
             (#"\bpat-[a-z0-9]{2,4}-[A-Za-z0-9\-]{8,}"#, "[redacted]"),
             (#"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"#, "[redacted]"),
+            // Credentials in URLs (`amqp://user:pass@host`).
+            (#"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@"#, "$1[redacted]@"),
             // Email addresses, including address literals.
             (#"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@(?:\[[^\]\s]*\]|[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+)"#, "[email]"),
         ]

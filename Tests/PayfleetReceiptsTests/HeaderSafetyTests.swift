@@ -106,6 +106,7 @@ import Testing
             ("answered 503 at 2026-11-24T10:15:00Z (Retry-After 30)", "answered 503 at 2026-11-24T10:15:00Z (Retry-After 30)"),
             ("evt_01JD8X9ZK4M2N3P4Q5R6S7T8V9 pi_3QabC12345678 v61.0", "evt_01JD8X9ZK4M2N3P4Q5R6S7T8V9 pi_3QabC12345678 v61.0"),
             ("on 2026-11-24 10:15:00", "on 2026-11-24 10:15:00"),
+            ("amqp://payfleet:s3cret@10.0.0.5:5672/ refused", "amqp://[redacted]@10.0.0.5:5672/ refused"),
         ]
         for (input, want) in cases { #expect(Redaction.redact(input) == want, "\(input)") }
         #expect(Redaction.redact("pw is hunter2-long", secrets: ["hunter2-long"]) == "pw is [redacted]")
