@@ -64,7 +64,7 @@ public final class HTTPTransport: Sendable {
                 redact("\(r.httpMethod ?? "GET") \(Self.describe(r.url)): \(what): \(error.localizedDescription)"))
         }
         guard let http = response as? HTTPURLResponse else {
-            throw HandlerError.transient("HTTPConnection", "no HTTP response from \(Self.describe(r.url))")
+            throw HandlerError.transient("HTTPConnection", redact("no HTTP response from \(Self.describe(r.url))"))
         }
         var headers: [String: String] = [:]
         for (k, v) in http.allHeaderFields {
@@ -119,13 +119,18 @@ public final class HTTPTransport: Sendable {
     }
 
     /// Scheme, host, port and path: never the query (it may carry a key) or credentials.
+    /// The path is shown decoded, so that `redact` recognizes an email or phone number that a
+    /// URL template put into it (`ada%40example%2Ecom`); control characters become spaces.
     static func describe(_ url: URL?) -> String {
         guard let url, var c = URLComponents(url: url, resolvingAgainstBaseURL: false) else { return "?" }
+        let path = c.path
         c.query = nil
         c.user = nil
         c.password = nil
         c.fragment = nil
-        return c.string ?? "?"
+        c.path = ""
+        let decoded = path.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? " " : String($0) }.joined()
+        return (c.string ?? "?") + decoded
     }
 }
 

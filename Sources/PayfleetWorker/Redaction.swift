@@ -5,7 +5,8 @@ import Foundation
 /// journals, `/readyz`'s `last_error`). DESIGN §1: admin listeners carry no personal data.
 ///
 /// What is replaced (by `[email]`, `[phone]`, `[redacted]`):
-/// - email addresses (`local@domain.tld`, `local@[literal]`);
+/// - email addresses (`local@domain.tld`, `local@[literal]`; the local part without `/`, `=`
+///   or `?`, so a URL before it stays readable);
 /// - phone numbers: a run of digits with spaces, dashes, dots or parentheses that starts with
 ///   `+` and holds at least 7 digits, or holds at least 9 digits without a `+` (so dates,
 ///   times, status codes and amounts of ordinary size stay readable);
@@ -28,7 +29,7 @@ public enum Redaction {
             // Credentials in URLs (`amqp://user:pass@host`).
             (#"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@"#, "$1[redacted]@"),
             // Email addresses, including address literals.
-            (#"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@(?:\[[^\]\s]*\]|[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+)"#, "[email]"),
+            (#"[A-Za-z0-9.!#$%&'*+^_`{|}~\-]+@(?:\[[^\]\s]*\]|[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+)"#, "[email]"),
         ]
         return list.map { (try! NSRegularExpression(pattern: $0.0), $0.1) }
     }()

@@ -89,6 +89,25 @@ import Testing
         }
     }
 
+    @Test("An email in the URL path is not repeated by the error, encoded or not")
+    func emailInPathRedacted() async throws {
+        let crm = LoopbackCRM()
+        try await crm.start()
+        defer { crm.stop() }
+        crm.setScript { _, _ in .init(status: 422, body: "{\"error\": \"unknown contact\"}") }
+        let yaml = Self.yaml(crm.url).replacingOccurrences(
+            of: "/api/m/{merchant_id}/customers/{customer_id}/balances/{currency}", with: "/contacts/{email}")
+        do {
+            try await ConnectorTests.run(try crmHandler(yaml), [crmEvent("evt_mail", .paymentSucceeded, amount: 100)])
+            Issue.record("no error")
+        } catch let e as HandlerError {
+            #expect(e.kind == .permanent)
+            #expect(e.message.contains("answered 422") && e.message.contains("/contacts/[email]"), "\(e.message)")
+            #expect(!e.message.contains("ada") && !e.message.contains("example"), "\(e.message)")
+        }
+        #expect(crm.requests.first?.path == "/contacts/ada%40example%2Ecom")
+    }
+
     @Test("salesforce: the default external id is merchant + customer, encoded as one segment")
     func salesforceKey() async throws {
         let crm = LoopbackCRM()
