@@ -138,7 +138,10 @@ public struct CRMHandler: WorkerHandler {
         let token = adminToken
         router.get("/customers/:id") { request, context -> Response in
             if let refusal = token.refusal(request) { return refusal }
-            let id = context.parameters.get("id") ?? ""
+            // The router hands the path segment over still percent-encoded (`cus%201%2Fx`).
+            guard let id = (context.parameters.get("id") ?? "").removingPercentEncoding, !id.isEmpty else {
+                return Self.json(.badRequest, ["error": ["code": "invalid_id", "message": "the customer id is not percent-encoded UTF-8"]])
+            }
             guard let merchant = request.uri.queryParameters.get("merchant"), !merchant.isEmpty else {
                 return Self.json(
                     .badRequest,

@@ -33,11 +33,17 @@ import Testing
                          payment: "pi_a", name: "Ada Lovelace", email: "ada@a.example"),
                 crmEvent("evt_adm_b_\(fleet.name)", .paymentSucceeded, merchant: "m_b", amount: 3_400, customer: "42",
                          payment: "pi_b", at: "2026-11-25T10:15:00Z", name: "Grace Hopper", email: "grace@b.example"),
+                crmEvent("evt_adm_c_\(fleet.name)", .paymentSucceeded, merchant: "m_a", amount: 99, customer: "cus 1/ü",
+                         payment: "pi_c", name: "Ada Lovelace", email: "ada@a.example"),
             ]
             try await Self.start(fleet, events: events)
-            #expect(try await eventually(timeout: .seconds(60)) { try fleet.count("processed") == 2 },
+            #expect(try await eventually(timeout: .seconds(60)) { try fleet.count("processed") == 3 },
                     "log: \(fleet.process?.log.suffix(2000) ?? "")")
             let url = fleet.adminURL + "/customers/42?merchant=m_a"
+            // An id with a space, a slash and a non-ASCII letter, percent-encoded as one segment.
+            let odd = await adminGET(fleet.adminURL + "/customers/cus%201%2F%C3%BC?merchant=m_a", token: Self.token)
+            #expect(odd?.status == 200, "\(odd?.body ?? "")")
+            #expect(odd?.body.contains("\"customer_id\":\"cus 1\\/ü\"") == true, "\(odd?.body ?? "")")
             let none = await adminGET(url, token: nil)
             #expect(none?.status == 401)
             #expect(none?.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
