@@ -218,7 +218,8 @@ public struct HTTPConnector: CRMConnector {
         case .basic(_, let p): transport.redacting([p])
         case .none, .standardWebhooks: break
         }
-        transport.redacting(headers.map(\.1))
+        // Header values as long as a key (X-Api-Key …) are treated as credentials.
+        transport.redacting(headers.map(\.1).filter { $0.count >= 12 })
         return HTTPConnector(customers: c, payments: p, headers: headers, auth: auth, transport: transport)
     }
 
