@@ -51,10 +51,11 @@ public enum CustomerView {
                 o["outstanding_formatted"] = Money(value: value, currency: cur).majorString
             }
             if let amount = b.int(8) {
-                o["last_payment"] = [
-                    "payment_id": orNull(b.string(7)), "amount": NSNumber(value: amount),
-                    "at": orNull(CRMState.date(b.int(9)).map(RFC3339.format)),
-                ] as [String: Any]
+                o["last_payment"] =
+                    [
+                        "payment_id": orNull(b.string(7)), "amount": NSNumber(value: amount),
+                        "at": orNull(CRMState.date(b.int(9)).map(RFC3339.format)),
+                    ] as [String: Any]
             } else {
                 o["last_payment"] = NSNull()
             }
@@ -83,7 +84,9 @@ public enum CustomerView {
             var paid: Int64? = 0
             for it in items where (it.int(2) ?? 0) == 0 {
                 guard let p = paid, let a = it.int(1) else { continue }
-                let (r, o) = it.string(0) == "payment.succeeded" ? p.addingReportingOverflow(a) : p.subtractingReportingOverflow(a)
+                let (r, o) =
+                    it.string(0) == "payment.succeeded"
+                    ? p.addingReportingOverflow(a) : p.subtractingReportingOverflow(a)
                 paid = o ? nil : r
             }
             var o: [String: Any] = [
@@ -121,7 +124,8 @@ public enum CustomerView {
         doc["payments"] = history.map { r -> [String: Any] in
             var o: [String: Any] = [
                 "event_id": r.string(0) ?? "", "type": r.string(1) ?? "", "payment_id": orNull(r.string(2)),
-                "merchant_id": r.string(3) ?? "", "currency": r.string(4) ?? "", "amount": NSNumber(value: r.int(5) ?? 0),
+                "merchant_id": r.string(3) ?? "", "currency": r.string(4) ?? "",
+                "amount": NSNumber(value: r.int(5) ?? 0),
                 "occurred_at": orNull(CRMState.date(r.int(7)).map(RFC3339.format)),
                 "invoice_id": orNull(r.string(8)),
             ]

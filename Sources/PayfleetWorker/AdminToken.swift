@@ -28,7 +28,8 @@ public struct AdminToken: Sendable {
         let key = section.dotted("admin_token_file")
         if section.has("admin_token") {
             throw ConfigError(
-                key: section.dotted("admin_token"), message: "secrets are not inline: put the token in a file, admin_token_file")
+                key: section.dotted("admin_token"),
+                message: "secrets are not inline: put the token in a file, admin_token_file")
         }
         guard section.has("admin_token_file") else { return AdminToken(token: nil, key: key) }
         let t = (try section.secret("admin_token") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
@@ -54,7 +55,8 @@ public struct AdminToken: Sendable {
         let header = request.headers[.authorization] ?? ""
         let prefix = "bearer "
         guard header.count > prefix.count, header.prefix(prefix.count).lowercased() == prefix else {
-            return Self.error(.unauthorized, "unauthorized", "Authorization: Bearer <admin token> required", bearer: true)
+            return Self.error(
+                .unauthorized, "unauthorized", "Authorization: Bearer <admin token> required", bearer: true)
         }
         let given = Array(header.dropFirst(prefix.count).utf8)
         var diff = UInt8(given.count == token.count ? 0 : 1)

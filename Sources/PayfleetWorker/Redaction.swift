@@ -19,7 +19,10 @@ public enum Redaction {
     static let patterns: [(NSRegularExpression, String)] = {
         let list: [(String, String)] = [
             // Key names that announce a secret, JSON or form or header style.
-            (#"(?i)("?\b(?:access_token|refresh_token|id_token|token|api[_-]?key|apikey|password|passwd|secret|client_secret|authorization|auth_token)\b"?\s*[:=]\s*"?)(?:bearer\s+|basic\s+)?[^\s"',;&}\]]+"#, "$1[redacted]"),
+            (
+                #"(?i)("?\b(?:access_token|refresh_token|id_token|token|api[_-]?key|apikey|password|passwd|secret|client_secret|authorization|auth_token)\b"?\s*[:=]\s*"?)(?:bearer\s+|basic\s+)?[^\s"',;&}\]]+"#,
+                "$1[redacted]"
+            ),
             (#"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{4,}"#, "$1 [redacted]"),
             (#"(?i)\btoken\s+[A-Za-z0-9._\-]{8,}"#, "token [redacted]"),
             (#"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]+"#, "[redacted]"),
@@ -29,7 +32,10 @@ public enum Redaction {
             // Credentials in URLs (`amqp://user:pass@host`).
             (#"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@"#, "$1[redacted]@"),
             // Email addresses, including address literals.
-            (#"[A-Za-z0-9.!#$%&'*+^_`{|}~\-]+@(?:\[[^\]\s]*\]|[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+)"#, "[email]"),
+            (
+                #"[A-Za-z0-9.!#$%&'*+^_`{|}~\-]+@(?:\[[^\]\s]*\]|[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+)"#,
+                "[email]"
+            ),
         ]
         return list.map { (try! NSRegularExpression(pattern: $0.0), $0.1) }
     }()
@@ -75,7 +81,9 @@ public enum Redaction {
                         // Two separators in a row end a number, except `) ` and ` (`.
                         if j > i {
                             let prev = chars[j - 1]
-                            if isSeparator(prev) && !((prev == ")" && ch == " ") || (prev == " " && ch == "(")) { break }
+                            if isSeparator(prev) && !((prev == ")" && ch == " ") || (prev == " " && ch == "(")) {
+                                break
+                            }
                         }
                     } else {
                         break
