@@ -7,10 +7,12 @@ import PayfleetStore
 import PayfleetWorker
 
 /// The `crm-sync` handler: customer state in SQLite (`CRMState`), each change pushed through the
-/// configured connector as the runtime's journaled effect, and `GET /customers/{id}` on the
-/// admin port.
+/// configured connector as the runtime's journaled effect, and
+/// `GET /customers/{id}?merchant={merchant}` on the admin port (bearer token required).
 ///
 /// Configuration (section `crm-sync`, besides the runtime's keys):
+/// - `admin_token_file` (path, none): the bearer token that `GET /customers/…` requires
+///   (DESIGN §1, `AdminToken`); without it customer data is not served (403)
 /// - `connector`: `sandbox` (default), `http`, `salesforce` or `hubspot`
 /// - `crm_file`: the sandbox's JSON-lines file, default `<state_dir>/crm.jsonl`
 /// - `timeout` (duration, 10s): HTTP timeout per call
@@ -21,13 +23,20 @@ public struct CRMHandler: WorkerHandler {
     public typealias Effect = CRMChange
 
     public let connector: any CRMConnector
+    public let adminToken: AdminToken
     let logger: Logger
     /// The newest version of each customer state the CRM is known to have (this process).
     let pushed = Locked<[String: Int64]>([:])
     let gate = KeyGate()
+    /// Whether the start-up checks on the database ran (the first `apply`).
+    let checkedStore = Locked(false)
 
-    public init(connector: any CRMConnector, logger: Logger = Logger(label: "payfleet.crm-sync")) {
+    public init(
+        connector: any CRMConnector, adminToken: AdminToken = AdminToken(token: nil, key: "crm-sync.admin_token_file"),
+        logger: Logger = Logger(label: "payfleet.crm-sync")
+    ) {
         self.connector = connector
+        self.adminToken = adminToken
         self.logger = logger
     }
 
@@ -54,13 +63,41 @@ public struct CRMHandler: WorkerHandler {
         }
         // Settings of connectors not chosen may stay in the file (switching back and forth).
         s.ignore(["http", "salesforce", "hubspot"])
-        self.init(connector: connector, logger: logger)
+        let token = try AdminToken.read(s)
+        if !token.isConfigured {
+            logger.notice(
+                "GET /customers is disabled: no admin token", metadata: ["config.key": "\(token.key)"])
+        }
+        if let http = connector as? HTTPConnector, !http.customers.url.fields.contains("merchant_id") {
+            // Two merchants may use the same customer id: a CRM keyed by customer id alone
+            // merges them. Not refused (one CRM per merchant is a valid set-up), but said.
+            logger.warning(
+                "the customers URL has no {merchant_id}: customers of different merchants with the same id share a CRM record",
+                metadata: ["config.key": "\(s.dotted("http"))"])
+        }
+        self.init(connector: connector, adminToken: token, logger: logger)
     }
 
     public var migrations: [Migration] { CRMSchema.migrations }
 
     public func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> CRMChange? {
         do { try event.validate() } catch { throw HandlerError.permanent("InvalidEvent", "\(error)") }
+        if !checkedStore.current {
+            checkedStore.withLock { $0 = true }
+            let shared = try CRMState.sharedProfilesCleared(db)
+            if shared > 0 {
+                logger.warning(
+                    "customer profiles shared by several merchants before migration crm.2 were cleared; each refills from its merchant's next event",
+                    metadata: ["crm.profiles_cleared": "\(shared)"])
+            }
+        }
+        if CRMState.noCustomerEffect.contains(event.type) {
+            // Not bound to crm-sync; arrives only by a replay. Acknowledged, said, not booked.
+            logger.info(
+                "event changes no customer; acknowledged without a CRM change",
+                metadata: ["payfleet.event.id": "\(event.id)", "payfleet.event.type": "\(event.type.rawValue)"])
+            return nil
+        }
         guard let change = try CRMState.apply(event, db: db) else { return nil }
         // Seed what the CRM already has from the database (a restart forgets the memory).
         for s in change.customers {
@@ -76,7 +113,7 @@ public struct CRMHandler: WorkerHandler {
 
     public func perform(_ change: CRMChange, event: PaymentEvent, attempt: Int, outcomeUnknown: Bool) async throws {
         // One push at a time per customer, so an older state never lands after a newer one.
-        let keys = Array(Set(change.customers.map(\.customerID))).sorted()
+        let keys = Array(Set(change.customers.map(\.customerKey))).sorted()
         await gate.acquire(keys)
         do {
             let fresh = change.customers.filter { s in s.version > (pushed.withLock { $0[s.key] } ?? 0) }
@@ -95,20 +132,33 @@ public struct CRMHandler: WorkerHandler {
         try CRMState.markPushed(db, change.customers)
     }
 
+    /// `GET /customers/{id}?merchant={merchant}`: one merchant's customer (a customer id alone
+    /// names nobody: two merchants may use the same one). Bearer token first, then the merchant.
     public func adminRoutes(_ router: Router<BasicRequestContext>, store: Store) {
-        router.get("/customers/:id") { _, context -> Response in
-            let id = context.parameters.get("id") ?? ""
+        let token = adminToken
+        router.get("/customers/:id") { request, context -> Response in
+            if let refusal = token.refusal(request) { return refusal }
+            // The router hands the path segment over still percent-encoded (`cus%201%2Fx`).
+            guard let id = (context.parameters.get("id") ?? "").removingPercentEncoding, !id.isEmpty else {
+                return Self.json(.badRequest, ["error": ["code": "invalid_id", "message": "the customer id is not percent-encoded UTF-8"]])
+            }
+            guard let merchant = request.uri.queryParameters.get("merchant"), !merchant.isEmpty else {
+                return Self.json(
+                    .badRequest,
+                    ["error": ["code": "merchant_required", "message": "query parameter merchant is required: /customers/{id}?merchant={merchant}"]])
+            }
             let doc: Data?
             do {
-                doc = try await store.withConnection { db in try CustomerView.json(db, customer: id) }
+                doc = try await store.withConnection { db in try CustomerView.json(db, merchant: merchant, customer: id) }
             } catch {
                 return Self.json(.serviceUnavailable, ["error": ["code": "unavailable", "message": "database: \(error)"]])
             }
             guard let doc else {
-                return Self.json(.notFound, ["error": ["code": "not_found", "message": "no customer '\(id)'"]])
+                return Self.json(.notFound, ["error": ["code": "not_found", "message": "no such customer of this merchant"]])
             }
             return Response(
-                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: doc)))
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(bytes: doc)))
         }
     }
 

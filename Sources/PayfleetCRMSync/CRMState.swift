@@ -1,6 +1,7 @@
 import Foundation
 import PayfleetCore
 import PayfleetStore
+import PayfleetWorker
 
 /// crm-sync's tables (DESIGN §5a): every event as recorded, the payment/invoice → customer links
 /// through which a refund or dispute reaches its customer, the customer profile, and one
@@ -10,6 +11,28 @@ import PayfleetStore
 /// `crm_events` whenever one of them changes, so the order of arrival cannot matter; the
 /// profile (name, email, phone) and the last payment are taken from the newest event by
 /// `occurred_at` (then event id), so an older event never overwrites newer state.
+///
+/// Tenants: customer state is keyed by merchant + customer everywhere (`crm_customers`,
+/// `crm_balances`, the links): two merchants that both use customer id `42` are two customers,
+/// and one merchant's events never change another merchant's customer.
+///
+/// Reversals (DESIGN §5a): `refund.failed` cancels the `payment.refunded` with the same merchant
+/// and `metadata.refund_id`; `payment.reversed` cancels the `payment.succeeded` events of the
+/// same merchant and `payment.id`. A cancelled original counts zero in every figure (so a failed
+/// refund is no longer `refunded` and gives back to `outstanding` what it took when it named an
+/// invoice; a reversed payment is no longer `paid` nor the last payment). Cancellation is a
+/// question asked of the recorded events whenever figures are recomputed, never a subtraction:
+/// - reversal after its original: the original stops counting;
+/// - reversal before its original (out of order): the reversal is recorded and waits, counting
+///   zero itself; the original, when it arrives, is born cancelled and counts zero. Nothing is
+///   subtracted that was never added, so money is never lost or doubled whatever the order;
+/// - the same reversal twice (two provider events for one failed refund): cancelling is
+///   idempotent, the original is undone once;
+/// - an original that never arrives: the reversal stays recorded, shown as unmatched in the
+///   customer's history (`matched: false`), and changes no figure.
+/// The amount undone is the original's (what was booked), whatever amount the reversal carries.
+/// Refunds recorded before `crm.2` carry no refund id and cannot be matched by a later
+/// `refund.failed` (it stays unmatched and visible).
 public enum CRMSchema {
     public static let migrations: [Migration] = [
         Migration(
@@ -67,7 +90,50 @@ public enum CRMSchema {
                 updated_at INTEGER NOT NULL,
                 PRIMARY KEY (customer_id, merchant_id, currency)
             );
-            """)
+            """),
+        // Customers keyed by merchant + customer (issue 15 item 10), refund ids for reversals.
+        // Existing profiles move to the merchant of the event that last set them (or, should
+        // that event be missing, to the one merchant whose events name the customer; a profile
+        // with no event at all names no merchant and cannot be kept). A customer id
+        // that more than one merchant used had one profile merged from both: it cannot be split
+        // back, so each of those merchants gets the customer without name, email and phone
+        // (`profile_event = 'crm.2:shared'`, counted in a warning at start-up) until its next
+        // event refills them — never another merchant's data.
+        Migration(
+            "crm.2",
+            """
+            CREATE TABLE crm_customers_v2 (
+                merchant_id TEXT NOT NULL,
+                customer_id TEXT NOT NULL,
+                name TEXT,
+                email TEXT,
+                phone TEXT,
+                profile_at INTEGER NOT NULL,
+                profile_event TEXT NOT NULL,
+                PRIMARY KEY (merchant_id, customer_id)
+            );
+            INSERT INTO crm_customers_v2 (merchant_id, customer_id, name, email, phone, profile_at, profile_event)
+            SELECT e.merchant_id, c.customer_id, c.name, c.email, c.phone, c.profile_at, c.profile_event
+            FROM crm_customers c JOIN crm_events e ON e.event_id = c.profile_event
+            WHERE (SELECT COUNT(DISTINCT x.merchant_id) FROM crm_events x
+                   WHERE x.customer_id = c.customer_id AND x.own_customer = 1) <= 1;
+            INSERT OR IGNORE INTO crm_customers_v2 (merchant_id, customer_id, name, email, phone, profile_at, profile_event)
+            SELECT x.merchant_id, c.customer_id, c.name, c.email, c.phone, c.profile_at, c.profile_event
+            FROM crm_customers c JOIN crm_events x ON x.customer_id = c.customer_id AND x.own_customer = 1
+            WHERE NOT EXISTS (SELECT 1 FROM crm_events e WHERE e.event_id = c.profile_event)
+              AND (SELECT COUNT(DISTINCT y.merchant_id) FROM crm_events y
+                   WHERE y.customer_id = c.customer_id AND y.own_customer = 1) = 1;
+            INSERT OR IGNORE INTO crm_customers_v2 (merchant_id, customer_id, name, email, phone, profile_at, profile_event)
+            SELECT DISTINCT x.merchant_id, c.customer_id, NULL, NULL, NULL, 0, 'crm.2:shared'
+            FROM crm_customers c JOIN crm_events x ON x.customer_id = c.customer_id AND x.own_customer = 1
+            WHERE (SELECT COUNT(DISTINCT y.merchant_id) FROM crm_events y
+                   WHERE y.customer_id = c.customer_id AND y.own_customer = 1) > 1;
+            DROP TABLE crm_customers;
+            ALTER TABLE crm_customers_v2 RENAME TO crm_customers;
+            ALTER TABLE crm_events ADD COLUMN refund_id TEXT;
+            CREATE INDEX crm_events_refund_idx ON crm_events(merchant_id, refund_id) WHERE refund_id IS NOT NULL;
+            CREATE INDEX crm_events_merchant_customer_idx ON crm_events(merchant_id, customer_id);
+            """),
     ]
 }
 
@@ -92,6 +158,8 @@ public struct CustomerSnapshot: Codable, Sendable, Equatable {
     public var at: Date
 
     public var key: String { "\(customerID)\u{1f}\(merchantID)\u{1f}\(currency)" }
+    /// The customer's identity: merchant + customer.
+    public var customerKey: String { "\(merchantID)\u{1f}\(customerID)" }
 }
 
 /// One payment-related event of a known customer, for CRMs that keep a record per payment.
@@ -123,41 +191,63 @@ public struct CRMChange: Codable, Sendable, Equatable {
 
 /// Applies events to the tables above; pure SQLite, called inside the runtime's transaction.
 public enum CRMState {
-    static func ms(_ d: Date) -> Int64 { Int64((d.timeIntervalSince1970 * 1000).rounded()) }
+    /// Milliseconds since 1970, or nil when the date does not fit (never a trap).
+    static func ms(_ d: Date) -> Int64? {
+        let v = (d.timeIntervalSince1970 * 1000).rounded()
+        guard v.isFinite, v > -9.2e18, v < 9.2e18 else { return nil }
+        return Int64(v)
+    }
     static func date(_ ms: Int64?) -> Date? { ms.map { Date(timeIntervalSince1970: Double($0) / 1000) } }
 
     static func nonEmpty(_ s: String?) -> String? { (s?.isEmpty ?? true) ? nil : s }
 
+    /// How far in the future an `occurred_at` may be (DESIGN §3: now + 24 h): a later date would
+    /// win the profile ("newest wins") forever.
+    public static let futureTolerance: TimeInterval = 86_400
+
+    /// Types that change no customer: merchant-level money (payouts, provider fees) and internal
+    /// types. They are acknowledged without a change and counted by the handler.
+    public static let noCustomerEffect: Set<PaymentEvent.EventType> = [
+        .payoutPaid, .payoutFailed, .feeAssessed, .settlementDayClosed,
+    ]
+
     /// Records `event`; returns the change to push (nil when nothing visible changed, e.g. a
-    /// refund whose payment — and so whose customer — is not known yet).
+    /// refund whose payment — and so whose customer — is not known yet). Throws a permanent
+    /// `HandlerError` for an event that cannot be booked (`AmountOverflow`, `InvalidEvent`):
+    /// the savepoint undoes it and it is dead-lettered, the customer's state stays as it was.
     public static func apply(_ event: PaymentEvent, db: SQLiteConnection, now: Date = Date()) throws -> CRMChange? {
         if try db.queryOne("SELECT 1 FROM crm_events WHERE event_id = ?", [.text(event.id)]) != nil { return nil }
-        switch event.type {
-        case .payoutPaid, .settlementDayClosed: return nil  // merchant-level, no customer
-        default: break
+        if noCustomerEffect.contains(event.type) { return nil }
+        guard let occurred = ms(event.occurredAt) else {
+            throw HandlerError.permanent("InvalidEvent", "occurred_at: not a representable date")
+        }
+        guard event.occurredAt.timeIntervalSince(now) <= futureTolerance else {
+            throw HandlerError.permanent(
+                "InvalidEvent", "occurred_at: \(RFC3339.format(event.occurredAt)) is more than 24 h in the future")
         }
         let merchant = event.merchantID
         let own = nonEmpty(event.customer?.id)
         let paymentID = nonEmpty(event.payment?.id)
         let invoiceID = nonEmpty(event.invoiceID)
+        let refundID = [.paymentRefunded, .refundFailed].contains(event.type) ? nonEmpty(event.metadata["refund_id"]) : nil
         var customer = own
         if customer == nil { customer = try linked(db, merchant: merchant, payment: paymentID, invoice: invoiceID) }
         let outcome = event.type == .disputeClosed ? event.metadata["outcome"] : nil
         try db.execute(
             """
             INSERT INTO crm_events (event_id, type, merchant_id, customer_id, own_customer, payment_id, invoice_id,
-                currency, amount, fee, occurred_at, outcome, channel, method, reference)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                currency, amount, fee, occurred_at, outcome, channel, method, reference, refund_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             [.text(event.id), .text(event.type.rawValue), .text(merchant), SQLValue(customer), .int(own == nil ? 0 : 1),
              SQLValue(paymentID), SQLValue(invoiceID), .text(event.amount.currency.code), .int(event.amount.value),
-             SQLValue(event.fee?.value), .int(ms(event.occurredAt)), SQLValue(outcome),
+             SQLValue(event.fee?.value), .int(occurred), SQLValue(outcome),
              SQLValue(nonEmpty(event.payment?.channel)), SQLValue(nonEmpty(event.payment?.method)),
-             SQLValue(nonEmpty(event.reference))])
+             SQLValue(nonEmpty(event.reference)), SQLValue(refundID)])
 
         var resolved: [String] = []  // earlier events that reach their customer through this one
         if let own {
-            try updateProfile(db, customer: own, event: event)
+            try updateProfile(db, merchant: merchant, customer: own, event: event, at: occurred)
             for (kind, ref) in [("payment", paymentID), ("invoice", invoiceID)] {
                 guard let ref else { continue }
                 let inserted = try db.execute(
@@ -171,28 +261,59 @@ public enum CRMState {
                 resolved += rows.compactMap { $0.string(0) }
             }
         }
-        guard let customer else { return nil }
 
-        // The (merchant, currency) summaries this event and the resolved ones touch.
-        let ids = [event.id] + resolved.sorted()
-        var keys: [String] = []
+        // The originals a reversal cancels: their customers' figures change too (they may be
+        // known while the reversal's own customer is not, or be another currency).
+        var cancelled: [String] = []
+        switch event.type {
+        case .refundFailed:
+            if let refundID {
+                cancelled = try db.query(
+                    """
+                    SELECT event_id FROM crm_events WHERE merchant_id = ? AND refund_id = ? AND type = 'payment.refunded'
+                      AND customer_id IS NOT NULL
+                    """, [.text(merchant), .text(refundID)]).compactMap { $0.string(0) }
+            }
+        case .paymentReversed:
+            if let paymentID {
+                cancelled = try db.query(
+                    """
+                    SELECT event_id FROM crm_events WHERE merchant_id = ? AND payment_id = ? AND type = 'payment.succeeded'
+                      AND customer_id IS NOT NULL
+                    """, [.text(merchant), .text(paymentID)]).compactMap { $0.string(0) }
+            }
+        default: break
+        }
+        if customer == nil && cancelled.isEmpty { return nil }
+
+        // The (customer, merchant, currency) summaries this event, the resolved and the
+        // cancelled ones touch.
+        let ids = [event.id] + resolved.sorted().filter { $0 != event.id }
+        var visit = ids
+        for id in cancelled.sorted() where !visit.contains(id) { visit.append(id) }
+        var keys: [(customer: String, merchant: String, currency: String)] = []
+        func touch(_ c: String, _ m: String, _ cur: String) {
+            if !keys.contains(where: { $0.customer == c && $0.merchant == m && $0.currency == cur }) {
+                keys.append((c, m, cur))
+            }
+        }
         var payments: [PaymentRecord] = []
-        for id in ids {
+        for id in visit {
             guard let row = try db.queryOne(
                 """
                 SELECT event_id, type, payment_id, customer_id, merchant_id, currency, amount, fee, occurred_at,
                     invoice_id, outcome, channel, method, reference FROM crm_events WHERE event_id = ?
                 """, [.text(id)]), let record = paymentRecord(row)
             else { continue }
-            let k = "\(record.merchantID)\u{1f}\(record.currency)"
-            if !keys.contains(k) { keys.append(k) }
-            if record.type != PaymentEvent.EventType.invoiceIssued.rawValue { payments.append(record) }
+            touch(record.customerID, record.merchantID, record.currency)
+            // Payment records: this event's and those that were waiting for their customer.
+            if ids.contains(id) && record.type != PaymentEvent.EventType.invoiceIssued.rawValue { payments.append(record) }
         }
         var snapshots: [CustomerSnapshot] = []
         for k in keys {
-            let parts = k.split(separator: "\u{1f}", omittingEmptySubsequences: false).map(String.init)
-            snapshots.append(try recompute(db, customer: customer, merchant: parts[0], currency: parts[1], now: now))
+            snapshots.append(try recompute(db, customer: k.customer, merchant: k.merchant, currency: k.currency, now: now))
         }
+        if snapshots.isEmpty && payments.isEmpty { return nil }
         return CRMChange(eventID: event.id, eventType: event.type.rawValue, customers: snapshots, payments: payments)
     }
 
@@ -219,23 +340,103 @@ public enum CRMState {
         return nil
     }
 
-    /// Name, email and phone from the newest event that carries the customer (by occurred_at,
-    /// then event id): an older event arriving late never overwrites them.
-    static func updateProfile(_ db: SQLiteConnection, customer: String, event: PaymentEvent) throws {
-        let at = ms(event.occurredAt)
+    /// Name, email and phone of one merchant's customer from the newest event that carries
+    /// the customer (by occurred_at, then event id): an older event arriving late never
+    /// overwrites them, and another merchant's events never touch them.
+    static func updateProfile(
+        _ db: SQLiteConnection, merchant: String, customer: String, event: PaymentEvent, at: Int64
+    ) throws {
         let c = event.customer
         try db.execute(
             """
-            INSERT INTO crm_customers (customer_id, name, email, phone, profile_at, profile_event)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-            ON CONFLICT (customer_id) DO UPDATE SET
+            INSERT INTO crm_customers (merchant_id, customer_id, name, email, phone, profile_at, profile_event)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            ON CONFLICT (merchant_id, customer_id) DO UPDATE SET
                 name = COALESCE(excluded.name, name), email = COALESCE(excluded.email, email),
                 phone = COALESCE(excluded.phone, phone), profile_at = excluded.profile_at,
                 profile_event = excluded.profile_event
             WHERE excluded.profile_at > profile_at OR (excluded.profile_at = profile_at AND excluded.profile_event > profile_event)
             """,
-            [.text(customer), SQLValue(nonEmpty(c?.name)), SQLValue(nonEmpty(c?.email)), SQLValue(nonEmpty(c?.phone)),
-             .int(at), .text(event.id)])
+            [.text(merchant), .text(customer), SQLValue(nonEmpty(c?.name)), SQLValue(nonEmpty(c?.email)),
+             SQLValue(nonEmpty(c?.phone)), .int(at), .text(event.id)])
+    }
+
+    /// SQL: 1 when the `crm_events` row aliased `e` is cancelled by a reversal (see `CRMSchema`).
+    static let cancelledSQL = """
+        CASE
+          WHEN e.type = 'payment.refunded' AND e.refund_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM crm_events f WHERE f.merchant_id = e.merchant_id AND f.refund_id = e.refund_id
+              AND f.type = 'refund.failed') THEN 1
+          WHEN e.type = 'payment.succeeded' AND e.payment_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM crm_events f WHERE f.merchant_id = e.merchant_id AND f.payment_id = e.payment_id
+              AND f.type = 'payment.reversed') THEN 1
+          ELSE 0 END
+        """
+
+    /// SQL: 1 when the reversal row aliased `e` has found the original it cancels.
+    static let matchedSQL = """
+        CASE
+          WHEN e.type = 'refund.failed' THEN EXISTS (
+            SELECT 1 FROM crm_events o WHERE o.merchant_id = e.merchant_id AND o.refund_id = e.refund_id
+              AND o.type = 'payment.refunded')
+          WHEN e.type = 'payment.reversed' THEN EXISTS (
+            SELECT 1 FROM crm_events o WHERE o.merchant_id = e.merchant_id AND o.payment_id = e.payment_id
+              AND o.type = 'payment.succeeded')
+          ELSE NULL END
+        """
+
+    /// The four figures of DESIGN §5a, summed with checked arithmetic (SQLite's `SUM` fails on
+    /// integer overflow, which would poison the key: every later event of the customer failing).
+    public struct Figures: Sendable, Equatable {
+        public var outstanding: Int64 = 0
+        public var paid: Int64 = 0
+        public var refunded: Int64 = 0
+        public var disputed: Int64 = 0
+    }
+
+    /// An overflow of a money sum: permanent (the event that caused it is dead-lettered).
+    static func overflow(_ figure: String, customer: String, merchant: String, currency: String) -> HandlerError {
+        .permanent(
+            "AmountOverflow",
+            "\(figure) of customer \(customer) of merchant \(merchant) in \(currency) would leave the 64-bit range; the event is not booked")
+    }
+
+    static func figures(_ db: SQLiteConnection, customer: String, merchant: String, currency: String) throws -> Figures {
+        let rows = try db.query(
+            """
+            SELECT e.type, e.amount, e.invoice_id IS NOT NULL, e.outcome, \(cancelledSQL)
+            FROM crm_events e WHERE e.customer_id = ? AND e.merchant_id = ? AND e.currency = ?
+              AND e.type IN ('invoice.issued', 'payment.succeeded', 'payment.refunded', 'payment.disputed', 'dispute.closed')
+            """, [.text(customer), .text(merchant), .text(currency)])
+        var f = Figures()
+        func add(_ v: inout Int64, _ x: Int64, _ name: String) throws {
+            let (r, o) = v.addingReportingOverflow(x)
+            if o { throw overflow(name, customer: customer, merchant: merchant, currency: currency) }
+            v = r
+        }
+        func sub(_ v: inout Int64, _ x: Int64, _ name: String) throws {
+            let (r, o) = v.subtractingReportingOverflow(x)
+            if o { throw overflow(name, customer: customer, merchant: merchant, currency: currency) }
+            v = r
+        }
+        for r in rows {
+            guard let type = r.string(0), let amount = r.int(1) else { continue }
+            let invoiced = (r.int(2) ?? 0) != 0
+            if (r.int(4) ?? 0) != 0 { continue }  // cancelled by a reversal
+            switch type {
+            case "invoice.issued": try add(&f.outstanding, amount, "outstanding")
+            case "payment.succeeded":
+                try add(&f.paid, amount, "paid")
+                if invoiced { try sub(&f.outstanding, amount, "outstanding") }
+            case "payment.refunded":
+                try add(&f.refunded, amount, "refunded")
+                if invoiced { try add(&f.outstanding, amount, "outstanding") }
+            case "payment.disputed": try add(&f.disputed, amount, "disputed")
+            case "dispute.closed" where r.string(3) == "won": try sub(&f.disputed, amount, "disputed")
+            default: break
+            }
+        }
+        return f
     }
 
     /// The DESIGN §5a figures for one customer, merchant and currency, from all its events.
@@ -243,29 +444,13 @@ public enum CRMState {
         _ db: SQLiteConnection, customer: String, merchant: String, currency: String, now: Date
     ) throws -> CustomerSnapshot {
         let args: [SQLValue] = [.text(customer), .text(merchant), .text(currency)]
-        let sums = try db.queryOne(
-            """
-            SELECT
-              COALESCE(SUM(CASE
-                WHEN type = 'invoice.issued' THEN amount
-                WHEN type = 'payment.succeeded' AND invoice_id IS NOT NULL THEN -amount
-                WHEN type = 'payment.refunded' AND invoice_id IS NOT NULL THEN amount
-                ELSE 0 END), 0),
-              COALESCE(SUM(CASE WHEN type = 'payment.succeeded' THEN amount ELSE 0 END), 0),
-              COALESCE(SUM(CASE WHEN type = 'payment.refunded' THEN amount ELSE 0 END), 0),
-              COALESCE(SUM(CASE WHEN type = 'payment.disputed' THEN amount
-                                WHEN type = 'dispute.closed' AND outcome = 'won' THEN -amount ELSE 0 END), 0)
-            FROM crm_events WHERE customer_id = ? AND merchant_id = ? AND currency = ?
-            """, args)!
-        let outstanding = sums.int(0) ?? 0
-        let paid = sums.int(1) ?? 0
-        let refunded = sums.int(2) ?? 0
-        let disputed = sums.int(3) ?? 0
+        let f = try figures(db, customer: customer, merchant: merchant, currency: currency)
         let last = try db.queryOne(
             """
-            SELECT payment_id, amount, occurred_at FROM crm_events
-            WHERE customer_id = ? AND merchant_id = ? AND currency = ? AND type = 'payment.succeeded'
-            ORDER BY occurred_at DESC, event_id DESC LIMIT 1
+            SELECT e.payment_id, e.amount, e.occurred_at FROM crm_events e
+            WHERE e.customer_id = ? AND e.merchant_id = ? AND e.currency = ? AND e.type = 'payment.succeeded'
+              AND \(cancelledSQL) = 0
+            ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1
             """, args)
         // A dispute is open until a dispute.closed names the same payment.
         let openDisputes = try db.queryOne(
@@ -278,17 +463,20 @@ public enum CRMState {
         let status: String
         if openDisputes > 0 {
             status = "disputed"
-        } else if outstanding > 0 {
+        } else if f.outstanding > 0 {
             status = "owing"
-        } else if outstanding < 0 {
+        } else if f.outstanding < 0 {
             status = "in_credit"
         } else {
             status = "settled"
         }
-        let profile = try db.queryOne("SELECT name, email, phone FROM crm_customers WHERE customer_id = ?", [.text(customer)])
-        let version = (try db.queryOne(
-            "SELECT version FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?", args)?.int(0) ?? 0) + 1
-        let nowMS = ms(now)
+        let profile = try db.queryOne(
+            "SELECT name, email, phone FROM crm_customers WHERE merchant_id = ? AND customer_id = ?",
+            [.text(merchant), .text(customer)])
+        let previous = try db.queryOne(
+            "SELECT version FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?", args)?.int(0) ?? 0
+        let version = previous &+ 1
+        let nowMS = ms(now) ?? 0
         try db.execute(
             """
             INSERT INTO crm_balances (customer_id, merchant_id, currency, outstanding, paid, refunded, disputed, status,
@@ -300,11 +488,11 @@ public enum CRMState {
                 last_payment_amount = excluded.last_payment_amount, last_payment_at = excluded.last_payment_at,
                 version = excluded.version, updated_at = excluded.updated_at
             """,
-            args + [.int(outstanding), .int(paid), .int(refunded), .int(disputed), .text(status),
+            args + [.int(f.outstanding), .int(f.paid), .int(f.refunded), .int(f.disputed), .text(status),
                     SQLValue(last?.string(0)), SQLValue(last?.int(1)), SQLValue(last?.int(2)), .int(version), .int(nowMS)])
         return CustomerSnapshot(
-            customerID: customer, merchantID: merchant, currency: currency, outstanding: outstanding, paid: paid,
-            refunded: refunded, disputed: disputed, status: status, lastPaymentID: last?.string(0),
+            customerID: customer, merchantID: merchant, currency: currency, outstanding: f.outstanding, paid: f.paid,
+            refunded: f.refunded, disputed: f.disputed, status: status, lastPaymentID: last?.string(0),
             lastPaymentAmount: last?.int(1), lastPaymentAt: date(last?.int(2)), name: profile?.string(0),
             email: profile?.string(1), phone: profile?.string(2), version: version, at: date(nowMS)!)
     }
@@ -318,5 +506,10 @@ public enum CRMState {
                 WHERE customer_id = ? AND merchant_id = ? AND currency = ?
                 """, [.int(s.version), .text(s.customerID), .text(s.merchantID), .text(s.currency)])
         }
+    }
+
+    /// Customers whose profile `crm.2` could not carry over (a customer id shared by merchants).
+    public static func sharedProfilesCleared(_ db: SQLiteConnection) throws -> Int {
+        Int(try db.queryOne("SELECT COUNT(*) FROM crm_customers WHERE profile_event = 'crm.2:shared'")?.int(0) ?? 0)
     }
 }

@@ -163,6 +163,15 @@ public struct HTTPEndpoint: Sendable {
         else {
             throw ConfigError(key: s.dotted("url"), message: "'\(urlText)' is not an http(s) URL")
         }
+        // Event data only in the path or the query: a field in the scheme, host or port would
+        // let an event choose where the request goes.
+        if !template.fields.isEmpty {
+            let prefix = template.fixedPrefix
+            guard let sep = prefix.range(of: "://"), prefix[sep.upperBound...].contains("/") else {
+                throw ConfigError(
+                    key: s.dotted("url"), message: "'\(urlText)': fields may only appear in the path or query, after the host")
+            }
+        }
         let mapping = try FieldMapping.read(s, key: "mapping", kind: kind)!
         return HTTPEndpoint(method: method, url: template, mapping: mapping)
     }
@@ -203,7 +212,15 @@ public struct HTTPConnector: CRMConnector {
             }
             headers.append((k, try h.string(k) ?? ""))
         }
-        return HTTPConnector(customers: c, payments: p, headers: headers, auth: try HTTPAuth.read(try s.section("auth")), transport: transport)
+        let auth = try HTTPAuth.read(try s.section("auth"))
+        switch auth {
+        case .bearer(let t): transport.redacting([t])
+        case .basic(_, let p): transport.redacting([p])
+        case .none, .standardWebhooks: break
+        }
+        // Header values as long as a key (X-Api-Key …) are treated as credentials.
+        transport.redacting(headers.map(\.1).filter { $0.count >= 12 })
+        return HTTPConnector(customers: c, payments: p, headers: headers, auth: auth, transport: transport)
     }
 
     func request(_ e: HTTPEndpoint, record: [String: FieldValue], idempotencyKey: String) throws -> URLRequest {
@@ -213,7 +230,7 @@ public struct HTTPConnector: CRMConnector {
             body = try JSONSerialization.data(withJSONObject: try e.mapping.render(record), options: [.sortedKeys])
             urlText = try e.url.render(record)
         } catch let m as MappingError {
-            throw HandlerError.permanent("Mapping", m.description)
+            throw HandlerError.permanent("Mapping", transport.redact(m.description))
         }
         guard let url = URL(string: urlText) else {
             throw HandlerError.permanent("Mapping", "URL '\(HTTPTransport.describe(URL(string: e.url.text)))' did not render to a URL")
@@ -247,6 +264,9 @@ public struct HTTPConnector: CRMConnector {
 /// Salesforce REST: upsert by external id (`PATCH /services/data/vNN.N/sobjects/<Object>/<ExtIdField>/<id>`)
 /// of the customer record and of a payment record per payment; OAuth2 bearer token from the
 /// token endpoint (refresh-token or client-credentials grant), fetched again on 401.
+/// `customer_key` (template, `{merchant_id}:{customer_id}`) is the external id: merchant +
+/// customer, so two merchants' customers with the same id are two records (merchant ids carry
+/// no `:`). Set it to `{customer_id}` only for an org that serves one merchant.
 public final class SalesforceConnector: CRMConnector, @unchecked Sendable {
     public let name = "salesforce"
     let instanceURL: String
@@ -284,10 +304,12 @@ public final class SalesforceConnector: CRMConnector, @unchecked Sendable {
         }
         clientSecret = secret
         refreshToken = try s.secret("refresh_token")
+        transport.redacting([clientSecret, refreshToken])
         customerObject = try s.string("customer_object", default: "Account")
         customerExternalField = try s.string("customer_external_id_field", default: "Payfleet_Customer_Id__c")
         customerKey = try FieldTemplate(
-            try s.string("customer_key", default: "{customer_id}"), kind: .customer, key: s.dotted("customer_key"))
+            try s.string("customer_key", default: "{merchant_id}:{customer_id}"), kind: .customer,
+            key: s.dotted("customer_key"))
         customerMapping = try FieldMapping.read(s, key: "customer_mapping", kind: .customer)!
         let po = try s.string("payment_object")
         paymentObject = (po?.isEmpty ?? true) ? nil : po
@@ -336,6 +358,7 @@ public final class SalesforceConnector: CRMConnector, @unchecked Sendable {
             throw HandlerError.transient("OAuth", "token endpoint answered without access_token")
         }
         let instance = (o["instance_url"] as? String).map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "/")) } ?? instanceURL
+        transport.redacting([t])
         return (t, instance)
     }
 
@@ -351,9 +374,9 @@ public final class SalesforceConnector: CRMConnector, @unchecked Sendable {
         var refreshed = false
         while true {
             let (t, instance) = try await currentToken(refresh: false)
-            let seg = id.addingPercentEncoding(withAllowedCharacters: FieldTemplate.segment) ?? id
+            let seg = FieldTemplate.encodeSegment(id)
             guard let url = URL(string: "\(instance)/services/data/\(apiVersion)/sobjects/\(object)/\(field)/\(seg)") else {
-                throw HandlerError.permanent("Mapping", "external id '\(id)' does not form a URL")
+                throw HandlerError.permanent("Mapping", transport.redact("external id '\(id)' does not form a URL"))
             }
             var r = URLRequest(url: url)
             r.httpMethod = "PATCH"
@@ -390,7 +413,7 @@ public final class SalesforceConnector: CRMConnector, @unchecked Sendable {
                 }
             }
         } catch let m as MappingError {
-            throw HandlerError.permanent("Mapping", m.description)
+            throw HandlerError.permanent("Mapping", transport.redact(m.description))
         }
     }
 }
@@ -423,6 +446,7 @@ public struct HubSpotConnector: CRMConnector {
             throw ConfigError(key: s.dotted("token"), message: "required: the private app token (token or token_file)")
         }
         token = t
+        transport.redacting([t])
         contactIDProperty = try s.string("contact_id_property", default: "email")
         contactIDField = try s.string("contact_id_field", default: "email")
         guard RecordKind.customer.fields[contactIDField] == .string else {
@@ -477,7 +501,7 @@ public struct HubSpotConnector: CRMConnector {
                 }
             }
         } catch let m as MappingError {
-            throw HandlerError.permanent("Mapping", m.description)
+            throw HandlerError.permanent("Mapping", transport.redact(m.description))
         }
     }
 }

@@ -308,7 +308,20 @@ public struct FieldTemplate: Sendable {
         self.parts = parts
     }
 
-    /// The template filled in; each field value percent-encoded as a path segment.
+    /// The fields the template names, in order.
+    public var fields: [String] {
+        parts.compactMap { if case .field(let f) = $0 { return f } else { return nil } }
+    }
+
+    /// The literal text before the first field (the whole template when it names none).
+    public var fixedPrefix: String {
+        if case .literal(let s) = parts.first { return s }
+        return ""
+    }
+
+    /// The template filled in; each field value percent-encoded as a path segment
+    /// (`encodeSegment`), so event data can never add a path segment, a query or a dot
+    /// segment to the URL.
     public func render(_ record: [String: FieldValue], encode: Bool = true) throws -> String {
         var out = ""
         for p in parts {
@@ -318,15 +331,35 @@ public struct FieldTemplate: Sendable {
                 guard let v = record[f]?.plain, !v.isEmpty else {
                     throw MappingError(field: f, message: "'{\(f)}' in '\(text)' has no value for this record")
                 }
-                out += encode ? (v.addingPercentEncoding(withAllowedCharacters: Self.segment) ?? v) : v
+                out += encode ? Self.encodeSegment(v) : v
             }
         }
         return out
     }
 
-    static let segment: CharacterSet = {
-        var s = CharacterSet.alphanumerics
-        s.insert(charactersIn: "-._~@:")
-        return s
-    }()
+    /// Percent-encodes `value` for use inside one URL path segment: every byte of its UTF-8
+    /// except ASCII letters, digits, `-`, `_` and `~` — so `/`, `?`, `#`, `%` and also `.` are
+    /// encoded (`..` → `%2E%2E`, which no client or server resolves as the parent path;
+    /// RFC 3986 §6.2.2.2 normalizes only percent-encoded unreserved characters that were
+    /// sent unencoded).
+    public static func encodeSegment(_ value: String) -> String {
+        var out = ""
+        out.reserveCapacity(value.utf8.count)
+        for b in value.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            default:
+                out += "%" + String(b, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to n: Int) -> String {
+        count >= n ? self : String(repeating: "0", count: n - count) + self
+    }
 }

@@ -2,11 +2,13 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import PayfleetCore
 import PayfleetWorker
 
 /// One HTTP exchange with a CRM, classified the way DESIGN §5 asks: 2xx done; 408, 429, 5xx and
 /// connection failures transient (the `Retry-After` a CRM asks for is honoured before the next
-/// call, up to `maxRetryAfter`); any other status permanent, with the status and a body excerpt.
+/// call, up to `maxRetryAfter`); any other status permanent, with the status and a body excerpt
+/// from which emails, phone numbers and credentials are removed (`Redaction`).
 public final class HTTPTransport: Sendable {
     public struct Response: Sendable {
         public var status: Int
@@ -19,6 +21,17 @@ public final class HTTPTransport: Sendable {
     public let timeout: TimeInterval
     public let maxRetryAfter: TimeInterval
     private let pauseUntil = LockedDate()
+    /// Credentials the connectors use: never repeated in an error, whatever a CRM echoes.
+    private let secrets = Locked<[String]>([])
+
+    /// Adds credentials to redact from every error this transport raises.
+    public func redacting(_ values: [String?]) {
+        let new = values.compactMap { $0 }.filter { $0.count >= 4 }
+        secrets.withLock { s in for v in new where !s.contains(v) { s.append(v) } }
+    }
+
+    /// `text` without personal data or credentials (`Redaction`, plus the known secrets).
+    public func redact(_ text: String) -> String { Redaction.redact(text, secrets: secrets.current) }
 
     public init(timeout: TimeInterval = 10, maxRetryAfter: TimeInterval = 30) {
         let c = URLSessionConfiguration.ephemeral
@@ -47,10 +60,11 @@ public final class HTTPTransport: Sendable {
         } catch {
             let what = (error as? URLError).map { "URLError \($0.code.rawValue)" } ?? "\(type(of: error))"
             throw HandlerError.transient(
-                "HTTPConnection", "\(r.httpMethod ?? "GET") \(Self.describe(r.url)): \(what): \(error.localizedDescription)")
+                "HTTPConnection",
+                redact("\(r.httpMethod ?? "GET") \(Self.describe(r.url)): \(what): \(error.localizedDescription)"))
         }
         guard let http = response as? HTTPURLResponse else {
-            throw HandlerError.transient("HTTPConnection", "no HTTP response from \(Self.describe(r.url))")
+            throw HandlerError.transient("HTTPConnection", redact("no HTTP response from \(Self.describe(r.url))"))
         }
         var headers: [String: String] = [:]
         for (k, v) in http.allHeaderFields {
@@ -69,7 +83,9 @@ public final class HTTPTransport: Sendable {
 
     public func check(_ r: Response, request: URLRequest) throws {
         if (200..<300).contains(r.status) { return }
-        let what = "\(request.httpMethod ?? "GET") \(Self.describe(request.url)) answered \(r.status): \(Self.excerpt(r.body))"
+        // The excerpt is what the CRM said: it may echo the customer's email or phone, or a token.
+        let what = redact(
+            "\(request.httpMethod ?? "GET") \(Self.describe(request.url)) answered \(r.status): \(Self.excerpt(r.body))")
         if r.status == 408 || r.status == 429 || r.status >= 500 {
             var message = what
             if let ra = r.headers["retry-after"], let seconds = Self.retryAfter(ra) {
@@ -103,13 +119,18 @@ public final class HTTPTransport: Sendable {
     }
 
     /// Scheme, host, port and path: never the query (it may carry a key) or credentials.
+    /// The path is shown decoded, so that `redact` recognizes an email or phone number that a
+    /// URL template put into it (`ada%40example%2Ecom`); control characters become spaces.
     static func describe(_ url: URL?) -> String {
         guard let url, var c = URLComponents(url: url, resolvingAgainstBaseURL: false) else { return "?" }
+        let path = c.path
         c.query = nil
         c.user = nil
         c.password = nil
         c.fragment = nil
-        return c.string ?? "?"
+        c.path = ""
+        let decoded = path.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? " " : String($0) }.joined()
+        return (c.string ?? "?") + decoded
     }
 }
 

@@ -32,6 +32,43 @@ public struct MIMEMessage: Sendable, Equatable {
 
     public static func == (a: MIMEMessage, b: MIMEMessage) -> Bool { a.bytes == b.bytes }
 
+    /// A message that must not be sent: a header would break (CR or LF in a value, a bad
+    /// header name) or an address is not a strict addr-spec.
+    public struct Invalid: Error, CustomStringConvertible, Sendable, Equatable {
+        public let field: String
+        public let reason: String
+        public var description: String { "\(field): \(reason)" }
+    }
+
+    /// Checks everything that goes into a header or the SMTP envelope, before anything is sent:
+    /// both addresses strictly (`MailAddress.isValid`, address literals only a dotted quad or
+    /// `IPv6:`), no CR, LF or other control character in display names, subject, Message-ID
+    /// or extra header values, header names of printable ASCII without `:`. Throws the first
+    /// problem found; every transport calls it, so no header is ever injected.
+    public func validate() throws(Invalid) {
+        for (field, a) in [("from", from), ("to", to)] {
+            guard MailAddress.isValid(a.address) else { throw Invalid(field: field, reason: "not a valid address") }
+            if let n = a.name, MIMEEncoding.hasControl(n) {
+                throw Invalid(field: field, reason: "display name contains CR, LF or another control character")
+            }
+        }
+        if MIMEEncoding.hasControl(subject) {
+            throw Invalid(field: "Subject", reason: "contains CR, LF or another control character")
+        }
+        guard messageID.hasPrefix("<"), messageID.hasSuffix(">"), messageID.count > 2,
+            messageID.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 }),
+            !messageID.dropFirst().dropLast().contains(where: { "<>".contains($0) })
+        else { throw Invalid(field: "Message-ID", reason: "not <id@domain> of printable ASCII") }
+        for (k, v) in extraHeaders {
+            guard !k.isEmpty, k.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 && $0 != ":" }) else {
+                throw Invalid(field: "header name", reason: "not printable ASCII without ':'")
+            }
+            guard !MIMEEncoding.hasControl(v) else {
+                throw Invalid(field: k, reason: "contains CR, LF or another control character")
+            }
+        }
+    }
+
     /// `<receipt.<32 hex>@domain>`: the same event always gets the same Message-ID.
     public static func messageID(eventID: String, channel: String, domain: String) -> String {
         let digest = SHA256.hash(data: Data("\(channel):\(eventID)".utf8))
@@ -109,24 +146,82 @@ public struct MailAddress: Sendable, Equatable {
         }
     }
 
-    /// A pragmatic check of an addr-spec: one `@`, a dot-atom-ish local part of printable ASCII
-    /// without spaces, and a domain of letters, digits, hyphens and dots (or an IP literal).
-    /// SMTP servers decide the rest; what passes here can never break the SMTP dialogue or a header.
+    /// A strict check of an addr-spec: one `@`; a dot-atom local part of printable ASCII
+    /// without spaces or specials; a domain of LDH labels (letters, digits, hyphens) joined by
+    /// dots, or an address literal that is exactly `[a.b.c.d]` (a dotted quad, each 0–255,
+    /// no leading zeros) or `[IPv6:…]` (an IPv6 address, RFC 5321 §4.1.3). No CR, LF, space or
+    /// other control character can pass, so what passes never breaks the SMTP dialogue
+    /// (`MAIL FROM`, `RCPT TO`) or a header.
     public static func isValid(_ s: String) -> Bool {
-        guard s.utf8.count <= 254, let at = s.lastIndex(of: "@") else { return false }
+        guard s.utf8.count <= 254, s.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 }),
+            let at = s.lastIndex(of: "@")
+        else { return false }
         let local = s[..<at]
         let domain = s[s.index(after: at)...]
         guard !local.isEmpty, local.utf8.count <= 64, !domain.isEmpty else { return false }
         let localOK = local.unicodeScalars.allSatisfy { c in
-            c.isASCII && c.value > 32 && c.value < 127 && !"()<>[]:;@\\,\"".unicodeScalars.contains(c)
+            !"()<>[]:;@\\,\"".unicodeScalars.contains(c)
         }
         guard localOK, !local.hasPrefix("."), !local.hasSuffix("."), !local.contains("..") else { return false }
-        if domain.hasPrefix("["), domain.hasSuffix("]") { return true }
+        if domain.hasPrefix("[") || domain.hasSuffix("]") {
+            guard domain.hasPrefix("["), domain.hasSuffix("]"), domain.count > 2 else { return false }
+            let literal = String(domain.dropFirst().dropLast())
+            if literal.hasPrefix("IPv6:") { return isIPv6(String(literal.dropFirst(5))) }
+            return isDottedQuad(literal)
+        }
+        guard domain.utf8.count <= 253 else { return false }
         let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
         return labels.allSatisfy { l in
-            !l.isEmpty && l.count <= 63 && !l.hasPrefix("-") && !l.hasSuffix("-")
-                && l.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "-") }
+            !l.isEmpty && l.utf8.count <= 63 && !l.hasPrefix("-") && !l.hasSuffix("-")
+                && l.unicodeScalars.allSatisfy { c in
+                    (c.value >= 48 && c.value <= 57) || (c.value >= 65 && c.value <= 90) || (c.value >= 97 && c.value <= 122)
+                        || c == "-"
+                }
         }
+    }
+
+    /// `1.2.3.4`: four decimal numbers 0–255 without leading zeros, nothing else.
+    static func isDottedQuad(_ s: String) -> Bool {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { p in
+            !p.isEmpty && p.count <= 3 && p.allSatisfy { $0.isASCII && $0.isNumber } && (p.count == 1 || p.first != "0")
+                && Int(p)! <= 255
+        }
+    }
+
+    /// An IPv6 address in text form (RFC 4291 §2.2: hex groups, one `::`, an optional
+    /// trailing dotted quad), checked by hand so nothing but those characters can pass.
+    static func isIPv6(_ s: String) -> Bool {
+        guard !s.isEmpty, s.count <= 45, s.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return false }
+        var text = Substring(s)
+        var maxGroups = 8
+        // A trailing IPv4 part counts as two groups.
+        if text.contains(".") {
+            guard let colon = text.lastIndex(of: ":"), isDottedQuad(String(text[text.index(after: colon)...])) else {
+                return false
+            }
+            text = text[...colon]
+            if text.hasSuffix("::") {
+                // "::1.2.3.4" / "::ffff:1.2.3.4": keep the "::".
+            } else {
+                text = text.dropLast()
+            }
+            maxGroups = 6
+        }
+        let pieces = text.components(separatedBy: "::")
+        guard pieces.count <= 2 else { return false }
+        func groups(_ p: String) -> [Substring]? {
+            if p.isEmpty { return [] }
+            let g = p.split(separator: ":", omittingEmptySubsequences: false)
+            guard g.allSatisfy({ !$0.isEmpty && $0.count <= 4 }) else { return nil }
+            return g
+        }
+        guard let head = groups(pieces[0]) else { return false }
+        if pieces.count == 2 {
+            guard let tail = groups(pieces[1]) else { return false }
+            return head.count + tail.count <= maxGroups - 1
+        }
+        return head.count == maxGroups
     }
 
     public var domain: String { String(address[address.index(after: address.lastIndex(of: "@")!)...]) }
@@ -134,12 +229,17 @@ public struct MailAddress: Sendable, Equatable {
     /// `"Name" <addr>` with the name as encoded words when it is not plain ASCII.
     public var header: String {
         guard let name, !name.isEmpty else { return "<\(address)>" }
-        let plain = name.unicodeScalars.allSatisfy { $0.isASCII && $0.value >= 32 && $0 != "\"" && $0 != "\\" }
+        let plain = name.unicodeScalars.allSatisfy { $0.value >= 32 && $0.value < 127 && $0 != "\"" && $0 != "\\" }
         return (plain ? "\"\(name)\"" : MIMEEncoding.encodedWords(name)) + " <\(address)>"
     }
 }
 
 enum MIMEEncoding {
+    /// True when `text` holds CR, LF, NUL or another C0/C1 control character (or DEL).
+    static func hasControl(_ text: String) -> Bool {
+        text.unicodeScalars.contains { $0.value < 32 || ($0.value >= 127 && $0.value < 160) }
+    }
+
     /// RFC 2047 `=?UTF-8?B?…?=` words (each at most 75 characters, split on character
     /// boundaries, folded with CRLF SP) — or the text itself when it is plain short ASCII.
     static func encodedWords(_ text: String) -> String {

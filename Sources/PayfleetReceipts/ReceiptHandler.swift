@@ -15,7 +15,10 @@ public struct ReceiptEffect: Codable, Sendable, Equatable {
     public var dateMS: Int64
 }
 
-/// `receipt-sender`: one email and/or SMS receipt per `payment.succeeded` / `payment.refunded`.
+/// `receipt-sender`: one email and/or SMS receipt per `payment.succeeded` / `payment.refunded`;
+/// none for reversals (`refund.failed`, `payment.reversed`, `payout.failed`), `fee.assessed` or
+/// internal types, even if one is delivered (a replay, a changed binding): recorded as
+/// `disabled` and counted as `payfleet_receipts_skipped_total{reason="no_receipt_for_type"}`.
 ///
 /// Exactly once as far as the outside world allows, in two layers: the runtime's effect journal
 /// (one row per event) and this handler's delivery journal (`receipt_deliveries`, one row per
@@ -132,6 +135,19 @@ public struct ReceiptHandler: WorkerHandler {
                     .int(email ? 1 : 0), .int(phone ? 1 : 0), .int(now), .int(now),
                 ])
         }
+        // Reversals (refund.failed, payment.reversed, payout.failed), provider fees and internal
+        // types never get a receipt, whatever the configuration (DESIGN §2, §5a): recorded and
+        // counted, so a replayed or misrouted one is seen, not sent.
+        guard ReceiptConfiguration.receiptTypes.contains(event.type.rawValue), !event.type.isReversal,
+            !event.type.isInternal, event.type != .feeAssessed
+        else {
+            try record("disabled")
+            attached.current?.metrics.skipped(reason: "no_receipt_for_type")
+            logger.info(
+                "no receipt for this event type",
+                metadata: ["payfleet.event.id": "\(event.id)", "payfleet.event.type": "\(event.type.rawValue)"])
+            return nil
+        }
         guard rule.enabled, rule.types.contains(event.type.rawValue) else {
             try record("disabled")
             attached.current?.metrics.skipped(reason: "disabled")
@@ -177,13 +193,19 @@ public struct ReceiptHandler: WorkerHandler {
         func r(_ p: TemplatePart) -> String {
             templates.render(p, type: type, merchant: event.merchantID, locale: effect.locale, context: ctx)
         }
-        let subject = r(.subject).replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
-            .trimmingCharacters(in: .whitespaces)
+        // Line breaks and other control characters in text that becomes a header (the subject,
+        // the customer's display name) are spaces: a header value is one line.
+        func oneLine(_ t: String) -> String {
+            String(String.UnicodeScalarView(t.unicodeScalars.map { MIMEEncoding.hasControl(String($0)) ? " " : $0 }))
+                .trimmingCharacters(in: .whitespaces)
+        }
+        let subject = oneLine(r(.subject))
+        let name = event.customer?.name.map(oneLine).flatMap { $0.isEmpty ? nil : $0 }
         let html = r(.html)
         var from = rule.from
         if from.name == nil { from.name = merchants[event.merchantID]?.name }
         return MIMEMessage(
-            from: from, to: MailAddress(name: event.customer?.name, address: to), subject: subject,
+            from: from, to: MailAddress(name: name, address: to), subject: subject,
             date: Date(timeIntervalSince1970: Double(effect.dateMS) / 1000),
             messageID: MIMEMessage.messageID(eventID: event.id, channel: "email", domain: config.messageIDDomain),
             text: r(.text), html: html.isEmpty ? nil : html,

@@ -14,11 +14,18 @@ public struct TransportError: Error, CustomStringConvertible, Sendable {
     public let errorClass: String
     public let message: String
 
+    /// `message` is redacted (`Redaction`): servers quote the recipient's address or number in
+    /// their replies, and the message travels to the DLQ headers, the journal and `/readyz`.
     public init(_ kind: HandlerError.Kind, _ certainty: Certainty, _ errorClass: String, _ message: String) {
         self.kind = kind
         self.certainty = certainty
         self.errorClass = errorClass
-        self.message = message
+        self.message = Redaction.redact(message)
+    }
+
+    /// The permanent error for a message that fails `MIMEMessage.validate()`: never sent.
+    static func invalid(_ e: MIMEMessage.Invalid) -> TransportError {
+        TransportError(.permanent, .notSent, "InvalidMessage", e.description)
     }
 
     public var handlerError: HandlerError { HandlerError(kind, errorClass, message) }
@@ -116,6 +123,7 @@ public struct SandboxTransport: EmailTransport, SMSTransport {
     }
 
     public func send(_ message: MIMEMessage) async throws(TransportError) {
+        do { try message.validate() } catch { throw .invalid(error) }
         try write(message.bytes, to: Self.stem(message.messageID) + ".eml")
     }
 
@@ -192,6 +200,8 @@ public final class SMTPTransport: EmailTransport, @unchecked Sendable {
     deinit { for t in threads { t.shutdown() } }
 
     public func send(_ message: MIMEMessage) async throws(TransportError) {
+        // Nothing reaches MAIL FROM, RCPT TO or a header unchecked.
+        do { try message.validate() } catch { throw .invalid(error) }
         let s = settings
         let bytes = message.bytes
         let from = message.from.address
@@ -232,7 +242,9 @@ public final class SMTPTransport: EmailTransport, @unchecked Sendable {
         }
         let (r, uploaded) = outcome
         if r.ok { return }
-        throw Self.classify(r, uploaded: uploaded)
+        let e = Self.classify(r, uploaded: uploaded)
+        guard let p = s.password, p.count >= 4, e.message.contains(p) else { throw e }
+        throw TransportError(e.kind, e.certainty, e.errorClass, e.message.replacingOccurrences(of: p, with: "[redacted]"))
     }
 
     static func classify(_ r: CurlTransfer.Result, uploaded: Bool) -> TransportError {
@@ -365,6 +377,7 @@ public final class TwilioSMSTransport: SMSTransport, @unchecked Sendable {
     }
 
     private func fail(_ kind: HandlerError.Kind, _ cls: String, _ body: String) throws(TransportError) {
-        throw TransportError(kind, .notSent, cls, body.isEmpty ? "no body" : body)
+        let text = Redaction.redact(body, secrets: [settings.authToken])
+        throw TransportError(kind, .notSent, cls, text.isEmpty ? "no body" : text)
     }
 }

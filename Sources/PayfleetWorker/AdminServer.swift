@@ -4,7 +4,8 @@ import NIOCore
 import ServiceLifecycle
 
 /// The per-process admin listener: `/healthz` (process alive), `/readyz` (broker connected,
-/// database open; 503 with the reason otherwise), `/metrics` (Prometheus text).
+/// database open; 503 with the reason otherwise; every detail redacted by `Redaction`),
+/// `/metrics` (Prometheus text).
 public struct AdminServer: Service {
     public typealias ReadinessCheck = @Sendable () async -> (ready: Bool, detail: [String: String])
 
@@ -37,7 +38,10 @@ public struct AdminServer: Service {
         router.get("/readyz") { _, _ -> Response in
             let (ready, detail) = await readiness()
             var parts = ["\"ready\": \(ready)"]
-            for (k, v) in detail.sorted(by: { $0.key < $1.key }) {
+            for (k, raw) in detail.sorted(by: { $0.key < $1.key }) {
+                // Errors quote what a CRM, SMTP server or broker answered: no personal data or
+                // credentials on the admin listener (DESIGN §1).
+                let v = Redaction.redact(raw).unicodeScalars.map { $0.value < 32 ? " " : String($0) }.joined()
                 parts.append("\"\(k)\": \"\(v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\"")
             }
             let body = "{" + parts.joined(separator: ", ") + "}\n"

@@ -23,9 +23,14 @@ extension WorkerFleet {
 
 /// The real `crm-sync` process against the private broker (issue 5, "what must be shown" 3 and 4).
 @Suite(.serialized) struct CRMFleetTests {
-    @Test("crm-sync: 1,500 shuffled mixed events with duplicates → balances in SQLite, in the sandbox CRM file and on GET /customers/{id} equal the independently computed ones")
+    static let adminToken = "adm-0123456789abcdef0123456789abcdef"
+
+    @Test("crm-sync: 1,500 shuffled mixed events with duplicates → balances in SQLite, in the sandbox CRM file and on GET /customers/{id}?merchant= equal the independently computed ones")
     func shuffledStream() async throws {
-        try await WorkerFleet.crm(prefix: "crm") { fleet in
+        try await WorkerFleet.crm(
+            prefix: "crm", sectionYAML: ["crm_file: {dir}/crm.jsonl", "admin_token_file: {dir}/admin-token"]
+        ) { fleet in
+            try "\(Self.adminToken)\n".write(toFile: fleet.dir + "/admin-token", atomically: true, encoding: .utf8)
             let stream = CRMStream(total: 1_500, seed: 2026, prefix: String(fleet.name.suffix(6)))
             try await fleet.declare()
             let pub = fleet.publisher()
@@ -49,15 +54,19 @@ extension WorkerFleet {
             #expect(grow, "each customer's versions only grow down the file")
             #expect(lines >= stream.expected.count)
 
-            // The read API for a few customers, and an unknown one.
-            var perCustomer: [String: [String: Int64]] = [:]
+            // The read API for a few customers of a merchant, and an unknown one.
+            var perCustomer: [String: [String: Int64]] = [:]  // "merchant|customer" → currency → outstanding
             for (k, f) in stream.expected {
                 let parts = k.split(separator: "|").map(String.init)
-                perCustomer[parts[0], default: [:]][parts[2], default: 0] += f.outstanding
+                perCustomer[parts[1] + "|" + parts[0], default: [:]][parts[2]] = f.outstanding
             }
-            for customer in perCustomer.keys.sorted().prefix(5) {
-                let answer = await fleet.admin("/customers/\(customer)")
+            for key in perCustomer.keys.sorted().prefix(5) {
+                let mc = key.split(separator: "|").map(String.init)
+                let answer = await adminGET(
+                    fleet.adminURL + "/customers/\(mc[1])?merchant=\(mc[0])", token: Self.adminToken)
                 #expect(answer?.status == 200)
+                #expect(answer?.headers["cache-control"] == "no-store")
+                let customer = key
                 let doc = try #require(try JSONSerialization.jsonObject(with: Data((answer?.body ?? "").utf8)) as? [String: Any])
                 let outstanding = try #require(doc["outstanding"] as? [String: Any])
                 #expect(outstanding.mapValues { ($0 as? NSNumber)?.int64Value ?? -1 } == perCustomer[customer]!)
@@ -67,7 +76,7 @@ extension WorkerFleet {
                 // No card data (the events carry brand visa, last4 4242).
                 #expect(!(answer?.body ?? "").contains("visa") && !(answer?.body ?? "").contains("last4"))
             }
-            let unknown = await fleet.admin("/customers/cus_nobody")
+            let unknown = await adminGET(fleet.adminURL + "/customers/cus_nobody?merchant=m_acme", token: Self.adminToken)
             #expect(unknown?.status == 404)
             let err = try JSONSerialization.jsonObject(with: Data((unknown?.body ?? "").utf8)) as? [String: Any]
             #expect((err?["error"] as? [String: Any])?["code"] as? String == "not_found")

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import PayfleetCRMSync
 import PayfleetCore
 import PayfleetStore
@@ -183,10 +186,67 @@ final class CRMHarness: @unchecked Sendable {
         return out
     }
 
-    func customerJSON(_ id: String) async throws -> [String: Any]? {
-        guard let d = try await store.withConnection({ db in try CustomerView.json(db, customer: id) }) else { return nil }
+    func customerJSON(_ id: String, merchant: String = "m_acme") async throws -> [String: Any]? {
+        guard let d = try await store.withConnection({ db in try CustomerView.json(db, merchant: merchant, customer: id) })
+        else { return nil }
         return try JSONSerialization.jsonObject(with: d) as? [String: Any]
     }
+
+    /// Applies one event in its own transaction (as the runtime's savepoint would), returning
+    /// its change or rethrowing what `apply` threw (nothing of it is kept then).
+    func applyOne(_ e: PaymentEvent) async throws -> CRMChange? {
+        let handler = self.handler
+        return try await store.write { db in
+            try db.savepoint { () throws -> CRMChange? in
+                let c = try handler.apply(e, db: db)
+                try db.markProcessed(e.id)
+                return c
+            }
+        }
+    }
+
+    /// The figures of one customer, merchant and currency (nil when it has none).
+    func figures(_ customer: String, merchant: String = "m_acme", currency: String = "GBP") async throws -> Figures? {
+        try await figures()[CRMStream.key(customer, merchant, currency)]
+    }
+}
+
+/// A refund (`metadata.refund_id`), a failed refund or a reversal, as ingest sends them.
+func refundEvent(
+    _ id: String, refund: String, amount: Int64, payment: String = "pi_1", invoice: String? = nil,
+    merchant: String = "m_acme", currency: String = "GBP", customer: String? = nil, at: String = "2026-11-24T12:00:00Z"
+) -> PaymentEvent {
+    crmEvent(
+        id, .paymentRefunded, merchant: merchant, amount: amount, currency: currency, customer: customer, payment: payment,
+        invoice: invoice, at: at, metadata: ["refund_id": refund])
+}
+
+func refundFailedEvent(
+    _ id: String, refund: String, amount: Int64, payment: String = "pi_1", merchant: String = "m_acme",
+    currency: String = "GBP", at: String = "2026-11-25T12:00:00Z"
+) -> PaymentEvent {
+    crmEvent(
+        id, .refundFailed, merchant: merchant, amount: amount, currency: currency, customer: nil, payment: payment,
+        at: at, metadata: ["refund_id": refund])
+}
+
+func reversedEvent(
+    _ id: String, payment: String, amount: Int64, merchant: String = "m_acme", currency: String = "GBP",
+    at: String = "2026-11-25T13:00:00Z"
+) -> PaymentEvent {
+    crmEvent(id, .paymentReversed, merchant: merchant, amount: amount, currency: currency, customer: nil, payment: payment, at: at)
+}
+
+/// The admin listener with a bearer token (nil token: no Authorization header).
+func adminGET(_ url: String, token: String?) async -> (status: Int, body: String, headers: [String: String])? {
+    guard let u = URL(string: url) else { return nil }
+    var r = URLRequest(url: u)
+    if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+    guard let (data, response) = try? await URLSession.shared.data(for: r), let http = response as? HTTPURLResponse
+    else { return nil }
+    var h: [String: String] = [:]
+    for (k, v) in http.allHeaderFields { if let k = k as? String, let v = v as? String { h[k.lowercased()] = v } }
+    return (http.statusCode, String(decoding: data, as: UTF8.self), h)
 }
 
 /// The last JSON line per customer|merchant|currency of a sandbox CRM file, as figures.
