@@ -136,13 +136,19 @@ struct ClusterTests {
             report.append("node 1 killed at \(atKill) applied: 500 more applied after \(afterNode.map { String(format: "%.1f", $0) } ?? "—") s")
             #expect(Self.cluster("start 1").status == 0)
             #expect(await eventually(timeout: .seconds(120), every: .seconds(1)) { Self.runningNodes() == 3 })
+            // The restarted node's replica of the queue is back online before the leader goes.
+            #expect(await eventually(timeout: .seconds(120), every: .seconds(1)) {
+                let r = Self.cluster("ctl 2 list_queues -q name online")
+                let line = r.out.split(separator: "\n").first { $0.hasPrefix(fleet.queue + "\t") || $0.hasPrefix(fleet.queue + " ") }
+                return ["10.77.0.1", "10.77.0.2", "10.77.0.3"].allSatisfy { line?.contains($0) == true }
+            })
 
             let leaderText = Self.cluster("leader \(fleet.queue)").out.trimmingCharacters(in: .whitespacesAndNewlines)
             let leader = try #require(Int(leaderText), "leader of \(fleet.queue): \(leaderText)")
             atKill = try Self.applied(files).distinct
             if atKill < total - 2_000 {
                 #expect(Self.cluster("kill \(leader)").status == 0)
-                let afterLeader = try await Self.recovery(files, after: atKill)
+                let afterLeader = try await Self.recovery(files, after: atKill, timeout: .seconds(240))
                 #expect(afterLeader != nil, "no progress after the leader (node \(leader)) was killed")
                 report.append("leader node \(leader) killed at \(atKill) applied: 500 more applied after \(afterLeader.map { String(format: "%.1f", $0) } ?? "—") s")
                 #expect(Self.cluster("start \(leader)").status == 0)

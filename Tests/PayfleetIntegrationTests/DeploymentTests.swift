@@ -121,6 +121,7 @@ struct DeploymentTests {
         let secrets = [
             "broker-url": "amqp://payfleet-x:secret-pw@127.0.0.1:5672/", "management-url": "http://u:p@127.0.0.1:15672/",
             "stripe-webhook-secrets": "whsec_test_secret_a\nwhsec_test_secret_b", "adyen-hmac-key": "00112233445566778899aabbccddeeff",
+            "admin-token": "admin-token-of-at-least-32-characters-0123",
         ]
         for (k, v) in secrets { try v.write(toFile: creds + "/" + k, atomically: true, encoding: .utf8) }
         let config = TestEnvironment.repoRoot + "/config/payfleet.production.yaml"
