@@ -69,8 +69,56 @@ public struct ChartOfAccounts: Sendable, Equatable {
 
     // The segments are sanitized here, so an odd provider or customer id can never make an
     // account name the export tools refuse.
-    public func receivable(merchant: String, customer: String) -> String {
-        Self.fill(receivableTemplate, merchant: merchant, customer: Merchant.accountSegment(customer))
+
+    /// The receivable of customer id `customer` (raw, as in the event), with the injective
+    /// segment of `customerSegment(_:reserved:)`; `reserved` is the unknown customer's segment,
+    /// which no real customer may take.
+    public func receivable(merchant: String, customer: String, reserved: String = "Unidentified") -> String {
+        Self.fill(receivableTemplate, merchant: merchant, customer: Self.customerSegment(customer, reserved: reserved))
+    }
+
+    /// The receivable whose customer segment is `segment` as given (the unknown customer's).
+    public func receivable(merchant: String, segment: String) -> String {
+        Self.fill(receivableTemplate, merchant: merchant, customer: segment)
+    }
+
+    /// The `<Customer>` segment of a receivable: injective, so two customer ids never share an
+    /// account (`cus_1`, `cus-1`, `cus.1` and `Cus_1` are four accounts).
+    ///
+    /// Sanitizing alone (`Merchant.accountSegment`) is not injective: it upper-cases the first
+    /// letter and maps every character outside `[A-Za-z0-9-]` to `-`. The ids it maps without
+    /// loss — those made of `[A-Za-z0-9_]`, starting with a lower-case ASCII letter or a digit,
+    /// without `__`, such as Stripe's `cus_123` — keep the plain sanitized name (`Cus-123`,
+    /// as before), because for them the mapping can be undone (lower the first letter, `-` back
+    /// to `_`). Every other id (a `-`, `.`, `@`, an upper-case first letter, non-ASCII, …) gets
+    /// the sanitized name plus `--` and 16 Crockford base32 characters (80 bits) of SHA-256 of
+    /// the id: `cus-1` → `Cus-1--<hash>`. A plain name never contains `--`, so a suffixed name
+    /// never equals a plain one. An id whose plain name is the unknown customer's segment
+    /// (`reserved`, e.g. `unidentified`) is suffixed too. Accounts are per merchant anyway:
+    /// `<M>` is the first component after the type.
+    public static func customerSegment(_ id: String, reserved: String) -> String {
+        let plain = Merchant.accountSegment(id)
+        if isLossless(id), plain != reserved { return plain }
+        // canonicalID is SHA-256 in Crockford base32 behind a fixed prefix.
+        let digest = PaymentEvent.canonicalID(provider: "payfleet.ledger.customer", eventID: id).dropFirst(4)
+        return plain + "--" + String(digest.prefix(16))
+    }
+
+    /// True for ids whose sanitized segment can be mapped back to exactly that id.
+    static func isLossless(_ id: String) -> Bool {
+        guard let first = id.unicodeScalars.first, ("a"..."z").contains(first) || ("0"..."9").contains(first) else {
+            return false
+        }
+        var previousUnderscore = false
+        for u in id.unicodeScalars {
+            let underscore = u == "_"
+            guard ("a"..."z").contains(u) || ("A"..."Z").contains(u) || ("0"..."9").contains(u) || underscore else {
+                return false
+            }
+            if underscore && previousUnderscore { return false }
+            previousUnderscore = underscore
+        }
+        return true
     }
     public func sales(merchant: String) -> String { Self.fill(salesTemplate, merchant: merchant) }
     public func clearing(merchant: String, provider: String) -> String {
