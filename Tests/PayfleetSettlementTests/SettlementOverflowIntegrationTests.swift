@@ -1,0 +1,49 @@
+import Foundation
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetTestKit
+import Testing
+
+/// Issue 15 item 5 through the real `settlement-aggregator` process: a total that would pass
+/// Int64 is dead-lettered at once as `AmountOverflow`, the day keeps its representable totals,
+/// and the close tick does not trap.
+@Suite(.serialized) struct SettlementOverflowIntegrationTests {
+    @Test("Two payments of 2^62 on one day: the second is dead-lettered as AmountOverflow; the worker keeps running and closing")
+    func overflowDeadLettered() async throws {
+        try await WorkerFleet.settlement(prefix: "settle-ovf", section: ["grace_period: 1s", "close_interval: 100ms"]) { fleet in
+            let n = fleet.name
+            let half = Int64.max / 2 + 1
+            let events = [
+                event("\(n)-1", .paymentSucceeded, merchant: "m_lon", at: "2026-11-20T10:00:00Z", amount: half, currency: "GBP"),
+                event("\(n)-2", .paymentSucceeded, merchant: "m_lon", at: "2026-11-20T11:00:00Z", amount: half, currency: "GBP"),
+                event("\(n)-3", .paymentReversed, merchant: "m_lon", at: "2026-11-20T12:00:00Z", amount: 1000, currency: "GBP",
+                      payment: "pi_\(n)-1"),
+            ]
+            try await fleet.declare()
+            let pub = fleet.publisher()
+            #expect(await pub.waitUntilConnected())
+            try await fleet.publish(events, via: pub)
+            pub.close()
+            try fleet.start()
+            #expect(try await eventually(timeout: .seconds(120)) { try await fleet.depth(fleet.topology.dlq) == 1 })
+            #expect(try await eventually(timeout: .seconds(60)) { try fleet.count("settlement_events") == 2 })
+            let dead = try await fleet.deadLetters()
+            #expect(dead.first?.messageID == events[1].id)
+            if case .string(let error)? = dead.first?.headers["x-payfleet-error"] {
+                #expect(error.hasPrefix("AmountOverflow"), "\(error)")
+            } else {
+                Issue.record("no x-payfleet-error header")
+            }
+            // The day closes with its representable net: 2^62 − 1000, count 1 − 1 = 0.
+            #expect(try await eventually(timeout: .seconds(30)) { try fleet.count("settlement_days") == 1 })
+            let report = try JSONSerialization.jsonObject(with: Data(try fleet.report("2026-11-20").utf8)) as? [[String: Any]]
+            let line = try #require(report?.first)
+            #expect((line["gross"] as? NSNumber)?.int64Value == half - 1000)
+            #expect((line["net"] as? NSNumber)?.int64Value == half - 1000)
+            #expect((line["count"] as? NSNumber)?.int64Value == 0)
+            #expect(fleet.process?.isRunning == true)
+            fleet.process?.signal(SIGTERM)
+            #expect(await fleet.process?.wait(timeout: .seconds(20)) == 0)
+        }
+    }
+}
