@@ -69,7 +69,8 @@ public struct LedgerHandler: WorkerHandler {
             if let other = seen[segment] {
                 throw ConfigError(
                     key: "merchants[\(i)].ledger_name",
-                    message: "'\(segment)' is already the ledger name of merchant '\(other)'; set a distinct ledger_name")
+                    message:
+                        "'\(segment)' is already the ledger name of merchant '\(other)'; set a distinct ledger_name")
             }
             seen[segment] = m.id
         }
@@ -171,7 +172,8 @@ public struct LedgerHandler: WorkerHandler {
     func needsCustomer(_ event: PaymentEvent) -> Bool {
         switch event.type {
         case .invoiceIssued: return true
-        case .paymentSucceeded, .paymentRefunded, .refundFailed, .paymentReversed: return !(event.invoiceID ?? "").isEmpty
+        case .paymentSucceeded, .paymentRefunded, .refundFailed, .paymentReversed:
+            return !(event.invoiceID ?? "").isEmpty
         default: return false
         }
     }
@@ -313,7 +315,8 @@ public struct LedgerHandler: WorkerHandler {
                 """, [.text(merchantID), .text(kind), .text(ref)]),
             let account = r.string(0), let role = r.string(1)
         else { return nil }
-        return Original(account: account, role: role, customerID: r.string(2), paymentID: r.string(3), invoiceID: r.string(4))
+        return Original(
+            account: account, role: role, customerID: r.string(2), paymentID: r.string(3), invoiceID: r.string(4))
     }
 
     /// The account that undoes `o` now: a receivable follows its customer once a link names
@@ -383,7 +386,9 @@ public struct LedgerHandler: WorkerHandler {
             [.text(event.merchantID), .text(kind), .text(ref), .text(event.id), .text(txid), .text(leg.account),
              .text(role), SQLValue(customer), SQLValue(event.payment?.id), SQLValue(event.invoiceID),
              .text(event.amount.currency.code), .int(leg.amount)])
-        guard inserted == 1, let o = try original(db, merchantID: event.merchantID, kind: kind, ref: ref) else { return }
+        guard inserted == 1, let o = try original(db, merchantID: event.merchantID, kind: kind, ref: ref) else {
+            return
+        }
         let waiting = try db.query(
             """
             SELECT event_id, txid, account, currency, amount FROM reversals

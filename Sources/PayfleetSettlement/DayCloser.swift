@@ -47,7 +47,9 @@ public enum DayClosing {
         problem: (String) -> Void = { _ in }
     ) throws -> [Closed] {
         func due(_ day: String, _ m: Merchant) -> Date? {
-            guard let end = end(of: day, for: m), end.addingTimeInterval(Double(graceMS) / 1000) <= now else { return nil }
+            guard let end = end(of: day, for: m), end.addingTimeInterval(Double(graceMS) / 1000) <= now else {
+                return nil
+            }
             return end
         }
         for r in try db.query(

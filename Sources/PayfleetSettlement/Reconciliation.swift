@@ -177,8 +177,11 @@ public enum ProviderFile {
             if netCode.isEmpty || netCode == code {
                 var f: Int64 = 0
                 for c in ["Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)"] where col[c] != nil {
-                    let (sum, overflow) = f.addingReportingOverflow(try money(v(c), currency, line: lineNo, column: c, file: "adyen"))
-                    guard !overflow else { throw SettlementError("adyen file line \(lineNo): fees do not fit in 64-bit minor units") }
+                    let part = try money(v(c), currency, line: lineNo, column: c, file: "adyen")
+                    let (sum, overflow) = f.addingReportingOverflow(part)
+                    guard !overflow else {
+                        throw SettlementError("adyen file line \(lineNo): fees do not fit in 64-bit minor units")
+                    }
                     f = sum
                 }
                 fee = f
@@ -189,7 +192,8 @@ public enum ProviderFile {
             guard !overflow, difference != .min else {
                 throw SettlementError("adyen file line \(lineNo): gross does not fit in 64-bit minor units")
             }
-            out.append(ProviderLine(line: lineNo, kind: kind, reference: psp, currency: code, amount: abs(difference), fee: fee))
+            out.append(
+                ProviderLine(line: lineNo, kind: kind, reference: psp, currency: code, amount: abs(difference), fee: fee))
         }
         return (out, skipped)
     }
@@ -285,7 +289,8 @@ public struct Reconciliation: Sendable {
             var s = ours[k] ?? Side(amount: 0, fee: 0, detail: [])
             s.amount = Saturating.add(s.amount, e.amount)
             // Stripe and Adyen report a won dispute's returned fee as a negative fee line.
-            s.fee = kind == .disputeReversal ? Saturating.subtract(s.fee ?? 0, e.fee) : Saturating.add(s.fee ?? 0, e.fee)
+            s.fee =
+                kind == .disputeReversal ? Saturating.subtract(s.fee ?? 0, e.fee) : Saturating.add(s.fee ?? 0, e.fee)
             s.detail.append(e.eventID)
             ours[k] = s
             oursDays[k, default: []].insert(e.businessDay)

@@ -358,8 +358,8 @@ public struct SettlementHandler: WorkerHandler {
             return false
         }
         let adjustment = try SettlementPosting.book(
-            db, eventID: event.id, type: event.type.rawValue, merchantID: event.merchantID, currency: currency, day: day,
-            delta: delta, arrived: arrived)
+            db, eventID: event.id, type: event.type.rawValue, merchantID: event.merchantID, currency: currency,
+            day: day, delta: delta, arrived: arrived)
         if adjustment {
             logger.info(
                 "late event for a closed day recorded as an adjustment",
