@@ -221,7 +221,9 @@ public enum SettlementReport {
     static func chart(currency c: String, dates: [String], net: [String: Int64]) -> String {
         let width = 700.0, height = 220.0, left = 70.0, bottom = 30.0, top = 16.0
         let values = dates.map { net[$0] ?? 0 }
-        let maxV = Double(max(values.max() ?? 0, 0)), minV = Double(min(values.min() ?? 0, 0))
+        // The labels use the integers themselves: Int64(Double(Int64.max)) would trap.
+        let maxI = max(values.max() ?? 0, 0), minI = min(values.min() ?? 0, 0)
+        let maxV = Double(maxI), minV = Double(minI)
         let span = max(maxV - minV, 1)
         let plotH = height - top - bottom
         let zeroY = top + plotH * (maxV / span)
@@ -231,9 +233,9 @@ public enum SettlementReport {
         s += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"Net per day in \(c), last 14 days\">\n"
         s += "<title>Net per day in \(c)</title>\n"
         s += "<line x1=\"\(f(left))\" y1=\"\(f(zeroY))\" x2=\"\(f(width - 10))\" y2=\"\(f(zeroY))\" stroke=\"#99a\" stroke-width=\"1\"/>\n"
-        s += "<text x=\"\(f(left - 6))\" y=\"\(f(top + 4))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(Int64(maxV), c))</text>\n"
+        s += "<text x=\"\(f(left - 6))\" y=\"\(f(top + 4))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(maxI, c))</text>\n"
         if minV < 0 {
-            s += "<text x=\"\(f(left - 6))\" y=\"\(f(height - bottom))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(Int64(minV), c))</text>\n"
+            s += "<text x=\"\(f(left - 6))\" y=\"\(f(height - bottom))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(minI, c))</text>\n"
         }
         for (i, d) in dates.enumerated() {
             let v = Double(values[i])
