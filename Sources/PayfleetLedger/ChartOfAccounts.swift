@@ -70,56 +70,39 @@ public struct ChartOfAccounts: Sendable, Equatable {
     // The segments are sanitized here, so an odd provider or customer id can never make an
     // account name the export tools refuse.
 
-    /// The receivable of customer id `customer` (raw, as in the event), with the injective
-    /// segment of `customerSegment(_:reserved:)`; `reserved` is the unknown customer's segment,
-    /// which no real customer may take.
-    public func receivable(merchant: String, customer: String, reserved: String = "Unidentified") -> String {
-        Self.fill(receivableTemplate, merchant: merchant, customer: Self.customerSegment(customer, reserved: reserved))
+    /// The receivable of customer id `customer` (raw, as in the event) under its plain
+    /// sanitized segment — the name it has unless another id of the same merchant claimed that
+    /// segment first (`LedgerHandler` resolves that against its `customer_accounts` table).
+    public func receivable(merchant: String, customer: String) -> String {
+        Self.fill(receivableTemplate, merchant: merchant, customer: Merchant.accountSegment(customer))
     }
 
-    /// The receivable whose customer segment is `segment` as given (the unknown customer's).
+    /// The receivable whose customer segment is `segment` as given.
     public func receivable(merchant: String, segment: String) -> String {
         Self.fill(receivableTemplate, merchant: merchant, customer: segment)
     }
 
-    /// The `<Customer>` segment of a receivable: injective, so two customer ids never share an
-    /// account (`cus_1`, `cus-1`, `cus.1` and `Cus_1` are four accounts).
+    /// The candidate `<Customer>` segments of customer id `id`, in order of preference.
     ///
     /// Sanitizing alone (`Merchant.accountSegment`) is not injective: it upper-cases the first
-    /// letter and maps every character outside `[A-Za-z0-9-]` to `-`. The ids it maps without
-    /// loss — those made of `[A-Za-z0-9_]`, starting with a lower-case ASCII letter or a digit,
-    /// without `__`, such as Stripe's `cus_123` — keep the plain sanitized name (`Cus-123`,
-    /// as before), because for them the mapping can be undone (lower the first letter, `-` back
-    /// to `_`). Every other id (a `-`, `.`, `@`, an upper-case first letter, non-ASCII, …) gets
-    /// the sanitized name plus `--` and 16 Crockford base32 characters (80 bits) of SHA-256 of
-    /// the id: `cus-1` → `Cus-1--<hash>`. A plain name never contains `--`, so a suffixed name
-    /// never equals a plain one. An id whose plain name is the unknown customer's segment
-    /// (`reserved`, e.g. `unidentified`) is suffixed too. Accounts are per merchant anyway:
-    /// `<M>` is the first component after the type.
-    public static func customerSegment(_ id: String, reserved: String) -> String {
+    /// letter and maps `_`, `.` and every other character outside `[A-Za-z0-9-]` to `-`, so
+    /// `cus_1`, `cus-1`, `cus.1` and `Cus_1` would share `Cus-1`. The ledger therefore records,
+    /// per merchant, which id holds which segment (unique both ways): the first id to need a
+    /// segment gets the plain sanitized one — so every id that collides with no other keeps the
+    /// name it always had — and a later id whose plain segment is taken gets it plus `--` and
+    /// 16 Crockford base32 characters (80 bits) of SHA-256 of the id (`cus-1` →
+    /// `Cus-1--6EYN34HA4A93X3BN`), then 26 characters, then a counter, whichever is free first.
+    /// The unknown customer's segment (`reserved`) is never a real customer's plain segment.
+    public static func customerSegmentCandidates(_ id: String, reserved: String) -> [String] {
         let plain = Merchant.accountSegment(id)
-        if isLossless(id), plain != reserved { return plain }
         // canonicalID is SHA-256 in Crockford base32 behind a fixed prefix.
-        let digest = PaymentEvent.canonicalID(provider: "payfleet.ledger.customer", eventID: id).dropFirst(4)
-        return plain + "--" + String(digest.prefix(16))
+        let digest = String(PaymentEvent.canonicalID(provider: "payfleet.ledger.customer", eventID: id).dropFirst(4))
+        var out = plain == reserved ? [] : [plain]
+        out.append(plain + "--" + String(digest.prefix(16)))
+        out.append(plain + "--" + digest)
+        return out
     }
 
-    /// True for ids whose sanitized segment can be mapped back to exactly that id.
-    static func isLossless(_ id: String) -> Bool {
-        guard let first = id.unicodeScalars.first, ("a"..."z").contains(first) || ("0"..."9").contains(first) else {
-            return false
-        }
-        var previousUnderscore = false
-        for u in id.unicodeScalars {
-            let underscore = u == "_"
-            guard ("a"..."z").contains(u) || ("A"..."Z").contains(u) || ("0"..."9").contains(u) || underscore else {
-                return false
-            }
-            if underscore && previousUnderscore { return false }
-            previousUnderscore = underscore
-        }
-        return true
-    }
     public func sales(merchant: String) -> String { Self.fill(salesTemplate, merchant: merchant) }
     public func clearing(merchant: String, provider: String) -> String {
         Self.fill(clearingTemplate, merchant: merchant, provider: Merchant.accountSegment(provider))

@@ -3,6 +3,7 @@ import Logging
 import PayfleetCore
 import PayfleetStore
 import PayfleetWorker
+import Prometheus
 
 /// One posting of a planned transaction: signed minor units, debit positive.
 public struct PlannedPosting: Sendable, Equatable, CustomStringConvertible {
@@ -87,21 +88,71 @@ public struct LedgerHandler: WorkerHandler {
 
     public func businessDay(_ event: PaymentEvent) -> String { merchant(event.merchantID).businessDay(for: event.occurredAt) }
 
-    /// The receivable of `customer` (nil: the unknown customer) in ledger segment `m`.
-    func receivableAccount(_ m: String, _ customer: String?) -> String {
+    /// The receivable of `customer` (nil: the unknown customer) of merchant `merchantID`, with
+    /// the customer's segment from `customer_accounts` (claimed now if the customer is new):
+    /// injective per merchant, see `ChartOfAccounts.customerSegmentCandidates`.
+    func receivableAccount(_ db: SQLiteConnection, merchantID: String, _ customer: String?) throws -> String {
+        let m = ledgerName(merchantID)
         guard let customer else { return chart.receivable(merchant: m, segment: unknownCustomer) }
-        return chart.receivable(merchant: m, customer: customer, reserved: unknownCustomer)
+        return chart.receivable(merchant: m, segment: try customerSegment(db, merchantID: merchantID, customer))
+    }
+
+    /// The customer's `<Customer>` segment, claiming the first free candidate for a new one.
+    func customerSegment(_ db: SQLiteConnection, merchantID: String, _ customer: String) throws -> String {
+        if let r = try db.queryOne(
+            "SELECT segment FROM customer_accounts WHERE merchant_id = ? AND customer_id = ?",
+            [.text(merchantID), .text(customer)]), let segment = r.string(0)
+        {
+            return segment
+        }
+        let candidates = ChartOfAccounts.customerSegmentCandidates(customer, reserved: unknownCustomer)
+        var n = 1
+        while true {
+            let segment = n <= candidates.count ? candidates[n - 1] : candidates[candidates.count - 1] + "-\(n)"
+            // The customer has no row: an ignored insert means another id holds this segment.
+            let inserted = try db.execute(
+                "INSERT OR IGNORE INTO customer_accounts (merchant_id, customer_id, segment) VALUES (?, ?, ?)",
+                [.text(merchantID), .text(customer), .text(segment)])
+            if inserted == 1 { return segment }
+            n += 1
+        }
+    }
+
+    /// Claims segments for the customers booked before `customer_accounts` existed, in the
+    /// order they first appeared, so each keeps the account it has (where two ids shared one,
+    /// the first keeps it and the other books on a suffixed account from now on). Idempotent;
+    /// `attach` runs it before the worker consumes.
+    public func claimExistingCustomerAccounts(_ db: SQLiteConnection) throws {
+        let rows = try db.query(
+            """
+            SELECT merchant_id, customer_id FROM ledger_events e WHERE customer_id IS NOT NULL AND customer_id <> ''
+                AND NOT EXISTS (SELECT 1 FROM customer_accounts a
+                                WHERE a.merchant_id = e.merchant_id AND a.customer_id = e.customer_id)
+            GROUP BY merchant_id, customer_id ORDER BY MIN(occurred_at), MIN(event_id)
+            """)
+        for r in rows {
+            guard let merchantID = r.string(0), let customer = r.string(1) else { continue }
+            _ = try customerSegment(db, merchantID: merchantID, customer)
+        }
+    }
+
+    public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {
+        let handler = self
+        try await store.write { db in try handler.claimExistingCustomerAccounts(db) }
     }
 
     /// The postings of DESIGN §5a for `event`, with the receivable (if any) on `customer`'s
-    /// account (nil: the unknown customer). Empty for events that post nothing. A reversal's
-    /// undoing leg goes to the account its own facts name here; `apply` books it against what
-    /// its original used.
+    /// account under its plain segment (nil: the unknown customer). Empty for events that post
+    /// nothing. `apply` books the receivable on the customer's claimed segment and a reversal's
+    /// undoing leg against what its original used; here it goes where its own facts say.
     public func postings(for event: PaymentEvent, customer: String?) throws(HandlerError) -> [PlannedPosting] {
-        try postings(for: event, customer: customer, reversalTarget: nil)
+        let m = ledgerName(event.merchantID)
+        let receivable = customer.map { chart.receivable(merchant: m, customer: $0) }
+            ?? chart.receivable(merchant: m, segment: unknownCustomer)
+        return try postings(for: event, receivable: receivable, reversalTarget: nil)
     }
 
-    func postings(for event: PaymentEvent, customer: String?, reversalTarget: String?) throws(HandlerError)
+    func postings(for event: PaymentEvent, receivable: String, reversalTarget: String?) throws(HandlerError)
         -> [PlannedPosting]
     {
         let m = ledgerName(event.merchantID)
@@ -110,7 +161,6 @@ public struct LedgerHandler: WorkerHandler {
         let minusA = try CheckedMoney.negate(a)
         let minusFee = try CheckedMoney.negate(fee, "fee")
         let provider = event.source.provider
-        let receivable = receivableAccount(m, customer)
         let clearing = chart.clearing(merchant: m, provider: provider)
         let fees = chart.paymentFees(merchant: m)
         let namesInvoice = !(event.invoiceID ?? "").isEmpty
@@ -206,7 +256,9 @@ public struct LedgerHandler: WorkerHandler {
         if case let (kind, ref)? = Self.reversalRef(event) {
             reversal = try reversalTarget(db, event: event, kind: kind, ref: ref, customer: customer)
         }
-        let planned = try postings(for: event, customer: customer, reversalTarget: reversal?.account)
+        let planned = try postings(
+            for: event, receivable: try receivableAccount(db, merchantID: merchantID, customer),
+            reversalTarget: reversal?.account)
         var txid: String?
         if !planned.isEmpty {
             let id = event.id
@@ -323,12 +375,12 @@ public struct LedgerHandler: WorkerHandler {
     /// it (the original may have been booked on the unknown customer and reclassified since).
     func target(of o: Original, db: SQLiteConnection, merchantID: String) throws -> ReversalTarget {
         guard o.role == "receivable" else { return ReversalTarget(account: o.account, matched: true) }
-        let m = ledgerName(merchantID)
         let customer =
             try o.customerID
             ?? linkedCustomer(db, merchantID: merchantID, paymentID: o.paymentID, invoiceID: o.invoiceID)
-        if let customer { return ReversalTarget(account: receivableAccount(m, customer), matched: true) }
-        return ReversalTarget(account: receivableAccount(m, nil), matched: true, waitingOn: (o.paymentID, o.invoiceID))
+        let account = try receivableAccount(db, merchantID: merchantID, customer)
+        if customer != nil { return ReversalTarget(account: account, matched: true) }
+        return ReversalTarget(account: account, matched: true, waitingOn: (o.paymentID, o.invoiceID))
     }
 
     func reversalTarget(_ db: SQLiteConnection, event: PaymentEvent, kind: String, ref: String, customer: String?)
@@ -343,9 +395,9 @@ public struct LedgerHandler: WorkerHandler {
             let account = event.type == .refundFailed ? chart.refunds(merchant: m) : chart.sales(merchant: m)
             return ReversalTarget(account: account, matched: false)
         }
-        if let customer { return ReversalTarget(account: receivableAccount(m, customer), matched: false) }
-        return ReversalTarget(
-            account: receivableAccount(m, nil), matched: false, waitingOn: (event.payment?.id, invoiceID))
+        let account = try receivableAccount(db, merchantID: event.merchantID, customer)
+        if customer != nil { return ReversalTarget(account: account, matched: false) }
+        return ReversalTarget(account: account, matched: false, waitingOn: (event.payment?.id, invoiceID))
     }
 
     /// Records what a payment credited / a refund debited, then matches the reversals that
@@ -364,13 +416,15 @@ public struct LedgerHandler: WorkerHandler {
             guard let p = event.payment?.id, !p.isEmpty else { return }
             kind = "payment"
             ref = p
-            let account = namesInvoice ? receivableAccount(m, customer) : chart.sales(merchant: m)
+            let account = namesInvoice
+                ? try receivableAccount(db, merchantID: event.merchantID, customer) : chart.sales(merchant: m)
             leg = planned.last { $0.account == account }
         case .paymentRefunded:
             guard let r = event.metadata["refund_id"], !r.isEmpty else { return }
             kind = "refund"
             ref = r
-            let account = namesInvoice ? receivableAccount(m, customer) : chart.refunds(merchant: m)
+            let account = namesInvoice
+                ? try receivableAccount(db, merchantID: event.merchantID, customer) : chart.refunds(merchant: m)
             leg = planned.first { $0.account == account }
         default:
             return
@@ -474,7 +528,7 @@ public struct LedgerHandler: WorkerHandler {
             guard let original = row.string(0), let from = row.string(1), let currency = row.string(2),
                 let amount = row.int(3)
             else { continue }
-            let to = receivableAccount(ledgerName(merchantID), linked)
+            let to = try receivableAccount(db, merchantID: merchantID, linked)
             let txid = original + "/reclass"
             try post(
                 db, txid: txid, eventID: event.id, eventType: event.type.rawValue, kind: "reclass",

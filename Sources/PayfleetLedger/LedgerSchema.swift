@@ -175,6 +175,20 @@ public enum LedgerSchema {
             FROM ledger_events e JOIN postings p ON p.txid = e.txid AND p.amount < 0
             WHERE e.type = 'payment.succeeded' AND e.payment_id IS NOT NULL
             ORDER BY e.occurred_at, e.event_id;
-            """)
+            """),
+        // Issue 15 item 13: which `<Customer>` segment each customer id of a merchant holds,
+        // unique both ways, so two ids that sanitize alike never share a receivable. Customers
+        // booked before this table are claimed by `LedgerHandler.claimExistingCustomerAccounts`.
+        Migration(
+            "ledger.3",
+            """
+            CREATE TABLE customer_accounts (
+                merchant_id TEXT NOT NULL,
+                customer_id TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                PRIMARY KEY (merchant_id, customer_id),
+                UNIQUE (merchant_id, segment)
+            ) WITHOUT ROWID;
+            """),
     ]
 }

@@ -134,12 +134,7 @@ import Testing
             // An unconfigured merchant: UTC day, name derived from the id.
             ledgerEvent("u1", .payoutPaid, merchant: "9lives_co", amount: 10, provider: "stripe", at: "2026-11-24T23:59:59Z"),
         ])
-        // `cus.o'brien@x` does not survive sanitizing, so its segment carries the id's hash
-        // (SHA-256 of "payfleet.ledger.customer:cus.o'brien@x", computed outside the code under test).
-        #expect(
-            try await h.postings("t1") == [
-                "Assets:Tokyo-Shop:Receivable:Cus-o-brien-x--P3JWJK4N4AXPZN09": 900, "Income:Tokyo-Shop:Sales": -900,
-            ])
+        #expect(try await h.postings("t1") == ["Assets:Tokyo-Shop:Receivable:Cus-o-brien-x": 900, "Income:Tokyo-Shop:Sales": -900])
         #expect(try await h.postings("t2")["Assets:Tokyo-Shop:Clearing:My-psp"] == 900)
         #expect(try await h.postings("u1") == ["Assets:9lives-co:Bank": 10, "Assets:9lives-co:Clearing:Stripe": -10])
         let dates = try await h.store.withConnection { db in

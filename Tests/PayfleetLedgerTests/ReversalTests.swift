@@ -240,29 +240,74 @@ func permutations<T>(_ items: [T]) -> [[T]] {
 }
 
 @Suite struct CustomerAccountTests {
-    @Test("cus_1, cus-1, cus.1, Cus_1 are four receivables; ids that sanitize losslessly keep their old name")
+    /// Hashes: SHA-256 of "payfleet.ledger.customer:<id>", Crockford base32, first 16
+    /// characters, computed with Python's hashlib outside the code under test.
+    static let hash = [
+        "cus_1": "25MJS1Y54WFM52EP", "cus-1": "6EYN34HA4A93X3BN", "cus.1": "2R227VSDBMGTN75X",
+        "Cus_1": "Q04PEMZTESE2H1BR", "unidentified": "RYJYE8VY75N9FZB3",
+    ]
+
+    static func invoices(_ ids: [String]) -> [PaymentEvent] {
+        ids.enumerated().map { i, c in
+            ledgerEvent("i-\(c)", .invoiceIssued, amount: 100 + Int64(i), customer: c, payment: nil, invoice: "inv_\(c)")
+        }
+    }
+
+    @Test("cus_1, cus-1, cus.1, Cus_1 are four receivables: the first keeps the plain name, later ones a hash suffix")
     func injective() async throws {
         let h = try await LedgerHarness()
-        let ids = ["cus_1", "cus-1", "cus.1", "Cus_1", "unidentified"]
-        try await h.apply(
-            ids.enumerated().map { i, c in
-                ledgerEvent("i\(i)", .invoiceIssued, amount: 100 + Int64(i), customer: c, payment: nil, invoice: "inv_\(i)")
-            })
-        // Hashes: SHA-256 of "payfleet.ledger.customer:<id>", Crockford base32, first 16
-        // characters, computed with Python's hashlib outside the code under test.
+        try await h.apply(Self.invoices(["cus_1", "cus-1", "cus.1", "Cus_1", "unidentified"]))
         #expect(
             try h.balances().asDictionary == [
                 "Assets:M-acme:Receivable:Cus-1 GBP": 100,
-                "Assets:M-acme:Receivable:Cus-1--6EYN34HA4A93X3BN GBP": 101,
-                "Assets:M-acme:Receivable:Cus-1--2R227VSDBMGTN75X GBP": 102,
-                "Assets:M-acme:Receivable:Cus-1--Q04PEMZTESE2H1BR GBP": 103,
-                // A real customer named like the unknown customer does not share its account.
-                "Assets:M-acme:Receivable:Unidentified--RYJYE8VY75N9FZB3 GBP": 104,
+                "Assets:M-acme:Receivable:Cus-1--\(Self.hash["cus-1"]!) GBP": 101,
+                "Assets:M-acme:Receivable:Cus-1--\(Self.hash["cus.1"]!) GBP": 102,
+                "Assets:M-acme:Receivable:Cus-1--\(Self.hash["Cus_1"]!) GBP": 103,
+                // A real customer named like the unknown customer never shares its account.
+                "Assets:M-acme:Receivable:Unidentified--\(Self.hash["unidentified"]!) GBP": 104,
                 "Income:M-acme:Sales GBP": -510,
             ])
         for b in try h.balances() { #expect(ChartOfAccounts.isValidAccount(b.account), "\(b.account)") }
-        #expect(ChartOfAccounts.customerSegment("cus_123", reserved: "Unidentified") == "Cus-123")
-        #expect(ChartOfAccounts.customerSegment("42", reserved: "Unidentified") == "42")
+        // Later events of each customer (a payment naming the invoice, a refund reaching the
+        // customer only through the payment) stay on that customer's own account.
+        try await h.apply([
+            ledgerEvent("p", .paymentSucceeded, amount: 101, customer: "cus-1", payment: "pi_c", invoice: "inv_cus-1"),
+            ledgerEvent("r", .paymentRefunded, amount: 1, customer: nil, payment: "pi_c", invoice: "inv_cus-1"),
+        ])
+        let bal = try h.balances().asDictionary
+        #expect(bal["Assets:M-acme:Receivable:Cus-1--\(Self.hash["cus-1"]!) GBP"] == 1)
+        #expect(bal["Assets:M-acme:Receivable:Cus-1 GBP"] == 100)
+    }
+
+    @Test("Which of two colliding ids keeps the plain name is whichever came first; an id that collides with none keeps its old name")
+    func firstComerKeepsThePlainName() async throws {
+        let h = try await LedgerHarness()
+        try await h.apply(Self.invoices(["cus-1", "cus_1", "shopper-42"]))
+        let bal = try h.balances().asDictionary
+        #expect(bal["Assets:M-acme:Receivable:Cus-1 GBP"] == 100)
+        #expect(bal["Assets:M-acme:Receivable:Cus-1--\(Self.hash["cus_1"]!) GBP"] == 101)
+        #expect(bal["Assets:M-acme:Receivable:Shopper-42 GBP"] == 102)
+    }
+
+    @Test("Customers booked before the table existed are claimed in the order they appeared, so they keep their accounts")
+    func existingCustomersKeepTheirAccounts() async throws {
+        let h = try await LedgerHarness()
+        try await h.apply([
+            ledgerEvent("old", .invoiceIssued, amount: 100, customer: "cus-9", payment: nil, invoice: "inv_9",
+                        at: "2026-11-01T10:00:00Z")
+        ])
+        // As if the ledger predated `customer_accounts`: no claims recorded.
+        try await h.store.withConnection { db in _ = try db.execute("DELETE FROM customer_accounts") }
+        let handler = h.handler
+        try await h.store.write { db in
+            try handler.claimExistingCustomerAccounts(db)
+            try handler.claimExistingCustomerAccounts(db)  // idempotent
+        }
+        try await h.apply([ledgerEvent("new", .invoiceIssued, amount: 5, customer: "cus_9", payment: nil, invoice: "inv_9b")])
+        let bal = try h.balances().asDictionary
+        #expect(bal["Assets:M-acme:Receivable:Cus-9 GBP"] == 100)
+        #expect(bal["Assets:M-acme:Receivable:Cus-9--KJ101FNTMG939TF8 GBP"] == 5)  // hashlib, as above
+        #expect(try await h.scalar("SELECT COUNT(*) FROM customer_accounts") == 2)
     }
 
     @Test("The same customer id at two merchants is two receivables; two merchants on one ledger name is a start-up error")
