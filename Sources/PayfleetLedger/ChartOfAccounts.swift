@@ -14,7 +14,8 @@ import PayfleetCore
 ///
 /// A template must yield a name that hledger, ledger and beancount all accept: the first
 /// component one of `Assets`, `Liabilities`, `Equity`, `Income`, `Expenses`, every component
-/// starting with a capital letter or digit and made of `[A-Za-z0-9-]`.
+/// starting with a capital letter or digit and made of `[A-Za-z0-9-]`. The receivable template
+/// must name both `{merchant}` and `{customer}`.
 public struct ChartOfAccounts: Sendable, Equatable {
     public var receivableTemplate = "Assets:{merchant}:Receivable:{customer}"
     public var salesTemplate = "Income:{merchant}:Sales"
@@ -44,6 +45,11 @@ public struct ChartOfAccounts: Sendable, Equatable {
                     key: s.dotted(key),
                     message: "'\(template)' does not make a valid account name (Type:Component:…, Type one of "
                         + "\(rootTypes.sorted().joined(separator: ", ")), components [A-Z0-9][A-Za-z0-9-]*)")
+            }
+            // Receivables are per merchant and per customer (issue 15 items 10 and 13): a
+            // template without either placeholder would merge customers' money.
+            if key == "receivable", !(template.contains("{merchant}") && template.contains("{customer}")) {
+                throw ConfigError(key: s.dotted(key), message: "'\(template)' must contain {merchant} and {customer}")
             }
             chart[keyPath: path] = template
         }

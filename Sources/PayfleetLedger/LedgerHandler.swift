@@ -34,6 +34,10 @@ public struct PlannedPosting: Sendable, Equatable, CustomStringConvertible {
 /// account, a reclassifying transaction (`<reversal>/match`) moves the leg there. Nothing is
 /// parked (no money waits outside the books) and nothing is booked twice.
 ///
+/// Customer receivables are injective per merchant: `customer_accounts` records which customer
+/// id holds which `<Customer>` segment; the first id gets the plain sanitized one, a later id
+/// that sanitizes the same way a hash suffix (`ChartOfAccounts.customerSegmentCandidates`).
+///
 /// Amounts are added with checked arithmetic: an overflow (and SQLite's `integer overflow`
 /// from a `SUM`) is a permanent `AmountOverflow` error, dead-lettered, never a trap.
 public struct LedgerHandler: WorkerHandler {

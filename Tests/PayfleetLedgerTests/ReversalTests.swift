@@ -326,5 +326,10 @@ func permutations<T>(_ items: [T]) -> [[T]] {
                 logger: .init(label: "t"))
         }
         #expect(error?.key == "merchants[1].ledger_name")
+        let merged = try ConfigSection.parse(yaml: "ledger-writer:\n  accounts:\n    receivable: \"Assets:Receivable:{customer}\"\n")
+        let templateError = #expect(throws: ConfigError.self) {
+            _ = try LedgerHandler(section: try merged.section("ledger-writer"), merchants: [], logger: .init(label: "t"))
+        }
+        #expect(templateError?.key == "ledger-writer.accounts.receivable")
     }
 }
