@@ -14,7 +14,8 @@ import PayfleetCore
 ///
 /// A template must yield a name that hledger, ledger and beancount all accept: the first
 /// component one of `Assets`, `Liabilities`, `Equity`, `Income`, `Expenses`, every component
-/// starting with a capital letter or digit and made of `[A-Za-z0-9-]`.
+/// starting with a capital letter or digit and made of `[A-Za-z0-9-]`. The receivable template
+/// must name both `{merchant}` and `{customer}`.
 public struct ChartOfAccounts: Sendable, Equatable {
     public var receivableTemplate = "Assets:{merchant}:Receivable:{customer}"
     public var salesTemplate = "Income:{merchant}:Sales"
@@ -45,6 +46,11 @@ public struct ChartOfAccounts: Sendable, Equatable {
                     message: "'\(template)' does not make a valid account name (Type:Component:…, Type one of "
                         + "\(rootTypes.sorted().joined(separator: ", ")), components [A-Z0-9][A-Za-z0-9-]*)")
             }
+            // Receivables are per merchant and per customer (issue 15 items 10 and 13): a
+            // template without either placeholder would merge customers' money.
+            if key == "receivable", !(template.contains("{merchant}") && template.contains("{customer}")) {
+                throw ConfigError(key: s.dotted(key), message: "'\(template)' must contain {merchant} and {customer}")
+            }
             chart[keyPath: path] = template
         }
         return chart
@@ -69,9 +75,40 @@ public struct ChartOfAccounts: Sendable, Equatable {
 
     // The segments are sanitized here, so an odd provider or customer id can never make an
     // account name the export tools refuse.
+
+    /// The receivable of customer id `customer` (raw, as in the event) under its plain
+    /// sanitized segment — the name it has unless another id of the same merchant claimed that
+    /// segment first (`LedgerHandler` resolves that against its `customer_accounts` table).
     public func receivable(merchant: String, customer: String) -> String {
         Self.fill(receivableTemplate, merchant: merchant, customer: Merchant.accountSegment(customer))
     }
+
+    /// The receivable whose customer segment is `segment` as given.
+    public func receivable(merchant: String, segment: String) -> String {
+        Self.fill(receivableTemplate, merchant: merchant, customer: segment)
+    }
+
+    /// The candidate `<Customer>` segments of customer id `id`, in order of preference.
+    ///
+    /// Sanitizing alone (`Merchant.accountSegment`) is not injective: it upper-cases the first
+    /// letter and maps `_`, `.` and every other character outside `[A-Za-z0-9-]` to `-`, so
+    /// `cus_1`, `cus-1`, `cus.1` and `Cus_1` would share `Cus-1`. The ledger therefore records,
+    /// per merchant, which id holds which segment (unique both ways): the first id to need a
+    /// segment gets the plain sanitized one — so every id that collides with no other keeps the
+    /// name it always had — and a later id whose plain segment is taken gets it plus `--` and
+    /// 16 Crockford base32 characters (80 bits) of SHA-256 of the id (`cus-1` →
+    /// `Cus-1--6EYN34HA4A93X3BN`), then 26 characters, then a counter, whichever is free first.
+    /// The unknown customer's segment (`reserved`) is never a real customer's plain segment.
+    public static func customerSegmentCandidates(_ id: String, reserved: String) -> [String] {
+        let plain = Merchant.accountSegment(id)
+        // canonicalID is SHA-256 in Crockford base32 behind a fixed prefix.
+        let digest = String(PaymentEvent.canonicalID(provider: "payfleet.ledger.customer", eventID: id).dropFirst(4))
+        var out = plain == reserved ? [] : [plain]
+        out.append(plain + "--" + String(digest.prefix(16)))
+        out.append(plain + "--" + digest)
+        return out
+    }
+
     public func sales(merchant: String) -> String { Self.fill(salesTemplate, merchant: merchant) }
     public func clearing(merchant: String, provider: String) -> String {
         Self.fill(clearingTemplate, merchant: merchant, provider: Merchant.accountSegment(provider))

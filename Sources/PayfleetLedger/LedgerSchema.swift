@@ -117,6 +117,78 @@ public enum LedgerSchema {
             ) WITHOUT ROWID;
             CREATE INDEX unresolved_payment ON unresolved_receivables(merchant_id, payment_id) WHERE resolved_txid IS NULL;
             CREATE INDEX unresolved_invoice ON unresolved_receivables(merchant_id, invoice_id) WHERE resolved_txid IS NULL;
-            """)
+            """),
+        // Reversals (DESIGN §5a): a failed refund credits what its refund debited, a reversed
+        // payment debits what its payment credited, whatever the arrival order.
+        Migration(
+            "ledger.2",
+            """
+            -- The account each original leg used: what a refund (by metadata.refund_id) debited,
+            -- what a payment (by payment.id) credited; the first event of a ref wins. `role` says
+            -- which chart entry it was, so a receivable follows its customer once known.
+            CREATE TABLE booked_originals (
+                merchant_id TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('refund', 'payment')),
+                ref TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                txid TEXT NOT NULL,
+                account TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('receivable', 'refunds', 'sales')),
+                customer_id TEXT,
+                payment_id TEXT,
+                invoice_id TEXT,
+                currency TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                PRIMARY KEY (merchant_id, kind, ref)
+            ) WITHOUT ROWID;
+
+            -- Every reversal's undoing leg: where it is now (`account`, signed `amount` in
+            -- `currency`) and whether it was booked against its original's account (`matched`).
+            -- A reversal that arrives before its original is booked at once on the account its
+            -- own facts name (never parked, never lost) with matched = 0; when the original
+            -- arrives, a reclassifying transaction (txid `<reversal>/match`) moves the leg to the
+            -- original's account if it differs.
+            CREATE TABLE reversals (
+                event_id TEXT PRIMARY KEY,
+                merchant_id TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('refund', 'payment')),
+                ref TEXT NOT NULL,
+                txid TEXT NOT NULL,
+                account TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                matched INTEGER NOT NULL CHECK (matched IN (0, 1)),
+                match_txid TEXT
+            ) WITHOUT ROWID;
+            CREATE INDEX reversals_waiting ON reversals(merchant_id, kind, ref) WHERE matched = 0;
+            CREATE INDEX reversals_txid ON reversals(txid);
+            CREATE INDEX reversals_match_txid ON reversals(match_txid);
+
+            -- Payments booked before this migration: their credit is the one negative posting.
+            -- (Refunds cannot be backfilled: their refund_id was not kept; a failed refund of
+            -- one of them is booked on the account its own facts name.)
+            INSERT OR IGNORE INTO booked_originals (merchant_id, kind, ref, event_id, txid, account, role, customer_id,
+                payment_id, invoice_id, currency, amount)
+            SELECT e.merchant_id, 'payment', e.payment_id, e.event_id, e.txid, p.account,
+                   CASE WHEN e.invoice_id IS NOT NULL THEN 'receivable' ELSE 'sales' END, e.customer_id, e.payment_id,
+                   e.invoice_id, p.currency, -p.amount
+            FROM ledger_events e JOIN postings p ON p.txid = e.txid AND p.amount < 0
+            WHERE e.type = 'payment.succeeded' AND e.payment_id IS NOT NULL
+            ORDER BY e.occurred_at, e.event_id;
+            """),
+        // Issue 15 item 13: which `<Customer>` segment each customer id of a merchant holds,
+        // unique both ways, so two ids that sanitize alike never share a receivable. Customers
+        // booked before this table are claimed by `LedgerHandler.claimExistingCustomerAccounts`.
+        Migration(
+            "ledger.3",
+            """
+            CREATE TABLE customer_accounts (
+                merchant_id TEXT NOT NULL,
+                customer_id TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                PRIMARY KEY (merchant_id, customer_id),
+                UNIQUE (merchant_id, segment)
+            ) WITHOUT ROWID;
+            """),
     ]
 }

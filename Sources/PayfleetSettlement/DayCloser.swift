@@ -37,9 +37,40 @@ public enum DayClosing {
 
     /// Closes every day whose end plus `graceMS` is at or before `now` and that is not closed yet.
     /// Runs inside the caller's transaction.
+    ///
+    /// First, every fee still waiting for its payment (`settlement_pending_fees`) whose own
+    /// business day is due is booked on that day, so a fee whose payment never arrives is still
+    /// counted. A day whose net would not fit Int64 (only reachable from state written before
+    /// the worker checked its sums) is left open and reported through `problem`, never trapped on.
     public static func closeDue(
-        _ db: SQLiteConnection, merchants: [String: Merchant], graceMS: Int, now: Date
+        _ db: SQLiteConnection, merchants: [String: Merchant], graceMS: Int, now: Date,
+        problem: (String) -> Void = { _ in }
     ) throws -> [Closed] {
+        func due(_ day: String, _ m: Merchant) -> Date? {
+            guard let end = end(of: day, for: m), end.addingTimeInterval(Double(graceMS) / 1000) <= now else {
+                return nil
+            }
+            return end
+        }
+        for r in try db.query(
+            """
+            SELECT event_id, merchant_id, currency, amount, own_day FROM settlement_pending_fees
+            WHERE resolved_at IS NULL ORDER BY own_day, event_id
+            """)
+        {
+            guard let id = r.string(0), let merchantID = r.string(1), let currency = r.string(2), let amount = r.int(3),
+                let day = r.string(4), due(day, merchants[merchantID] ?? Merchant(id: merchantID)) != nil
+            else { continue }
+            do {
+                try db.savepoint {
+                    try SettlementPosting.bookFee(
+                        db, eventID: id, merchantID: merchantID, currency: currency, amount: amount, day: day,
+                        arrived: RFC3339.format(now))
+                }
+            } catch let e as HandlerError {
+                problem("fee \(id) of \(merchantID) on \(day) not booked: \(e)")
+            }
+        }
         let open = try db.query(
             """
             SELECT DISTINCT t.merchant_id, t.day FROM settlement_totals t
@@ -50,45 +81,47 @@ public enum DayClosing {
         for row in open {
             guard let merchantID = row.string(0), let day = row.string(1) else { continue }
             let m = merchants[merchantID] ?? Merchant(id: merchantID)
-            guard let end = end(of: day, for: m), end.addingTimeInterval(Double(graceMS) / 1000) <= now else { continue }
-            out.append(try close(db, merchant: m, day: day, end: end, now: now))
+            guard let end = due(day, m) else { continue }
+            do {
+                out.append(try close(db, merchant: m, day: day, end: end, now: now))
+            } catch let e as HandlerError {
+                problem("day \(day) of \(merchantID) not closed: \(e)")
+            }
         }
         return out
     }
 
     static func close(_ db: SQLiteConnection, merchant m: Merchant, day: String, end: Date, now: Date) throws -> Closed {
         let closedAt = RFC3339.format(now)
+        let rows = try db.query(
+            """
+            SELECT currency, \(SettlementDelta.columns)
+            FROM settlement_totals WHERE merchant_id = ? AND day = ? ORDER BY currency
+            """, [.text(m.id), .text(day)])
+        // Every net first: a day is closed whole or not at all.
+        var lines: [(Currency, SettlementDelta, Int64)] = []
+        for r in rows {
+            guard let code = r.string(0), let currency = Currency(code: code) else { continue }
+            let d = SettlementDelta.read(r, from: 1)
+            lines.append((currency, d, try d.checkedNet()))
+        }
         try db.execute(
             "INSERT INTO settlement_days (merchant_id, day, closed_at) VALUES (?, ?, ?)",
             [.text(m.id), .text(day), .text(closedAt)])
-        let rows = try db.query(
-            """
-            SELECT currency, count, gross, failed_count, refunds, disputes_opened, disputes_won, fees, payouts
-            FROM settlement_totals WHERE merchant_id = ? AND day = ? ORDER BY currency
-            """, [.text(m.id), .text(day)])
         var ids: [String] = []
-        for r in rows {
-            guard let code = r.string(0), let currency = Currency(code: code) else { continue }
-            var d = SettlementDelta()
-            d.count = r.int(1) ?? 0
-            d.gross = r.int(2) ?? 0
-            d.failedCount = r.int(3) ?? 0
-            d.refunds = r.int(4) ?? 0
-            d.disputesOpened = r.int(5) ?? 0
-            d.disputesWon = r.int(6) ?? 0
-            d.fees = r.int(7) ?? 0
-            d.payouts = r.int(8) ?? 0
+        for (currency, d, net) in lines {
+            let code = currency.code
             let sourceID = "settlement.day_closed:\(m.id):\(code):\(day)"
             let id = PaymentEvent.canonicalID(provider: "payfleet", eventID: sourceID)
             let event = PaymentEvent(
                 id: id, type: .settlementDayClosed, occurredAt: end, receivedAt: now,
                 source: .init(provider: "payfleet", eventID: sourceID), merchantID: m.id,
-                amount: Money(value: d.net, currency: currency),
+                amount: Money(value: net, currency: currency),
                 fee: d.fees >= 0 ? Money(value: d.fees, currency: currency) : nil,
                 reference: "settlement \(m.id) \(day) \(code)",
                 metadata: [
                     "date": day, "count": "\(d.count)", "gross": "\(d.gross)", "refunds": "\(d.refunds)",
-                    "disputes": "\(d.disputes)", "fees": "\(d.fees)", "net": "\(d.net)", "payouts": "\(d.payouts)",
+                    "disputes": "\(d.disputes)", "fees": "\(d.fees)", "net": "\(net)", "payouts": "\(d.payouts)",
                     "failed_count": "\(d.failedCount)", "closed_at": closedAt,
                 ])
             try db.execute(
@@ -171,8 +204,11 @@ public final class DayCloser: Service, @unchecked Sendable {
             let merchants = self.merchants
             let grace = settings.graceMS
             let now = clock()
+            let logger = self.logger
             let closed = try await store.write { db in
-                try DayClosing.closeDue(db, merchants: merchants, graceMS: grace, now: now)
+                try DayClosing.closeDue(db, merchants: merchants, graceMS: grace, now: now) { problem in
+                    logger.error("settlement close problem", metadata: ["error": "\(problem)"])
+                }
             }
             closedCount = closed.count
             if closedCount > 0 { daysClosed.increment(by: Int64(closedCount)) }

@@ -177,13 +177,23 @@ public enum ProviderFile {
             if netCode.isEmpty || netCode == code {
                 var f: Int64 = 0
                 for c in ["Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)"] where col[c] != nil {
-                    f += try money(v(c), currency, line: lineNo, column: c, file: "adyen")
+                    let part = try money(v(c), currency, line: lineNo, column: c, file: "adyen")
+                    let (sum, overflow) = f.addingReportingOverflow(part)
+                    guard !overflow else {
+                        throw SettlementError("adyen file line \(lineNo): fees do not fit in 64-bit minor units")
+                    }
+                    f = sum
                 }
                 fee = f
             }
             let psp = v("Psp Reference")
             guard !psp.isEmpty else { throw SettlementError("adyen file line \(lineNo): Psp Reference is empty") }
-            out.append(ProviderLine(line: lineNo, kind: kind, reference: psp, currency: code, amount: abs(credit - debit), fee: fee))
+            let (difference, overflow) = credit.subtractingReportingOverflow(debit)
+            guard !overflow, difference != .min else {
+                throw SettlementError("adyen file line \(lineNo): gross does not fit in 64-bit minor units")
+            }
+            out.append(
+                ProviderLine(line: lineNo, kind: kind, reference: psp, currency: code, amount: abs(difference), fee: fee))
         }
         return (out, skipped)
     }
@@ -265,8 +275,9 @@ public struct Reconciliation: Sendable {
         for l in lines {
             let k = Key(kind: l.kind, reference: l.reference, currency: l.currency)
             var s = theirs[k] ?? Side(amount: 0, fee: 0, detail: [])
-            s.amount += l.amount
-            s.fee = (s.fee != nil && l.fee != nil) ? s.fee! + l.fee! : nil
+            // Saturating: a sum beyond Int64 shows as a mismatch instead of trapping.
+            s.amount = Saturating.add(s.amount, l.amount)
+            s.fee = (s.fee != nil && l.fee != nil) ? Saturating.add(s.fee!, l.fee!) : nil
             s.detail.append("line \(l.line)")
             theirs[k] = s
         }
@@ -276,9 +287,10 @@ public struct Reconciliation: Sendable {
             guard let kind = kind(of: e), let ref = e.paymentID, !ref.isEmpty else { continue }
             let k = Key(kind: kind, reference: ref, currency: e.currency)
             var s = ours[k] ?? Side(amount: 0, fee: 0, detail: [])
-            s.amount += e.amount
+            s.amount = Saturating.add(s.amount, e.amount)
             // Stripe and Adyen report a won dispute's returned fee as a negative fee line.
-            s.fee = (s.fee ?? 0) + (kind == .disputeReversal ? -e.fee : e.fee)
+            s.fee =
+                kind == .disputeReversal ? Saturating.subtract(s.fee ?? 0, e.fee) : Saturating.add(s.fee ?? 0, e.fee)
             s.detail.append(e.eventID)
             ours[k] = s
             oursDays[k, default: []].insert(e.businessDay)

@@ -28,8 +28,10 @@ public struct SettlementDay: Sendable, Equatable {
     public var adjustments: [SettlementAdjustment]
 
     public var closed: Bool { closedAt != nil }
-    /// Net of the adjustments.
-    public var adjustmentsNet: Int64 { adjustments.reduce(0) { $0 + $1.delta.net } }
+    /// Net of the adjustments (saturating: reading never traps).
+    public var adjustmentsNet: Int64 { adjustments.reduce(0) { Saturating.add($0, $1.delta.net) } }
+    /// The day's net with its adjustments.
+    public var adjustedNet: Int64 { Saturating.add(totals.net, adjustmentsNet) }
     /// Totals plus adjustments: what the day finally came to.
     public var adjusted: SettlementDelta { adjustments.reduce(totals) { $0 + $1.delta } }
 }

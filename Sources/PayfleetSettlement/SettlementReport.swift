@@ -23,7 +23,7 @@ public enum SettlementReport {
             var o: [String: Any] = [
                 "merchant_id": d.merchantID, "currency": d.currency, "date": d.date, "count": t.count, "gross": t.gross,
                 "refunds": t.refunds, "disputes": t.disputes, "fees": t.fees, "net": t.net, "adjustments": d.adjustmentsNet,
-                "adjusted_net": t.net + d.adjustmentsNet, "failed_count": t.failedCount, "payouts": t.payouts,
+                "adjusted_net": d.adjustedNet, "failed_count": t.failedCount, "payouts": t.payouts,
                 "closed": d.closed,
                 "adjustment_items": d.adjustments.map { a -> [String: Any] in
                     [
@@ -55,7 +55,7 @@ public enum SettlementReport {
         for d in days {
             let t = d.totals
             out += [d.merchantID, d.currency, d.date, "\(t.count)", "\(t.gross)", "\(t.refunds)", "\(t.disputes)",
-                    "\(t.fees)", "\(t.net)", "\(d.adjustmentsNet)", "\(t.net + d.adjustmentsNet)", "\(t.failedCount)",
+                    "\(t.fees)", "\(t.net)", "\(d.adjustmentsNet)", "\(d.adjustedNet)", "\(t.failedCount)",
                     "\(t.payouts)", d.closed ? "true" : "false"].map(field).joined(separator: ",") + "\n"
         }
         return out
@@ -154,7 +154,7 @@ public enum SettlementReport {
                 let lines = days.filter { $0.currency == c }
                 guard !lines.isEmpty else { continue }
                 let t = lines.reduce(SettlementDelta()) { $0 + $1.totals }
-                let adj = lines.reduce(Int64(0)) { $0 + $1.adjustmentsNet }
+                let adj = lines.reduce(Int64(0)) { Saturating.add($0, $1.adjustmentsNet) }
                 h += """
                     <div class="card" data-currency="\(c)">
                     <h3>\(c)</h3>
@@ -167,7 +167,7 @@ public enum SettlementReport {
                     <dt>Fees</dt><dd>\(major(t.fees, c))</dd>
                     <dt>Net</dt><dd>\(major(t.net, c))</dd>
                     <dt>Adjustments</dt><dd>\(major(adj, c))</dd>
-                    <dt>Net after adjustments</dt><dd>\(major(t.net + adj, c))</dd>
+                    <dt>Net after adjustments</dt><dd>\(major(Saturating.add(t.net, adj), c))</dd>
                     <dt>Failed payments</dt><dd>\(t.failedCount)</dd>
                     <dt>Payouts</dt><dd>\(major(t.payouts, c))</dd>
                     </dl>
@@ -197,7 +197,7 @@ public enum SettlementReport {
         if currencies.isEmpty { h += "<p class=\"empty\">No activity in the last 14 days.</p>\n" }
         for c in currencies {
             var net: [String: Int64] = [:]
-            for d in history where d.currency == c { net[d.date, default: 0] += d.totals.net + d.adjustmentsNet }
+            for d in history where d.currency == c { net[d.date] = Saturating.add(net[d.date] ?? 0, d.adjustedNet) }
             h += chart(currency: c, dates: dates, net: net)
         }
         h += "</section>\n<section id=\"adjustments\">\n<h2>Adjustments</h2>\n"
@@ -221,7 +221,9 @@ public enum SettlementReport {
     static func chart(currency c: String, dates: [String], net: [String: Int64]) -> String {
         let width = 700.0, height = 220.0, left = 70.0, bottom = 30.0, top = 16.0
         let values = dates.map { net[$0] ?? 0 }
-        let maxV = Double(max(values.max() ?? 0, 0)), minV = Double(min(values.min() ?? 0, 0))
+        // The labels use the integers themselves: Int64(Double(Int64.max)) would trap.
+        let maxI = max(values.max() ?? 0, 0), minI = min(values.min() ?? 0, 0)
+        let maxV = Double(maxI), minV = Double(minI)
         let span = max(maxV - minV, 1)
         let plotH = height - top - bottom
         let zeroY = top + plotH * (maxV / span)
@@ -231,9 +233,9 @@ public enum SettlementReport {
         s += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"Net per day in \(c), last 14 days\">\n"
         s += "<title>Net per day in \(c)</title>\n"
         s += "<line x1=\"\(f(left))\" y1=\"\(f(zeroY))\" x2=\"\(f(width - 10))\" y2=\"\(f(zeroY))\" stroke=\"#99a\" stroke-width=\"1\"/>\n"
-        s += "<text x=\"\(f(left - 6))\" y=\"\(f(top + 4))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(Int64(maxV), c))</text>\n"
+        s += "<text x=\"\(f(left - 6))\" y=\"\(f(top + 4))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(maxI, c))</text>\n"
         if minV < 0 {
-            s += "<text x=\"\(f(left - 6))\" y=\"\(f(height - bottom))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(Int64(minV), c))</text>\n"
+            s += "<text x=\"\(f(left - 6))\" y=\"\(f(height - bottom))\" text-anchor=\"end\" font-size=\"10\" fill=\"#556\">\(major(minI, c))</text>\n"
         }
         for (i, d) in dates.enumerated() {
             let v = Double(values[i])

@@ -10,6 +10,8 @@ import PayfleetStore
 /// - `settlement_days`: closed (merchant, day) pairs.
 /// - `settlement_adjustments`: events that arrived after their day closed, with their deltas and
 ///   arrival time; the report lists them against the day instead of rewriting it.
+/// - `settlement_pending_fees`: `fee.assessed` events whose payment is not known yet; booked on
+///   the payment's day when it arrives, or on their own day when that day comes due first.
 /// - `settlement_outbox`: `settlement.day_closed` events written in the closing transaction and
 ///   published (with confirm) afterwards, so a crash never loses nor duplicates a close.
 public enum SettlementSchema {
@@ -94,6 +96,27 @@ public enum SettlementSchema {
                 created_at TEXT NOT NULL,
                 published_at TEXT
             ) WITHOUT ROWID;
-            """)
+            """),
+        // Late fees (DESIGN §5a: `fee.assessed` counts on the business day of the payment it
+        // names): the payment lookup, and the fees that arrived before their payment.
+        Migration(
+            "settlement.2",
+            """
+            CREATE INDEX settlement_events_payment ON settlement_events(merchant_id, payment_id, type);
+
+            CREATE TABLE settlement_pending_fees (
+                event_id TEXT PRIMARY KEY,
+                merchant_id TEXT NOT NULL,
+                payment_id TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                amount INTEGER NOT NULL CHECK (typeof(amount) = 'integer'),
+                own_day TEXT NOT NULL,
+                arrived_at TEXT NOT NULL,
+                resolved_at TEXT,
+                resolved_day TEXT
+            ) WITHOUT ROWID;
+            CREATE INDEX settlement_pending_fees_payment ON settlement_pending_fees(merchant_id, payment_id)
+                WHERE resolved_at IS NULL;
+            """),
     ]
 }

@@ -80,9 +80,26 @@ struct LedgerStream {
                     let r = Int64.random(in: 1...max(1, paid), using: &rng)
                     // Half the refunds carry no customer: the ledger reaches it through the payment.
                     let refundCustomer = Bool.random(using: &rng) ? customer : nil
-                    story.append(ev(.paymentRefunded, r, customer: refundCustomer, payment: pid, invoice: inv))
+                    let rid = "re_\(prefix)_\(n)"
+                    story.append(
+                        ev(.paymentRefunded, r, customer: refundCustomer, payment: pid, invoice: inv,
+                           metadata: ["refund_id": rid]))
                     book("Assets:\(m):Receivable:\(c)", cur, r)
                     book("Assets:\(m):Clearing:\(p)", cur, -r)
+                    if Int.random(in: 0..<100, using: &rng) < 30 {
+                        // The refund fails; the failure names neither customer nor invoice: only the
+                        // refund says it debited the receivable.
+                        story.append(ev(.refundFailed, r, customer: nil, payment: pid, metadata: ["refund_id": rid]))
+                        book("Assets:\(m):Clearing:\(p)", cur, r)
+                        book("Assets:\(m):Receivable:\(c)", cur, -r)
+                    }
+                }
+                if Int.random(in: 0..<100, using: &rng) < 15 {
+                    // The payment does not complete: what it credited (the receivable) is owed again.
+                    story.append(ev(.paymentReversed, paid, fee: fee, customer: nil, payment: pid))
+                    book("Assets:\(m):Receivable:\(c)", cur, paid)
+                    book("Assets:\(m):Clearing:\(p)", cur, -(paid - fee))
+                    book("Expenses:\(m):PaymentFees", cur, -fee)
                 }
             } else if kind < 75 {
                 // Sale without invoice, maybe refunded, maybe disputed and closed.
@@ -93,9 +110,22 @@ struct LedgerStream {
                 let roll = Int.random(in: 0..<100, using: &rng)
                 if roll < 25 {
                     let r = Int64.random(in: 1...amount, using: &rng)
-                    story.append(ev(.paymentRefunded, r, customer: Bool.random(using: &rng) ? customer : nil, payment: pid))
+                    let rid = "re_\(prefix)_\(n)"
+                    story.append(
+                        ev(.paymentRefunded, r, customer: Bool.random(using: &rng) ? customer : nil, payment: pid,
+                           metadata: ["refund_id": rid]))
                     book("Income:\(m):Refunds", cur, r)
                     book("Assets:\(m):Clearing:\(p)", cur, -r)
+                    if Int.random(in: 0..<100, using: &rng) < 30 {
+                        story.append(ev(.refundFailed, r, customer: customer, payment: pid, metadata: ["refund_id": rid]))
+                        book("Assets:\(m):Clearing:\(p)", cur, r)
+                        book("Income:\(m):Refunds", cur, -r)
+                    }
+                } else if roll < 32 {
+                    story.append(ev(.paymentReversed, amount, fee: fee, customer: customer, payment: pid))
+                    book("Income:\(m):Sales", cur, amount)
+                    book("Assets:\(m):Clearing:\(p)", cur, -(amount - fee))
+                    book("Expenses:\(m):PaymentFees", cur, -fee)
                 } else if roll < 45 {
                     let dfee = Int64.random(in: 0...1500, using: &rng) * scale
                     story.append(ev(.paymentDisputed, amount, fee: dfee, customer: customer, payment: pid))
@@ -115,12 +145,25 @@ struct LedgerStream {
                             ev(.disputeClosed, amount, customer: customer, payment: pid, metadata: ["outcome": "lost"]))
                     }
                 }
+                if Int.random(in: 0..<100, using: &rng) < 20 {
+                    // A fee the provider reports later.
+                    let late = Int64.random(in: 1...(amount / 50 + 1), using: &rng)
+                    story.append(ev(.feeAssessed, late, customer: nil, payment: pid))
+                    book("Expenses:\(m):PaymentFees", cur, late)
+                    book("Assets:\(m):Clearing:\(p)", cur, -late)
+                }
             } else if kind < 88 {
                 story.append(ev(.paymentFailed, amount, customer: customer, payment: pid))
             } else {
-                story.append(ev(.payoutPaid, amount * 3, customer: nil, payment: nil))
+                let po = "po_\(prefix)_\(n)"
+                story.append(ev(.payoutPaid, amount * 3, customer: nil, payment: nil, metadata: ["payout_id": po]))
                 book("Assets:\(m):Bank", cur, amount * 3)
                 book("Assets:\(m):Clearing:\(p)", cur, -amount * 3)
+                if Int.random(in: 0..<100, using: &rng) < 30 {
+                    story.append(ev(.payoutFailed, amount * 3, customer: nil, payment: nil, metadata: ["payout_id": po]))
+                    book("Assets:\(m):Clearing:\(p)", cur, amount * 3)
+                    book("Assets:\(m):Bank", cur, -amount * 3)
+                }
             }
             if Int.random(in: 0..<100, using: &rng) < 20 { story.reverse() }
             events += story

@@ -42,6 +42,9 @@ import Testing
         // Refunds that arrived before their payment were reclassified, none left to the unknown customer.
         #expect(try await ordered.scalar("SELECT COUNT(*) FROM transactions WHERE kind = 'reclass'")! > 0)
         #expect(try await ordered.scalar("SELECT COUNT(*) FROM unresolved_receivables WHERE resolved_txid IS NULL") == 0)
+        // Every reversal found its original (some only after it arrived, then moved once).
+        #expect(try await ordered.scalar("SELECT COUNT(*) FROM reversals WHERE matched = 0") == 0)
+        #expect(try await ordered.scalar("SELECT COUNT(*) FROM transactions WHERE txid LIKE '%/match'")! > 0)
 
         var rng = SplitMix64(seed: 7)
         let shuffledEvents = stream.events.shuffled(using: &rng)

@@ -57,7 +57,7 @@ struct SettlementStream {
     init(total: Int, seed: UInt64, prefix: String) {
         var rng = SplitMix(seed: seed)
         var unique: [PaymentEvent] = []
-        var payments: [(merchant: Merchant, currency: Currency, id: String, amount: Int64)] = []
+        var payments: [(merchant: Merchant, currency: Currency, id: String, amount: Int64, fee: Int64, day: String)] = []
         // Fixed edge instants: the last second before and the first at each merchant's cut-off.
         var edges: [(Merchant, String, Int, Int, Int)] = []
         for m in Self.merchants {
@@ -70,7 +70,7 @@ struct SettlementStream {
         }
         var n = 0
         func add(_ type: PaymentEvent.EventType, _ m: Merchant, _ cur: Currency, at: (Date, String), amount: Int64,
-                 fee: Int64?, paymentID: String, metadata: [String: String] = [:]) {
+                 fee: Int64?, paymentID: String, metadata: [String: String] = [:], countedOn: String? = nil) {
             let eid = "\(prefix)-\(n)"
             n += 1
             let e = PaymentEvent(
@@ -80,7 +80,8 @@ struct SettlementStream {
                 amount: Money(value: amount, currency: cur), fee: fee.map { Money(value: $0, currency: cur) },
                 metadata: metadata)
             unique.append(e)
-            let k = Key(merchant: m.id, currency: cur.code, day: at.1)
+            // A late fee counts on its payment's day; everything else on its own.
+            let k = Key(merchant: m.id, currency: cur.code, day: countedOn ?? at.1)
             var t = expected[k] ?? Totals()
             switch type {
             case .paymentSucceeded:
@@ -98,6 +99,13 @@ struct SettlementStream {
                     t.fees -= fee ?? 0
                 }
             case .payoutPaid: t.payouts += amount
+            case .refundFailed: t.refunds -= amount
+            case .paymentReversed:
+                t.count -= 1
+                t.gross -= amount
+                t.fees -= fee ?? 0
+            case .payoutFailed: t.payouts -= amount
+            case .feeAssessed: t.fees += amount
             default: break
             }
             expected[k] = t
@@ -129,23 +137,43 @@ struct SettlementStream {
                 let a = amount(cur)
                 let pid = "pi_\(prefix)_\(n)"
                 add(.paymentSucceeded, m, cur, at: at, amount: a, fee: a / 40 + 20, paymentID: pid)
-                payments.append((m, cur, pid, a))
+                payments.append((m, cur, pid, a, a / 40 + 20, at.1))
             } else if roll < 63 {
                 add(.paymentFailed, m, cur, at: at, amount: amount(cur), fee: nil, paymentID: "pi_\(prefix)_f\(n)")
             } else {
                 let p = payments[rng.next(0...(payments.count - 1))]
                 let pat = Self.instant(Self.days[rng.next(0...(Self.days.count - 1))], rng.next(0...23), rng.next(0...59), 0, p.merchant)
-                if roll < 78 {
-                    add(.paymentRefunded, p.merchant, p.currency, at: pat, amount: max(1, p.amount / Int64(rng.next(1...4))), fee: nil, paymentID: p.id)
-                } else if roll < 88 {
+                if roll < 75 {
+                    let r = max(1, p.amount / Int64(rng.next(1...4)))
+                    let rid = "re_\(prefix)_\(n)"
+                    add(.paymentRefunded, p.merchant, p.currency, at: pat, amount: r, fee: nil, paymentID: p.id,
+                        metadata: ["refund_id": rid])
+                    if rng.next(0...3) == 0 {
+                        // The refund fails later: it counts on its own business day.
+                        let fat = Self.instant(Self.days[rng.next(0...(Self.days.count - 1))], rng.next(0...23), rng.next(0...59), 0, p.merchant)
+                        add(.refundFailed, p.merchant, p.currency, at: fat, amount: r, fee: nil, paymentID: p.id,
+                            metadata: ["refund_id": rid])
+                    }
+                } else if roll < 83 {
                     add(.paymentDisputed, p.merchant, p.currency, at: pat, amount: p.amount, fee: p.currency.exponent == 0 ? 2000 : 1500, paymentID: p.id)
                     if rng.next(0...1) == 0 {
                         let won = rng.next(0...2) > 0
                         add(.disputeClosed, p.merchant, p.currency, at: pat, amount: p.amount, fee: won && rng.next(0...1) == 0 ? 1500 : nil,
                             paymentID: p.id, metadata: ["outcome": won ? "won" : "lost"])
                     }
+                } else if roll < 89 {
+                    let po = amount(p.currency) * 3
+                    let pid = "po_\(prefix)_\(n)"
+                    add(.payoutPaid, p.merchant, p.currency, at: pat, amount: po, fee: nil, paymentID: pid)
+                    if rng.next(0...2) == 0 {
+                        add(.payoutFailed, p.merchant, p.currency, at: pat, amount: po, fee: nil, paymentID: pid)
+                    }
+                } else if roll < 95 {
+                    // A fee learnt on another day counts on the payment's business day.
+                    add(.feeAssessed, p.merchant, p.currency, at: pat, amount: p.amount / 100 + 1, fee: nil, paymentID: p.id,
+                        countedOn: p.day)
                 } else {
-                    add(.payoutPaid, p.merchant, p.currency, at: pat, amount: amount(p.currency) * 3, fee: nil, paymentID: "po_\(prefix)_\(n)")
+                    add(.paymentReversed, p.merchant, p.currency, at: pat, amount: p.amount, fee: p.fee, paymentID: p.id)
                 }
             }
         }

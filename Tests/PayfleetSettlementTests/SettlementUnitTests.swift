@@ -103,6 +103,10 @@ func event(
         let dir = TestEnvironment.makeTempDir("settle-totals")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let stream = SettlementStream(total: 3_000, seed: 7, prefix: "u")
+        let types = Set(stream.events.map(\.type))
+        for t in [PaymentEvent.EventType.refundFailed, .paymentReversed, .payoutFailed, .feeAssessed] {
+            #expect(types.contains(t), "\(t.rawValue) in the stream")
+        }
         let handler = SettlementHandler(merchants: SettlementStream.merchants)
         let a = try await LocalSettlement.store(dir, name: "a.sqlite")
         let b = try await LocalSettlement.store(dir, name: "b.sqlite")
