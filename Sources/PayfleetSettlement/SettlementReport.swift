@@ -1,3 +1,4 @@
+import PayfleetWorker
 import Foundation
 import PayfleetCore
 
