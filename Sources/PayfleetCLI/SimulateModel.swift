@@ -182,7 +182,8 @@ public struct SimExpectation: Sendable, Equatable {
                 let fromReceivable = payment.map { hasInvoice($0) } ?? namesInvoice
                 postings = [(fromReceivable ? receivable : "Income:\(m):Sales", a), (clearing, -(a - fee)),
                             ("Expenses:\(m):PaymentFees", -fee)]
-                day = DayTotals(count: -1, gross: -a)
+                // and returns its fee (F), as the ledger does.
+                day = DayTotals(count: -1, gross: -a, fees: -fee)
                 figures.paid = -a
                 if fromReceivable { figures.outstanding = a }
             case .payoutFailed:
