@@ -177,6 +177,9 @@ struct OperabilityTests {
         #expect(r.status == 0, "dev down --config exited \(r.status): \(r.stderr)")
         #expect(r.stdout.contains("Payfleet stopped (state kept in \(URL(fileURLWithPath: dir).standardized.path))"), "\(r.stdout)")
         // Stopped: SIGTERM ended it (this test is its parent and reaps it).
+        let stopped = await eventually(timeout: .seconds(20)) { !supervisor.isRunning }
+        #expect(stopped, "dev down left the supervisor running")
+        if !stopped { kill(supervisor.processIdentifier, SIGKILL) }
         supervisor.waitUntilExit()
         #expect(supervisor.terminationReason == .exit && supervisor.terminationStatus == 0, "not stopped by SIGTERM")
         #expect(!FileManager.default.fileExists(atPath: dir + "/run/supervisor.pid"))
