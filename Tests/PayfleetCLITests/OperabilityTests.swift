@@ -1,10 +1,11 @@
 import Foundation
 import PayfleetAMQP
-@testable import PayfleetCLI
 import PayfleetCore
 import PayfleetTestKit
 import Testing
 import Yams
+
+@testable import PayfleetCLI
 
 /// What an operator meets first (issue 14, defects 6–8): `--help` of every executable, `payfleet
 /// status` listing exactly the processes the configuration runs (exit 0 = healthy), and `payfleet
@@ -44,14 +45,17 @@ struct OperabilityTests {
 
     // MARK: Defect 8
 
-    @Test("ingest, crm-sync, ledger-writer, receipt-sender, settlement-aggregator --help: usage and exit 0, no configuration read")
+    @Test(
+        "ingest, crm-sync, ledger-writer, receipt-sender, settlement-aggregator --help: usage and exit 0, no configuration read"
+    )
     func everyExecutableAnswersHelp() async throws {
         let dir = TestEnvironment.makeTempDir("ops-help")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for exe in ["ingest"] + Self.fleetWorkers {
             for flag in ["--help", "-h"] {
                 // A configuration that does not exist: --help must not need one.
-                let r = try await Self.run(exe, [flag], environment: ["PAYFLEET_CONFIG": dir + "/missing.yaml"], dir: dir)
+                let r = try await Self.run(
+                    exe, [flag], environment: ["PAYFLEET_CONFIG": dir + "/missing.yaml"], dir: dir)
                 #expect(r.status == 0, "\(exe) \(flag) exited \(r.status): \(r.stderr)")
                 #expect(r.stdout.hasPrefix("USAGE: \(exe) "), "\(exe) \(flag): \(r.stdout.prefix(200))")
                 #expect(r.stdout.contains("--config FILE"))
@@ -96,7 +100,8 @@ struct OperabilityTests {
         doc["state_dir"] = dir + "/state"
         doc["ingest"] = nil
         for (section, value) in doc {
-            guard Self.fleetWorkers.contains(section) || section == "demo-worker", var s = value as? [String: Any] else { continue }
+            guard Self.fleetWorkers.contains(section) || section == "demo-worker", var s = value as? [String: Any]
+            else { continue }
             s["name"] = "\(stem)-\(section)"
             s["admin_port"] = 0
             doc[section] = s
@@ -110,7 +115,8 @@ struct OperabilityTests {
         do {
             let declare = try await Self.run("payfleet", ["topology", "declare", "--config", config], dir: dir)
             #expect(declare.status == 0, "\(declare.stderr)")
-            let status = try await Self.run("payfleet", ["status", "--config", config, "--json", "--no-management"], dir: dir)
+            let status = try await Self.run(
+                "payfleet", ["status", "--config", config, "--json", "--no-management"], dir: dir)
             #expect(status.status == 0, "status exited \(status.status): \(status.stderr) \(status.stdout)")
             let o = try #require(status.json as? [String: Any], "\(status.stdout)")
             let rows = try #require(o["workers"] as? [[String: Any]])
@@ -128,7 +134,9 @@ struct OperabilityTests {
         _ = try? await s.declare { d in
             for w in ctx.workers {
                 for q in w.declarations.queues { try d.delete(queue: q.name) }
-                for e in w.declarations.exchanges where e.name != Topology.eventsExchange { try d.delete(exchange: e.name) }
+                for e in w.declarations.exchanges where e.name != Topology.eventsExchange {
+                    try d.delete(exchange: e.name)
+                }
             }
         }
         await s.close()
@@ -155,7 +163,8 @@ struct OperabilityTests {
 
             """
         try yaml.write(toFile: dir + "/payfleet.yaml", atomically: true, encoding: .utf8)
-        try "ingest started\nlistening on port \(port + 10)\n".write(toFile: dir + "/logs/ingest.log", atomically: true, encoding: .utf8)
+        try "ingest started\nlistening on port \(port + 10)\n".write(
+            toFile: dir + "/logs/ingest.log", atomically: true, encoding: .utf8)
         return (dir, dir + "/payfleet.yaml")
     }
 
@@ -167,15 +176,21 @@ struct OperabilityTests {
         // Exits 0 on SIGTERM, as the supervisor does after stopping its processes (a handler of
         // its own, SIGTERM unblocked: the test runner's children inherit it blocked).
         supervisor.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        supervisor.arguments = ["-c", "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nsignal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])\ntime.sleep(300)"]
+        supervisor.arguments = [
+            "-c",
+            "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nsignal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])\ntime.sleep(300)",
+        ]
         try supervisor.run()
         try await Task.sleep(for: .milliseconds(300))  // its handler installed
         defer { if supervisor.isRunning { kill(supervisor.processIdentifier, SIGKILL) } }
-        try "\(supervisor.processIdentifier)\n".write(toFile: dir + "/run/supervisor.pid", atomically: true, encoding: .utf8)
+        try "\(supervisor.processIdentifier)\n".write(
+            toFile: dir + "/run/supervisor.pid", atomically: true, encoding: .utf8)
 
         let r = try await Self.run("payfleet", ["dev", "down", "--config", config], dir: dir)
         #expect(r.status == 0, "dev down --config exited \(r.status): \(r.stderr)")
-        #expect(r.stdout.contains("Payfleet stopped (state kept in \(URL(fileURLWithPath: dir).standardized.path))"), "\(r.stdout)")
+        #expect(
+            r.stdout.contains("Payfleet stopped (state kept in \(URL(fileURLWithPath: dir).standardized.path))"),
+            "\(r.stdout)")
         // Stopped: SIGTERM ended it (this test is its parent and reaps it).
         let stopped = await eventually(timeout: .seconds(20)) { !supervisor.isRunning }
         #expect(stopped, "dev down left the supervisor running")
