@@ -268,7 +268,7 @@ public struct SimulateCommand: AsyncParsableCommand {
             let rate = seconds > 0 ? Double(requests) / seconds : 0
             return [
                 "sent \(requests) requests to \(url) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", rate))/s): \(accepted) accepted, \(rejected) rejected",
-                "  \(events) distinct events, \(retries) provider retries (duplicates), \(twins) second notifications of one payment, \(batches) Adyen batches of two, \(outOfOrder) out-of-order deliveries",
+                "  \(events) distinct events, \(retries) provider retries (duplicates), \(twins) second notifications of one fact (charge.succeeded, refund.created), \(batches) Adyen batches of two, \(outOfOrder) out-of-order deliveries",
                 "  by route: " + byRoute.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                 "  by type: " + byType.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                 "  merchants: \(merchants.sorted().joined(separator: ", ")); currencies: \(currencies.sorted().joined(separator: ", "))",
