@@ -23,6 +23,42 @@ public struct DevCommand: AsyncParsableCommand {
         var stateDir = ".payfleet/dev"
     }
 
+    /// `--state-dir DIR` or `--config FILE` (the `DIR/payfleet.yaml` that `up` wrote and every
+    /// other command takes, DESIGN §6): either names the running fleet.
+    struct FleetOptions: ParsableArguments {
+        @Option(name: .long, help: "State directory (broker, SQLite files, logs, sandbox outputs; default .payfleet/dev).")
+        var stateDir: String?
+        @Option(name: .long, help: "The configuration `dev up` wrote (DIR/payfleet.yaml, as other commands take it): its fleet.")
+        var config: String?
+
+        /// The fleet's state directory: `--state-dir`, else the one `--config` belongs to, else the default.
+        func resolvedStateDir() throws -> String {
+            if let stateDir { return stateDir }
+            guard let config else { return ".payfleet/dev" }
+            return try Self.stateDir(ofConfig: config)
+        }
+
+        /// The directory a generated configuration lives in (`DIR/payfleet.yaml`, with its
+        /// `state_dir` = `DIR/state`): the file's own directory when it has the fleet's `run`
+        /// directory, else the parent of its `state_dir`.
+        static func stateDir(ofConfig config: String) throws -> String {
+            let fm = FileManager.default
+            let abs = URL(fileURLWithPath: config.hasPrefix("/") ? config : fm.currentDirectoryPath + "/" + config).standardized
+            guard fm.fileExists(atPath: abs.path) else { throw CLIFailure("--config: \(config) does not exist") }
+            var candidates = [abs.deletingLastPathComponent().path]
+            if let root = try? ConfigSection.load(file: abs.path), let state = try? root.string("state_dir") {
+                candidates.append(URL(fileURLWithPath: state).deletingLastPathComponent().standardized.path)
+            }
+            for dir in candidates {
+                var isDir: ObjCBool = false
+                let generated = URL(fileURLWithPath: dir + "/payfleet.yaml").standardized.path == abs.path
+                if generated, fm.fileExists(atPath: dir + "/run", isDirectory: &isDir), isDir.boolValue { return dir }
+            }
+            throw CLIFailure(
+                "--config: \(config) is not a configuration `payfleet dev up` wrote (no run/ directory beside it); pass --state-dir")
+        }
+    }
+
     public struct Up: AsyncParsableCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Start the broker and every process; return once all are ready.")
@@ -72,16 +108,16 @@ public struct DevCommand: AsyncParsableCommand {
 
     public struct Down: AsyncParsableCommand {
         public static let configuration = CommandConfiguration(abstract: "Stop every process gracefully, then the broker.")
-        @OptionGroup var state: StateOptions
+        @OptionGroup var fleet: FleetOptions
         public init() {}
 
         public func run() async throws {
-            let dev = try DevLayout(stateDir: state.stateDir)
-            if let pid = dev.supervisorPID, kill(pid, 0) == 0 {
+            let dev = try DevLayout(stateDir: try fleet.resolvedStateDir())
+            if let pid = dev.supervisorPID, DevLayout.isAlive(pid) {
                 kill(pid, SIGTERM)
                 let deadline = ContinuousClock.now + .seconds(90)
-                while kill(pid, 0) == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
-                if kill(pid, 0) == 0 {
+                while DevLayout.isAlive(pid) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+                if DevLayout.isAlive(pid) {
                     // The supervisor did not stop its processes in time: kill them and it.
                     for name in ["ingest"] + DevLayout.workers.map(\.name) {
                         if let child = dev.pid(of: name) { kill(child, SIGKILL) }
@@ -99,7 +135,7 @@ public struct DevCommand: AsyncParsableCommand {
 
     public struct Logs: AsyncParsableCommand {
         public static let configuration = CommandConfiguration(abstract: "Show the processes' logs.")
-        @OptionGroup var state: StateOptions
+        @OptionGroup var fleet: FleetOptions
         @Argument(help: "Process (ingest, crm-sync, ledger-writer, receipt-sender, settlement-aggregator, supervisor); all when omitted.")
         var process: String?
         @Option(name: [.customShort("n"), .long], help: "Lines from the end of each log.")
@@ -109,7 +145,7 @@ public struct DevCommand: AsyncParsableCommand {
         public init() {}
 
         public func run() async throws {
-            let dev = try DevLayout(stateDir: state.stateDir)
+            let dev = try DevLayout(stateDir: try fleet.resolvedStateDir())
             let names = try process.map { [$0] } ?? (FileManager.default.contentsOfDirectory(atPath: dev.logsDir)
                 .filter { $0.hasSuffix(".log") }.map { String($0.dropLast(4)) }.sorted())
             for name in names {
@@ -143,11 +179,11 @@ public struct DevCommand: AsyncParsableCommand {
     public struct Supervise: ParsableCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Run and restart the fleet's processes (started by `dev up`).", shouldDisplay: false)
-        @OptionGroup var state: StateOptions
+        @OptionGroup var fleet: FleetOptions
         public init() {}
 
         public func run() throws {
-            let dev = try DevLayout(stateDir: state.stateDir)
+            let dev = try DevLayout(stateDir: try fleet.resolvedStateDir())
             try DevSupervisor(dev: dev, processes: try dev.info().processes).run()
         }
     }
@@ -217,7 +253,17 @@ struct DevLayout: Sendable {
         (try? String(contentsOfFile: runDir + "/supervisor.pid", encoding: .utf8))
             .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
-    var supervisorRunning: Bool { supervisorPID.map { kill($0, 0) == 0 } ?? false }
+    var supervisorRunning: Bool { supervisorPID.map(Self.isAlive) ?? false }
+
+    /// Whether `pid` runs: a zombie (exited, not yet reaped — a container without an init
+    /// reaps late) has stopped.
+    static func isAlive(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return true }
+        return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
 
     func pid(of name: String) -> Int32? {
         (try? String(contentsOfFile: runDir + "/\(name).pid", encoding: .utf8))
@@ -234,6 +280,9 @@ struct DevLayout: Sendable {
             throw CLIFailure("\(base): expected a mapping at the top level")
         }
         doc["state_dir"] = stateDir + "/state"
+        // The dev fleet runs ingest and the four workers only: a section of a process it does
+        // not run would make `payfleet status` report that process as down.
+        doc["demo-worker"] = nil
         if let merchantsFile {
             let list = try Self.readMerchants(merchantsFile)
             doc["merchants"] = list
@@ -411,7 +460,7 @@ struct DevLayout: Sendable {
         }
         print("  api key (phonepay)     \(DevCommand.sandboxAPIKey)")
         print("Try: payfleet simulate --count 500 --config \(configPath)")
-        print("Stop with: payfleet dev down\(stateDir == URL(fileURLWithPath: ".payfleet/dev").standardized.path ? "" : " --state-dir \(stateDir)")")
+        print("Stop with: payfleet dev down --config \(configPath)")
     }
 
     func tail(_ name: String, lines: Int) -> String {

@@ -113,7 +113,7 @@ public struct SimulateCommand: AsyncParsableCommand {
         }
         let facts = plan.deliveredFacts(accepted: accepted)
         let expected = SimExpectation.compute(facts: facts, merchants: config.merchants)
-        let runEvents = Set(plan.facts.keys)
+        let runEvents = plan.allFactIDs
         var runCustomers = Set<String>()
         for f in plan.facts.values { if let c = f.customer?.id { runCustomers.insert(c) } }
 
@@ -139,7 +139,8 @@ public struct SimulateCommand: AsyncParsableCommand {
         let agree = problems.isEmpty
 
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let stats = Stats(plan: plan, facts: facts, accepted: accepted.count, rejected: rejections.count, seconds: seconds)
+        var stats = Stats(plan: plan, facts: facts, accepted: accepted.count, rejected: rejections.count, seconds: seconds)
+        stats.receipts = expected.receipts.count
         let text: String
         if global.json {
             var sent = stats.json
@@ -173,6 +174,7 @@ public struct SimulateCommand: AsyncParsableCommand {
                 if c.differences.count > 10 { lines.append("     … \(c.differences.count - 10) more") }
             }
             lines.append("")
+            lines.append(stats.countsLine)
             lines.append(agree ? "all agree" : "DISAGREE: " + problems.joined(separator: "; "))
             text = lines.joined(separator: "\n")
         }
@@ -201,6 +203,14 @@ public struct SimulateCommand: AsyncParsableCommand {
         var accepted: Int
         var rejected: Int
         var seconds: Double
+        /// Email receipts due, refunds booked (accepted `payment.refunded`), dispute fees booked
+        /// (accepted `payment.disputed` with a fee), reversals (`refund.failed`, `payment.reversed`,
+        /// `payout.failed`) and late fees (`fee.assessed`).
+        var receipts = 0
+        var refundsBooked = 0
+        var disputeFeesBooked = 0
+        var reversals = 0
+        var lateFees = 0
         var byRoute: [String: Int] = [:]
         var byType: [String: Int] = [:]
         var currencies: Set<String> = []
@@ -218,6 +228,13 @@ public struct SimulateCommand: AsyncParsableCommand {
             self.seconds = seconds
             for d in plan.deliveries { byRoute[d.route.rawValue, default: 0] += 1 }
             for f in facts {
+                switch f.type {
+                case .paymentRefunded: refundsBooked += 1
+                case .paymentDisputed where (f.fee?.value ?? 0) > 0: disputeFeesBooked += 1
+                case .refundFailed, .paymentReversed, .payoutFailed: reversals += 1
+                case .feeAssessed: lateFees += 1
+                default: break
+                }
                 byType[f.type.rawValue, default: 0] += 1
                 currencies.insert(f.amount.currency.code)
                 merchants.insert(f.merchantID)
@@ -230,14 +247,28 @@ public struct SimulateCommand: AsyncParsableCommand {
                 "out_of_order": outOfOrder, "accepted": accepted, "rejected": rejected,
                 "seconds": (seconds * 1000).rounded() / 1000, "by_route": byRoute, "by_type": byType,
                 "currencies": currencies.sorted(), "merchants": merchants.sorted(),
+                "counts": countsJSON,
             ]
+        }
+
+        var countsJSON: [String: Int] {
+            [
+                "deliveries": accepted, "receipts": receipts, "refunds_booked": refundsBooked,
+                "dispute_fees_booked": disputeFeesBooked, "reversals": reversals, "late_fees": lateFees,
+            ]
+        }
+
+        /// The one-line summary of what the fleet should have done.
+        var countsLine: String {
+            "counts: \(accepted) deliveries, \(receipts) receipts, \(refundsBooked) refunds booked, "
+                + "\(disputeFeesBooked) dispute fees booked, \(reversals) reversals, \(lateFees) late fees"
         }
 
         func lines(url: String) -> [String] {
             let rate = seconds > 0 ? Double(requests) / seconds : 0
             return [
                 "sent \(requests) requests to \(url) in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", rate))/s): \(accepted) accepted, \(rejected) rejected",
-                "  \(events) distinct events, \(retries) provider retries (duplicates), \(twins) second notifications of one payment, \(batches) Adyen batches of two, \(outOfOrder) out-of-order deliveries",
+                "  \(events) distinct events, \(retries) provider retries (duplicates), \(twins) second notifications of one fact (charge.succeeded, refund.created), \(batches) Adyen batches of two, \(outOfOrder) out-of-order deliveries",
                 "  by route: " + byRoute.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                 "  by type: " + byType.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                 "  merchants: \(merchants.sorted().joined(separator: ", ")); currencies: \(currencies.sorted().joined(separator: ", "))",
@@ -275,6 +306,10 @@ enum SimSender {
                             return n
                         }
                         guard i < deliveries.count else { return }
+                        // The second notification of a fact goes once the first is answered.
+                        if let w = deliveries[i].waitFor {
+                            while results.withLock({ $0[w] == nil }) { try? await Task.sleep(for: .milliseconds(2)) }
+                        }
                         if let rate {
                             let slot = start + .milliseconds(Int(Double(i) / rate * 1000))
                             if slot > ContinuousClock.now { try? await Task.sleep(until: slot, clock: .continuous) }

@@ -132,6 +132,18 @@ struct SimFleetReader {
         return out
     }
 
+    /// A receivable under the customer's plain sanitized name (`Receivable:Pp-x1`): a ledger
+    /// that keeps ids with `-`, `.` or upper case apart appends `--` and a digest to the
+    /// segment (`Pp-x1--0123456789ABCDEF`); sanitized names never contain `--`, so dropping
+    /// the suffix maps each of the run's customers back to the account the expectation names.
+    static func plainReceivable(_ k: SimExpectation.AccountKey) -> SimExpectation.AccountKey {
+        guard let r = k.account.range(of: ":Receivable:"), let dd = k.account.range(of: "--", range: r.upperBound..<k.account.endIndex)
+        else { return k }
+        let suffix = k.account[dd.upperBound...]
+        guard suffix.count == 16, suffix.allSatisfy({ $0.isASCII && ($0.isUppercase || $0.isNumber) }) else { return k }
+        return .init(String(k.account[..<dd.lowerBound]), k.currency)
+    }
+
     func ledgerCheck(baseline: [SimExpectation.AccountKey: Int64]?, expected: SimExpectation) -> SimCheck {
         guard let now = ledgerBalances() else {
             return SimCheck(name: "ledger", worker: "ledger-writer", status: .notRunning,
@@ -141,8 +153,9 @@ struct SimFleetReader {
         var delta: [SimExpectation.AccountKey: Int64] = [:]
         for k in Set(now.keys).union(base.keys) {
             let v = (now[k] ?? 0) - (base[k] ?? 0)
-            if v != 0 { delta[k] = v }
+            if v != 0 { delta[Self.plainReceivable(k), default: 0] += v }
         }
+        delta = delta.filter { $0.value != 0 }
         var diffs: [String] = []
         for k in Set(delta.keys).union(expected.ledger.keys).sorted() {
             let e = expected.ledger[k] ?? 0

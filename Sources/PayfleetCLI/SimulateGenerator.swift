@@ -53,8 +53,15 @@ public struct SimDelivery: Sendable, Equatable {
     /// A provider retry of an earlier request (same body).
     public var isRetry = false
     /// A second notification of a fact already reported (Stripe `charge.succeeded` beside
-    /// `payment_intent.succeeded`).
+    /// `payment_intent.succeeded`, `refund.created` beside `charge.refunded`).
     public var isTwin = false
+    /// What this request reports when it is not exactly the fact counted under `factID`: the
+    /// other notification of the same fact, whose shape (and, for a Stripe refund, canonical
+    /// id) differs. Ingest publishes whichever notification comes first.
+    public var reported: PaymentEvent?
+    /// An earlier request (index in the plan) that must be answered before this one is sent:
+    /// the other notification of the same fact, so that which one comes first is known.
+    public var waitFor: Int?
 
     /// The request's headers, signed now.
     public func headers(channels: SimChannels, now: Date) -> [(String, String)] {
@@ -84,17 +91,26 @@ public struct SimPlan: Sendable {
     /// Stories whose follow-up was put before the event it follows.
     public var reorderedStories: Int
 
-    /// The unique facts reported by `deliveries` (accepted ones when `accepted` is given).
+    /// The unique facts reported by `deliveries` (accepted ones when `accepted` is given): for
+    /// a fact reported by two notifications, as the first one sent reports it (the sender
+    /// holds the second until the first is answered).
     public func deliveredFacts(accepted: Set<Int>? = nil) -> [PaymentEvent] {
         var seen = Set<String>()
         var out: [PaymentEvent] = []
         for (i, d) in deliveries.enumerated() where accepted.map({ $0.contains(i) }) ?? true {
-            for id in d.factIDs {
-                guard seen.insert(id).inserted, let f = facts[id] else { continue }
+            for (k, id) in d.factIDs.enumerated() {
+                guard seen.insert(id).inserted, let f = k == 0 ? (d.reported ?? facts[id]) : facts[id] else { continue }
                 out.append(f)
             }
         }
         return out
+    }
+
+    /// Every canonical id this plan's requests may be answered with.
+    public var allFactIDs: Set<String> {
+        var ids = Set(facts.keys)
+        for d in deliveries { if let r = d.reported { ids.insert(r.id) } }
+        return ids
     }
 
     /// Deliveries that arrive before a delivery of a fact they depend on (same payment or invoice).
@@ -113,7 +129,7 @@ public struct SimPlan: Sendable {
         for (id, i) in firstIndex {
             guard let f = facts[id] else { continue }
             switch f.type {
-            case .paymentRefunded, .paymentDisputed, .disputeClosed:
+            case .paymentRefunded, .paymentDisputed, .disputeClosed, .refundFailed, .paymentReversed, .feeAssessed:
                 if let p = f.payment?.id, let j = predecessors["p|\(f.merchantID)|\(p)"], j > i { n += 1 }
             case .paymentSucceeded:
                 if let inv = f.invoiceID, let j = predecessors["i|\(f.merchantID)|\(inv)"], j > i { n += 1 }
@@ -140,6 +156,17 @@ public struct SimGenerator {
     var cleared: [String: Int64] = [:]
     var customers: [String: [Customer]] = [:]
     var reordered = 0
+    /// Stripe charges by PaymentIntent id (refunds and disputes name the charge).
+    var stripeCharges: [String: StripeCharge] = [:]
+    /// Cards of Adyen payments by pspReference (later notifications repeat them).
+    var adyenCards: [String: PaymentEvent.Card] = [:]
+    var stripePayouts = 0
+    /// Won Stripe disputes and failed Adyen refunds so far: every other won dispute returns its
+    /// fee, failed refunds alternate REFUND_FAILED and REFUNDED_REVERSED.
+    var stripeWins = 0
+    var adyenRefundFailures = 0
+    /// The payment id of the last success generated.
+    var lastPayment = ""
 
     struct Customer {
         var id: String
@@ -202,7 +229,7 @@ public struct SimGenerator {
             i += 1
             let s = story(m, Currency(code: c)!)
             add(s, &rng)
-            if rng.chance(0.05) {
+            if rng.chance(0.07) {
                 let p = payout(rng.pick(pairs).0)
                 add(p, &rng)
             }
@@ -218,7 +245,16 @@ public struct SimGenerator {
             }
             k += 1
         }
-        return SimPlan(deliveries: Array(out.prefix(count)), facts: facts, reorderedStories: reordered)
+        var deliveries = Array(out.prefix(count))
+        // The second notification of a fact waits for the answer to the first (another body
+        // reporting the same fact): which one ingest publishes is then the one sent first.
+        var earlier: [String: [(index: Int, body: [UInt8])]] = [:]
+        for i in deliveries.indices {
+            let d = deliveries[i]
+            if let j = earlier[d.factID]?.last(where: { $0.body != d.body })?.index { deliveries[i].waitFor = j }
+            earlier[d.factID, default: []].append((i, d.body))
+        }
+        return SimPlan(deliveries: deliveries, facts: facts, reorderedStories: reordered)
     }
 
     // MARK: Stories
@@ -299,22 +335,34 @@ public struct SimGenerator {
             if rng.chance(0.4) { return steps }  // the customer gave up
         }
         let paid = invoice != nil && rng.chance(0.2) ? a / 2 : a
-        let (succeeded, twin, payment) = paymentSucceeded(m, c, cust, channel, paid, invoice, t)
-        steps.append(succeeded)
-        if let twin { steps.append(twin) }
+        steps += paymentSucceeded(m, c, cust, channel, paid, invoice, t)
+        let payment = lastPayment
         t = time(after: t)
         let follow = rng.int(0...99)
-        if follow < 20 {
-            let r = rng.chance(0.5) ? paid : max(1, paid / Int64(rng.int(2...5)))
-            steps.append(refund(m, c, cust, channel, payment, r, invoice, t))
-        } else if follow < 35 {
-            steps.append(dispute(m, c, cust, channel, payment, paid, t, closed: nil))
+        if follow < 22 {
+            steps += refunds(m, c, cust, channel, payment, paid, invoice, &t)
+        } else if follow < 37 {
+            // Stripe's dispute fee is on the dispute's balance transactions (DESIGN §5a: counted once).
+            let fee: Int64 = channel == .stripe ? (["USD": 1500, "EUR": 2000, "GBP": 2000, "JPY": 2000][c.code] ?? 1500) : 0
+            let withdrawal = channel == .stripe ? disputeTransaction(c, -paid, fee, payment, t) : [:]
+            steps.append(dispute(m, c, cust, channel, payment, paid, t, closed: nil, fee: fee, transactions: [withdrawal]))
             t = time(after: t)
             let outcome = rng.int(0...9)
             if outcome < 5 {
-                steps.append(dispute(m, c, cust, channel, payment, paid, t, closed: "won"))
+                // Won: Stripe reinstates the amount; the fee only when the reinstatement says so.
+                stripeWins += channel == .stripe ? 1 : 0
+                let returned: Int64 = stripeWins % 2 == 1 ? fee : 0
+                let reinstatement = channel == .stripe ? disputeTransaction(c, paid, -returned, payment, t) : [:]
+                steps.append(dispute(m, c, cust, channel, payment, paid, t, closed: "won", fee: returned,
+                                     transactions: [withdrawal, reinstatement]))
             } else if outcome < 8, channel != .adyen {
-                steps.append(dispute(m, c, cust, channel, payment, paid, t, closed: "lost"))
+                steps.append(dispute(m, c, cust, channel, payment, paid, t, closed: "lost", fee: 0, transactions: [withdrawal]))
+            }
+        } else if follow < 47 {
+            switch channel {
+            case .adyen: steps.append(paymentReversed(m, c, cust, payment, paid, invoice, t))
+            case .phone: steps.append(feeAssessed(m, c, payment, paid, t))
+            case .stripe: break
             }
         }
         // Providers do not guarantee order: now and then the follow-up comes first.
@@ -325,7 +373,8 @@ public struct SimGenerator {
         return steps
     }
 
-    /// One payout of most of what one provider has cleared for the merchant.
+    /// One payout of most of what one provider has cleared for the merchant; now and then
+    /// the bank returns a Stripe payout (`payout.failed`).
     mutating func payout(_ m: Merchant) -> [SimDelivery] {
         var out: [SimDelivery] = []
         for c in m.currencies where out.isEmpty {
@@ -335,17 +384,25 @@ public struct SimGenerator {
                 let amount = v * 6 / 10
                 guard amount > 0 else { continue }
                 cleared[key] = v - amount
-                let t = now.addingTimeInterval(-TimeInterval(rng.int(60...600)))
+                let t = now.addingTimeInterval(-TimeInterval(rng.int(120...900)))
                 let cur = Currency(code: c)!
                 if p == "stripe" {
                     let po = next("po_")
                     let fact = event(m, .payoutPaid, provider: "stripe", eventID: next("evt_"), factKey: nil, t: t,
                                      customer: nil, payment: nil, amount: Money(value: amount, currency: cur),
                                      account: m.stripeAccount, metadata: ["payout_id": po])
-                    out.append(stripe(m, "payout.paid", fact, object: [
-                        "id": po, "object": "payout", "amount": amount, "currency": c.lowercased(), "status": "paid",
-                        "arrival_date": Int64(t.timeIntervalSince1970) + 86_400,
-                    ]))
+                    let bank = next("ba_")
+                    out.append(stripe(m, "payout.paid", fact, object: payoutObject(po, amount, c, t, bank: bank, failed: false)))
+                    stripePayouts += 1
+                    if stripePayouts % 3 == 1 {
+                        cleared[key, default: 0] += amount
+                        let later = time(after: t)
+                        let failed = event(m, .payoutFailed, provider: "stripe", eventID: next("evt_"),
+                                           factKey: "\(po):payout_failed", t: later, customer: nil, payment: nil,
+                                           amount: Money(value: amount, currency: cur), account: m.stripeAccount,
+                                           metadata: ["payout_id": po, "failure_code": "account_closed"])
+                        out.append(stripe(m, "payout.failed", failed, object: payoutObject(po, amount, c, t, bank: bank, failed: true)))
+                    }
                 } else {
                     let fact = event(m, .payoutPaid, provider: channels.api!.source, eventID: next("pp_"), factKey: nil, t: t,
                                      customer: nil, payment: nil, amount: Money(value: amount, currency: cur))
@@ -358,13 +415,18 @@ public struct SimGenerator {
 
     // MARK: Facts
 
+    /// A canonical fact. Provider events are identified by their fact key (or event id); a
+    /// canonical route's event by its source + merchant + `source.event_id` (DESIGN §3).
     func event(
         _ m: Merchant, _ type: PaymentEvent.EventType, provider: String, eventID: String, factKey: String?, t: Date,
         customer: PaymentEvent.Customer?, payment: PaymentEvent.Payment?, amount: Money, fee: Money? = nil,
         invoice: String? = nil, reference: String? = nil, account: String? = nil, metadata: [String: String] = [:]
     ) -> PaymentEvent {
-        PaymentEvent(
-            id: PaymentEvent.canonicalID(provider: provider, eventID: factKey ?? eventID), type: type, occurredAt: t,
+        let id = provider == "stripe" || provider == "adyen"
+            ? PaymentEvent.canonicalID(provider: provider, eventID: factKey ?? eventID)
+            : PaymentEvent.canonicalID(source: provider, merchant: m.id, eventID: eventID)
+        return PaymentEvent(
+            id: id, type: type, occurredAt: t,
             source: .init(provider: provider, eventID: eventID, account: account), merchantID: m.id, customer: customer,
             payment: payment, amount: amount, fee: fee, invoiceID: invoice, reference: reference, metadata: metadata)
     }
@@ -388,8 +450,11 @@ public struct SimGenerator {
             let fact = event(m, .invoiceIssued, provider: "stripe", eventID: next("evt_"), factKey: nil, t: t,
                              customer: .init(id: cust.id), payment: nil, amount: money, invoice: inv, account: m.stripeAccount)
             return stripe(m, "invoice.finalized", fact, object: [
-                "id": inv, "object": "invoice", "amount_due": a, "currency": c.code.lowercased(), "customer": cust.id,
-                "status": "open",
+                "id": inv, "object": "invoice", "amount_due": a, "amount_paid": 0, "amount_remaining": a, "attempt_count": 0,
+                "attempted": false, "auto_advance": true, "billing_reason": "manual", "collection_method": "charge_automatically",
+                "created": Int64(t.timeIntervalSince1970), "currency": c.code.lowercased(), "customer": cust.id,
+                "customer_email": cust.email ?? NSNull(), "customer_name": cust.name, "description": NSNull(),
+                "due_date": NSNull(), "livemode": false, "metadata": [String: Any](), "status": "open", "subtotal": a, "total": a,
             ])
         }
         let billing = channels.billing!
@@ -410,11 +475,16 @@ public struct SimGenerator {
             let fact = event(m, .paymentFailed, provider: "stripe", eventID: next("evt_"), factKey: nil, t: t,
                              customer: .init(id: cust.id), payment: .init(id: pi, channel: "online", method: "card", card: card),
                              amount: money, account: m.stripeAccount, metadata: ["failure_code": "card_declined"])
-            return stripe(m, "payment_intent.payment_failed", fact, object: [
-                "id": pi, "object": "payment_intent", "amount": a, "currency": c.code.lowercased(), "customer": cust.id,
-                "status": "requires_payment_method",
-                "last_payment_error": ["code": "card_declined", "payment_method": ["card": ["brand": card.brand!, "last4": card.last4!]]],
-            ])
+            var intent = paymentIntentObject(pi, a, c, cust, charge: next("ch_"), invoice: nil, reference: nil, t: t)
+            intent["status"] = "requires_payment_method"
+            intent["amount_received"] = 0
+            intent["last_payment_error"] = [
+                "code": "card_declined", "decline_code": "insufficient_funds", "message": "Your card has insufficient funds.",
+                "type": "card_error",
+                "payment_method": ["id": next("pm_"), "object": "payment_method", "type": "card",
+                                   "card": ["brand": card.brand!, "last4": card.last4!]],
+            ]
+            return stripe(m, "payment_intent.payment_failed", fact, object: intent)
         case .adyen:
             let psp = pspReference()
             let fact = event(m, .paymentFailed, provider: "adyen", eventID: "\(psp):AUTHORISATION", factKey: nil, t: t,
@@ -431,124 +501,267 @@ public struct SimGenerator {
         }
     }
 
-    /// The success, a second notification of it (Stripe), and the payment id later events name.
+    /// A Stripe charge as the webhooks of API 2024-06-20 carry it: `balance_transaction` an id,
+    /// no `refunds` list; `amount_refunded` cumulative.
+    struct StripeCharge {
+        var id: String
+        var paymentIntent: String
+        var amount: Int64
+        var refunded: Int64 = 0
+        var card: PaymentEvent.Card
+        var invoice: String?
+        var reference: String?
+        var balanceTransaction: String
+        var paymentMethod: String
+        var created: Int64
+    }
+
+    /// The success and (Stripe, now and then) its second notification; `lastPayment` is the
+    /// payment id later events name.
     mutating func paymentSucceeded(
         _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ a: Int64, _ inv: String?, _ t: Date
-    ) -> (SimDelivery, SimDelivery?, String) {
+    ) -> [SimDelivery] {
         let money = Money(value: a, currency: c)
         let card = makeCard()
+        // Webhooks carry no Stripe fee (it is on the balance transaction, not expanded); the
+        // phone platform reports its 2 % in the event.
         let fee = feeFor(a, c, ch).map { Money(value: $0, currency: c) }
         if ch != .adyen { cleared["\(m.id)|\(c.code)|\(ch.rawValue)", default: 0] += a - (fee?.value ?? 0) }
         let reference = "order \(next("O-"))"
         switch ch {
         case .stripe:
             let pi = next("pi_")
-            let chID = next("ch_")
+            let charge = StripeCharge(
+                id: next("ch_"), paymentIntent: pi, amount: a, card: card, invoice: inv, reference: reference,
+                balanceTransaction: next("txn_"), paymentMethod: next("pm_"), created: Int64(t.timeIntervalSince1970))
+            stripeCharges[pi] = charge
+            lastPayment = pi
+            // `latest_charge` is an id: the intent's own `receipt_email` is the customer's address.
             let fact = event(m, .paymentSucceeded, provider: "stripe", eventID: next("evt_"), factKey: "\(pi):succeeded", t: t,
-                             customer: canonicalCustomer(cust, .stripe),
-                             payment: .init(id: pi, channel: "online", method: "card", card: card), amount: money, fee: fee,
-                             invoice: inv, reference: reference, account: m.stripeAccount)
-            var charge: [String: Any] = [
-                "id": chID, "object": "charge", "amount": a, "amount_captured": a, "currency": c.code.lowercased(),
-                "customer": cust.id, "payment_intent": pi, "description": reference, "paid": true, "status": "succeeded",
-                "billing_details": billingDetails(cust),
-                "payment_method_details": ["type": "card", "card": ["brand": card.brand!, "last4": card.last4!]],
-                "balance_transaction": ["id": next("txn_"), "fee": fee?.value ?? 0, "currency": c.code.lowercased()],
-            ]
-            if let inv { charge["invoice"] = inv }
-            var intent: [String: Any] = [
-                "id": pi, "object": "payment_intent", "amount": a, "amount_received": a, "currency": c.code.lowercased(),
-                "customer": cust.id, "description": reference, "status": "succeeded", "latest_charge": charge,
-            ]
-            if let inv { intent["invoice"] = inv }
-            let main = stripe(m, "payment_intent.succeeded", fact, object: intent)
-            var twin: SimDelivery?
+                             customer: .init(id: cust.id, email: cust.email), payment: .init(id: pi, channel: "online"),
+                             amount: money, invoice: inv, reference: reference, account: m.stripeAccount)
+            var out = [stripe(m, "payment_intent.succeeded", fact,
+                              object: paymentIntentObject(pi, a, c, cust, charge: charge.id, invoice: inv, reference: reference, t: t))]
             if rng.chance(0.3) {
-                // Endpoints subscribed to both: charge.succeeded reports the same payment.
+                // Endpoints subscribed to both: charge.succeeded reports the same payment, with
+                // the charge's billing details and card.
                 let twinFact = event(m, .paymentSucceeded, provider: "stripe", eventID: next("evt_"), factKey: "\(pi):succeeded",
-                                     t: t, customer: nil, payment: nil, amount: money, account: m.stripeAccount)
-                var d = stripe(m, "charge.succeeded", twinFact, object: charge, record: false)
+                                     t: t, customer: .init(id: cust.id, name: cust.name, email: cust.email, phone: cust.phone),
+                                     payment: .init(id: pi, channel: "online", method: "card", card: card), amount: money,
+                                     invoice: inv, reference: reference, account: m.stripeAccount)
+                var d = stripe(m, "charge.succeeded", twinFact, object: chargeObject(charge, c, cust), record: false)
                 d.isTwin = true
-                twin = d
+                d.reported = twinFact
+                if rng.chance(0.3) { out.insert(d, at: 0) } else { out.append(d) }
             }
-            return (main, twin, pi)
+            return out
         case .adyen:
             let psp = pspReference()
+            lastPayment = psp
             var metadata = ["psp_reference": psp]
             if let inv { metadata["invoice_id"] = inv }
             let fact = event(m, .paymentSucceeded, provider: "adyen", eventID: "\(psp):AUTHORISATION", factKey: nil, t: t,
                              customer: canonicalCustomer(cust, .adyen),
                              payment: .init(id: psp, channel: "online", method: "card", card: card), amount: money,
                              invoice: inv, reference: reference, account: m.adyenMerchantAccount, metadata: metadata)
-            return (adyen(m, "AUTHORISATION", success: true, fact, psp: psp, original: nil, cust: cust, card: card), nil, psp)
+            adyenCards[psp] = card
+            return [adyen(m, "AUTHORISATION", success: true, fact, psp: psp, original: nil, cust: cust, card: card)]
         case .phone:
             let call = next("call-")
+            lastPayment = call
             let fact = event(m, .paymentSucceeded, provider: channels.api!.source, eventID: next("pp_"), factKey: nil, t: t,
                              customer: canonicalCustomer(cust, .phone),
                              payment: .init(id: call, channel: "phone", method: "card", card: card), amount: money, fee: fee,
                              invoice: inv, reference: reference)
-            return (api(fact, label: "payment.succeeded"), nil, call)
+            return [api(fact, label: "payment.succeeded")]
         }
     }
 
+    /// One refund (full or partial), or for Stripe now and then two partial ones of the same
+    /// charge; now and then the last one fails afterwards (`refund.failed`).
+    mutating func refunds(
+        _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ payment: String, _ paid: Int64, _ inv: String?,
+        _ t: inout Date
+    ) -> [SimDelivery] {
+        var amounts: [Int64]
+        if ch == .stripe, paid >= 10, rng.chance(0.4) {
+            let first = paid / 3
+            let second = paid / 5 == first ? first - 1 : paid / 5
+            amounts = [first, second]
+        } else {
+            amounts = [rng.chance(0.5) ? paid : max(1, paid / Int64(rng.int(2...5)))]
+        }
+        var out: [SimDelivery] = []
+        var last = ""
+        for r in amounts {
+            let (ds, refundID) = refund(m, c, cust, ch, payment, r, inv, t)
+            out += ds
+            last = refundID
+            t = time(after: t)
+        }
+        if rng.chance(0.25) {
+            out.append(refundFailed(m, c, cust, ch, payment, refundID: last, amounts.last!, inv, t))
+            t = time(after: t)
+        }
+        return out
+    }
+
+    /// A refund's notification(s) and the refund's id.
     mutating func refund(
         _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ payment: String, _ r: Int64, _ inv: String?,
         _ t: Date
-    ) -> SimDelivery {
+    ) -> ([SimDelivery], String) {
         let money = Money(value: r, currency: c)
         if ch != .adyen { cleared["\(m.id)|\(c.code)|\(ch.rawValue)", default: 0] -= r }
-        let card = makeCard()
         switch ch {
         case .stripe:
+            var charge = stripeCharges[payment]!
+            let previous = charge.refunded
+            charge.refunded += r
+            stripeCharges[payment] = charge
             let re = next("re_")
-            let chID = next("ch_")
-            let fact = event(m, .paymentRefunded, provider: "stripe", eventID: next("evt_"), factKey: "\(re):refund", t: t,
-                             customer: canonicalCustomer(cust, .stripe),
-                             payment: .init(id: payment, channel: "online", method: "card", card: card), amount: money,
-                             invoice: inv, account: m.stripeAccount, metadata: ["refund_id": re])
-            var charge: [String: Any] = [
-                "id": chID, "object": "charge", "amount": r, "amount_refunded": r, "currency": c.code.lowercased(),
-                "customer": cust.id, "payment_intent": payment, "refunded": true, "billing_details": billingDetails(cust),
-                "payment_method_details": ["type": "card", "card": ["brand": card.brand!, "last4": card.last4!]],
-                "refunds": ["object": "list", "data": [["id": re, "object": "refund", "amount": r, "created": Int64(t.timeIntervalSince1970)]]],
-            ]
-            if let inv { charge["invoice"] = inv }
-            return stripe(m, "charge.refunded", fact, object: charge)
+            // charge.refunded: the refund is the growth of `amount_refunded` (previous_attributes).
+            let fact = event(m, .paymentRefunded, provider: "stripe", eventID: next("evt_"),
+                             factKey: "\(charge.id):refunded:\(charge.refunded)", t: t,
+                             customer: .init(id: cust.id, name: cust.name, email: cust.email, phone: cust.phone),
+                             payment: .init(id: payment, channel: "online", method: "card", card: charge.card), amount: money,
+                             invoice: inv, reference: charge.reference, account: m.stripeAccount)
+            var out = [stripe(m, "charge.refunded", fact, object: chargeObject(charge, c, cust),
+                              previous: ["amount_refunded": previous, "refunded": false])]
+            if rng.chance(0.5) {
+                // The same refund as refund.created: the refund object names the charge, not the
+                // customer; the merchant's metadata names the invoice.
+                var metadata = ["refund_id": re]
+                if let inv { metadata["invoice_id"] = inv }
+                let twinFact = event(m, .paymentRefunded, provider: "stripe", eventID: next("evt_"), factKey: "\(re):refund",
+                                     t: t, customer: nil, payment: .init(id: payment, channel: "online"), amount: money,
+                                     invoice: inv, account: m.stripeAccount, metadata: metadata)
+                var d = stripe(m, "refund.created", twinFact, object: refundObject(re, charge, r, c, inv, t, status: "succeeded"),
+                               record: false)
+                d.factID = fact.id
+                d.isTwin = true
+                d.reported = twinFact
+                if rng.chance(0.35) { out.insert(d, at: 0) } else { out.append(d) }
+            }
+            return (out, re)
         case .adyen:
             let psp = pspReference()
-            var metadata = ["psp_reference": psp]
+            var metadata = ["psp_reference": psp, "refund_id": psp]
             if let inv { metadata["invoice_id"] = inv }
-            let fact = event(m, .paymentRefunded, provider: "adyen", eventID: "\(psp):REFUND", factKey: nil, t: t,
+            let card = adyenCards[payment]
+            // A full refund is now and then a CANCEL_OR_REFUND that Adyen resolved as a refund.
+            let cancelOrRefund = rng.chance(0.3)
+            let code = cancelOrRefund ? "CANCEL_OR_REFUND" : "REFUND"
+            let fact = event(m, .paymentRefunded, provider: "adyen", eventID: "\(psp):\(code)", factKey: "\(psp):REFUND", t: t,
                              customer: canonicalCustomer(cust, .adyen),
-                             payment: .init(id: payment, channel: "online", method: "card", card: card), amount: money,
-                             invoice: inv, account: m.adyenMerchantAccount, metadata: metadata)
-            return adyen(m, "REFUND", success: true, fact, psp: psp, original: payment, cust: cust, card: card)
+                             payment: .init(id: payment, channel: "online", method: card == nil ? nil : "card", card: card),
+                             amount: money, invoice: inv, account: m.adyenMerchantAccount, metadata: metadata)
+            return ([adyen(m, code, success: true, fact, psp: psp, original: payment, cust: cust, card: card,
+                           extra: cancelOrRefund ? ["modification.action": "refund"] : [:])], psp)
         case .phone:
+            let rid = next("rf-")
             let fact = event(m, .paymentRefunded, provider: channels.api!.source, eventID: next("pp_"), factKey: nil, t: t,
                              customer: canonicalCustomer(cust, .phone), payment: .init(id: payment, channel: "phone"),
-                             amount: money, invoice: inv)
-            return api(fact, label: "payment.refunded")
+                             amount: money, invoice: inv, metadata: ["refund_id": rid])
+            return ([api(fact, label: "payment.refunded")], rid)
         }
     }
 
-    /// A dispute (`closed` nil) or its outcome.
+    /// A refund that did not complete: Stripe `refund.failed`, Adyen `REFUND_FAILED` /
+    /// `REFUNDED_REVERSED`, the phone platform's `refund.failed`.
+    mutating func refundFailed(
+        _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ payment: String, refundID: String, _ r: Int64,
+        _ inv: String?, _ t: Date
+    ) -> SimDelivery {
+        let money = Money(value: r, currency: c)
+        if ch != .adyen { cleared["\(m.id)|\(c.code)|\(ch.rawValue)", default: 0] += r }
+        var metadata = ["refund_id": refundID]
+        if let inv { metadata["invoice_id"] = inv }
+        switch ch {
+        case .stripe:
+            let charge = stripeCharges[payment]!
+            metadata["failure_reason"] = "expired_or_canceled_card"
+            let fact = event(m, .refundFailed, provider: "stripe", eventID: next("evt_"), factKey: "\(refundID):refund_failed",
+                             t: t, customer: nil, payment: .init(id: payment, channel: "online"), amount: money, invoice: inv,
+                             account: m.stripeAccount, metadata: metadata)
+            var object = refundObject(refundID, charge, r, c, inv, t, status: "failed")
+            object["failure_reason"] = "expired_or_canceled_card"
+            object["failure_balance_transaction"] = next("txn_")
+            return stripe(m, "refund.failed", fact, object: object)
+        case .adyen:
+            adyenRefundFailures += 1
+            let code = adyenRefundFailures % 2 == 1 ? "REFUND_FAILED" : "REFUNDED_REVERSED"
+            metadata["psp_reference"] = refundID
+            let card = adyenCards[payment]
+            let fact = event(m, .refundFailed, provider: "adyen", eventID: "\(refundID):\(code)",
+                             factKey: "\(refundID):refund_failed", t: t, customer: canonicalCustomer(cust, .adyen),
+                             payment: .init(id: payment, channel: "online", method: card == nil ? nil : "card", card: card),
+                             amount: money, invoice: inv, account: m.adyenMerchantAccount, metadata: metadata)
+            return adyen(m, code, success: true, fact, psp: refundID, original: payment, cust: cust, card: card)
+        case .phone:
+            let fact = event(m, .refundFailed, provider: channels.api!.source, eventID: next("pp_"), factKey: nil, t: t,
+                             customer: .init(id: cust.id), payment: .init(id: payment, channel: "phone"), amount: money,
+                             invoice: inv, metadata: metadata)
+            return api(fact, label: "refund.failed")
+        }
+    }
+
+    /// An Adyen success that did not complete: `CAPTURE_FAILED`, or a `CANCEL_OR_REFUND` that
+    /// Adyen resolved as a cancel (`modification.action: cancel`, before capture).
+    mutating func paymentReversed(
+        _ m: Merchant, _ c: Currency, _ cust: Customer, _ payment: String, _ a: Int64, _ inv: String?, _ t: Date
+    ) -> SimDelivery {
+        let psp = pspReference()
+        let code = rng.chance(0.5) ? "CAPTURE_FAILED" : "CANCEL_OR_REFUND"
+        var metadata = ["psp_reference": psp]
+        if let inv { metadata["invoice_id"] = inv }
+        let card = adyenCards[payment]
+        let fact = event(m, .paymentReversed, provider: "adyen", eventID: "\(psp):\(code)", factKey: "\(payment):reversed", t: t,
+                         customer: canonicalCustomer(cust, .adyen),
+                         payment: .init(id: payment, channel: "online", method: card == nil ? nil : "card", card: card),
+                         amount: Money(value: a, currency: c), invoice: inv, account: m.adyenMerchantAccount, metadata: metadata)
+        return adyen(m, code, success: true, fact, psp: psp, original: payment, cust: cust, card: card,
+                     extra: code == "CANCEL_OR_REFUND" ? ["modification.action": "cancel"] : [:])
+    }
+
+    /// A fee the phone platform learns after the payment (a scheme surcharge), on `/v1/events`.
+    mutating func feeAssessed(_ m: Merchant, _ c: Currency, _ payment: String, _ paid: Int64, _ t: Date) -> SimDelivery {
+        let f = max(1, paid / 100)
+        cleared["\(m.id)|\(c.code)|phone", default: 0] -= f
+        let fact = event(m, .feeAssessed, provider: channels.api!.source, eventID: next("pp_"), factKey: nil, t: t,
+                         customer: nil, payment: .init(id: payment, channel: "phone"), amount: Money(value: f, currency: c),
+                         metadata: ["fee_type": "scheme_surcharge"])
+        return api(fact, label: "fee.assessed")
+    }
+
+    /// A dispute (`closed` nil) or its outcome. Stripe's carry the dispute's balance transactions
+    /// (`fee` is what they charge or, negative, return); the phone platform passes on the
+    /// scheme's dispute fee in `fee`.
     mutating func dispute(
         _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ payment: String, _ d: Int64, _ t: Date,
-        closed: String?
+        closed: String?, fee: Int64, transactions: [[String: Any]]
     ) -> SimDelivery {
         let money = Money(value: d, currency: c)
         let type: PaymentEvent.EventType = closed == nil ? .paymentDisputed : .disputeClosed
+        let feeMoney = fee > 0 ? Money(value: fee, currency: c) : nil
         switch ch {
         case .stripe:
+            let charge = stripeCharges[payment]!
             let dp = "dp_\(payment.dropFirst(3))"
             var metadata = ["dispute_id": dp, "reason": "fraudulent"]
             if let closed { metadata["outcome"] = closed }
             let fact = event(m, type, provider: "stripe", eventID: next("evt_"), factKey: nil, t: t, customer: nil,
-                             payment: .init(id: payment, channel: "online"), amount: money, account: m.stripeAccount,
-                             metadata: metadata)
+                             payment: .init(id: payment, channel: "online", method: "card", card: .init(brand: charge.card.brand)),
+                             amount: money, fee: feeMoney, account: m.stripeAccount, metadata: metadata)
             return stripe(m, closed == nil ? "charge.dispute.created" : "charge.dispute.closed", fact, object: [
-                "id": dp, "object": "dispute", "amount": d, "currency": c.code.lowercased(), "charge": "ch_\(payment.dropFirst(3))",
-                "payment_intent": payment, "reason": "fraudulent", "status": closed ?? "needs_response",
+                "id": dp, "object": "dispute", "amount": d, "balance_transactions": transactions, "charge": charge.id,
+                "created": charge.created + 3600, "currency": c.code.lowercased(),
+                "evidence_details": ["due_by": charge.created + 86_400 * 14, "has_evidence": closed != nil, "past_due": false,
+                                     "submission_count": closed == nil ? 0 : 1],
+                "is_charge_refundable": false, "livemode": false, "metadata": [String: Any](), "payment_intent": payment,
+                "payment_method_details": ["card": ["brand": charge.card.brand!, "case_type": "chargeback",
+                                                    "network_reason_code": "10.4"], "type": "card"],
+                "reason": "fraudulent", "status": closed ?? "needs_response",
             ])
         case .adyen:
             let psp = pspReference()
@@ -580,24 +793,119 @@ public struct SimGenerator {
     }
 
     func billingDetails(_ c: Customer) -> [String: Any] {
-        var b: [String: Any] = ["name": c.name]
-        if let e = c.email { b["email"] = e }
-        if let p = c.phone { b["phone"] = p }
-        return b
+        [
+            "address": ["city": NSNull(), "country": NSNull(), "line1": NSNull(), "line2": NSNull(), "postal_code": NSNull(),
+                        "state": NSNull()],
+            "email": c.email ?? NSNull(), "name": c.name, "phone": c.phone ?? NSNull(),
+        ]
+    }
+
+    /// A PaymentIntent of API 2024-06-20 (fields as in Stripe's published fixtures; `invoice`
+    /// as that version still has it): `latest_charge` is the charge's id, not the charge.
+    func paymentIntentObject(
+        _ pi: String, _ a: Int64, _ c: Currency, _ cust: Customer, charge: String, invoice: String?, reference: String?, t: Date
+    ) -> [String: Any] {
+        [
+            "id": pi, "object": "payment_intent", "amount": a, "amount_capturable": 0, "amount_details": ["tip": [String: Any]()],
+            "amount_received": a, "application": NSNull(), "application_fee_amount": NSNull(),
+            "automatic_payment_methods": ["enabled": true], "canceled_at": NSNull(), "cancellation_reason": NSNull(),
+            "capture_method": "automatic", "confirmation_method": "automatic", "created": Int64(t.timeIntervalSince1970) - 5,
+            "currency": c.code.lowercased(), "customer": cust.id, "description": reference ?? NSNull(),
+            "invoice": invoice ?? NSNull(), "last_payment_error": NSNull(), "latest_charge": charge, "livemode": false,
+            "metadata": [String: Any](), "next_action": NSNull(), "on_behalf_of": NSNull(), "payment_method": "pm_\(charge.dropFirst(3))",
+            "payment_method_options": ["card": ["request_three_d_secure": "automatic"]], "payment_method_types": ["card"],
+            "processing": NSNull(), "receipt_email": cust.email ?? NSNull(), "review": NSNull(), "setup_future_usage": NSNull(),
+            "shipping": NSNull(), "source": NSNull(), "statement_descriptor": NSNull(), "statement_descriptor_suffix": NSNull(),
+            "status": "succeeded", "transfer_data": NSNull(), "transfer_group": NSNull(),
+        ]
+    }
+
+    /// A Charge of API 2024-06-20: `balance_transaction` an id, no `refunds` list (since
+    /// 2022-11-15), `amount_refunded` cumulative.
+    func chargeObject(_ ch: StripeCharge, _ c: Currency, _ cust: Customer) -> [String: Any] {
+        [
+            "id": ch.id, "object": "charge", "amount": ch.amount, "amount_captured": ch.amount, "amount_refunded": ch.refunded,
+            "application": NSNull(), "application_fee": NSNull(), "application_fee_amount": NSNull(),
+            "balance_transaction": ch.balanceTransaction, "billing_details": billingDetails(cust),
+            "calculated_statement_descriptor": "PAYFLEET SANDBOX", "captured": true, "created": ch.created,
+            "currency": c.code.lowercased(), "customer": cust.id, "description": ch.reference ?? NSNull(), "disputed": false,
+            "failure_balance_transaction": NSNull(), "failure_code": NSNull(), "failure_message": NSNull(),
+            "fraud_details": [String: Any](), "invoice": ch.invoice ?? NSNull(), "livemode": false, "metadata": [String: Any](),
+            "on_behalf_of": NSNull(),
+            "outcome": ["network_status": "approved_by_network", "reason": NSNull(), "risk_level": "normal",
+                        "seller_message": "Payment complete.", "type": "authorized"],
+            "paid": true, "payment_intent": ch.paymentIntent, "payment_method": ch.paymentMethod,
+            "payment_method_details": ["card": ["brand": ch.card.brand!, "last4": ch.card.last4!, "exp_month": 8, "exp_year": 2030,
+                                                "funding": "credit"], "type": "card"],
+            "receipt_email": cust.email ?? NSNull(), "receipt_number": NSNull(), "refunded": ch.refunded == ch.amount,
+            "review": NSNull(), "shipping": NSNull(), "source": NSNull(), "source_transfer": NSNull(),
+            "statement_descriptor": NSNull(), "statement_descriptor_suffix": NSNull(), "status": "succeeded",
+            "transfer_data": NSNull(), "transfer_group": NSNull(),
+        ]
+    }
+
+    /// A Refund of API 2024-06-20.
+    mutating func refundObject(
+        _ re: String, _ ch: StripeCharge, _ r: Int64, _ c: Currency, _ inv: String?, _ t: Date, status: String
+    ) -> [String: Any] {
+        [
+            "id": re, "object": "refund", "amount": r, "balance_transaction": next("txn_"), "charge": ch.id,
+            "created": Int64(t.timeIntervalSince1970), "currency": c.code.lowercased(),
+            "destination_details": ["card": ["reference_status": "pending", "type": "refund"], "type": "card"],
+            "metadata": inv.map { ["invoice_id": $0] } ?? [String: String](), "payment_intent": ch.paymentIntent,
+            "reason": "requested_by_customer", "receipt_number": NSNull(), "source_transfer_reversal": NSNull(),
+            "status": status, "transfer_reversal": NSNull(),
+        ]
+    }
+
+    /// A dispute's balance transaction: the withdrawal (negative amount, the dispute fee) or
+    /// the reinstatement of a won dispute (positive amount; a negative fee returns the fee).
+    mutating func disputeTransaction(_ c: Currency, _ amount: Int64, _ fee: Int64, _ payment: String, _ t: Date) -> [String: Any] {
+        let created = Int64(t.timeIntervalSince1970)
+        var details: [[String: Any]] = []
+        if fee != 0 {
+            details = [["amount": fee, "application": NSNull(), "currency": c.code.lowercased(), "description": "Dispute fee",
+                        "type": "stripe_fee"]]
+        }
+        return [
+            "id": next("txn_"), "object": "balance_transaction", "amount": amount, "available_on": created + 86_400,
+            "created": created, "currency": c.code.lowercased(),
+            "description": amount < 0 ? "Chargeback withdrawal for ch_\(payment.dropFirst(3))" : "Chargeback reversal for ch_\(payment.dropFirst(3))",
+            "exchange_rate": NSNull(), "fee": fee, "fee_details": details, "net": amount - fee,
+            "reporting_category": amount < 0 ? "dispute" : "dispute_reversal", "source": "dp_\(payment.dropFirst(3))",
+            "status": "pending", "type": "adjustment",
+        ]
+    }
+
+    func payoutObject(_ po: String, _ amount: Int64, _ currency: String, _ t: Date, bank: String, failed: Bool) -> [String: Any] {
+        [
+            "id": po, "object": "payout", "amount": amount, "application_fee": NSNull(), "application_fee_amount": NSNull(),
+            "arrival_date": Int64(t.timeIntervalSince1970) + 86_400, "automatic": true, "balance_transaction": "txn_\(po.dropFirst(3))",
+            "created": Int64(t.timeIntervalSince1970), "currency": currency.lowercased(), "description": "STRIPE PAYOUT",
+            "destination": bank, "failure_balance_transaction": failed ? "txn_f\(po.dropFirst(3))" : NSNull(),
+            "failure_code": failed ? "account_closed" : NSNull(),
+            "failure_message": failed ? "The bank account has been closed." : NSNull(), "livemode": false,
+            "metadata": [String: Any](), "method": "standard", "original_payout": NSNull(), "reconciliation_status": "completed",
+            "reversed_by": NSNull(), "source_type": "card", "statement_descriptor": NSNull(), "status": failed ? "failed" : "paid",
+            "type": "bank_account",
+        ]
     }
 
     static func json(_ object: Any) -> [UInt8] {
         Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data())
     }
 
-    mutating func stripe(_ m: Merchant, _ type: String, _ fact: PaymentEvent, object: [String: Any], record: Bool = true)
-        -> SimDelivery
-    {
+    mutating func stripe(
+        _ m: Merchant, _ type: String, _ fact: PaymentEvent, object: [String: Any], previous: [String: Any]? = nil,
+        record: Bool = true
+    ) -> SimDelivery {
         if record { facts[fact.id] = fact }
+        var data: [String: Any] = ["object": object]
+        if let previous { data["previous_attributes"] = previous }
         var e: [String: Any] = [
             "id": fact.source.eventID, "object": "event", "api_version": "2024-06-20", "type": type, "livemode": false,
             "created": Int64(fact.occurredAt.timeIntervalSince1970), "pending_webhooks": 1,
-            "data": ["object": object], "request": ["id": NSNull(), "idempotency_key": NSNull()],
+            "data": data, "request": ["id": NSNull(), "idempotency_key": NSNull()],
         ]
         if let account = m.stripeAccount { e["account"] = account }
         return SimDelivery(route: .stripe, path: "/webhooks/stripe", body: Self.json(e), label: type, factID: fact.id)
@@ -605,13 +913,14 @@ public struct SimGenerator {
 
     mutating func adyen(
         _ m: Merchant, _ code: String, success: Bool, _ fact: PaymentEvent, psp: String, original: String?,
-        cust: Customer, card: PaymentEvent.Card?, reason: String? = nil
+        cust: Customer, card: PaymentEvent.Card?, reason: String? = nil, extra: [String: String] = [:]
     ) -> SimDelivery {
         facts[fact.id] = fact
         var additional: [String: Any] = ["shopperReference": cust.id, "shopperName": cust.name]
         if let e = cust.email { additional["shopperEmail"] = e }
         if let card { additional["cardSummary"] = card.last4! }
         if let inv = fact.invoiceID { additional["metadata.invoice_id"] = inv }
+        for (k, v) in extra { additional[k] = v }
         var item: [String: Any] = [
             "additionalData": additional, "amount": ["value": fact.amount.value, "currency": fact.amount.currency.code],
             "eventCode": code, "eventDate": RFC3339.format(fact.occurredAt), "merchantAccountCode": m.adyenMerchantAccount!,
@@ -642,21 +951,28 @@ public struct SimGenerator {
         return d
     }
 
+    /// A canonical event as the phone platform and the billing system send it: no `id` (ingest
+    /// derives it from source + merchant + `source.event_id`, DESIGN §2).
+    static func canonicalBody(_ fact: PaymentEvent) -> [UInt8] {
+        guard var o = (try? JSONSerialization.jsonObject(with: EventCodec.encode(fact))) as? [String: Any] else { return [] }
+        o["id"] = nil
+        return json(o)
+    }
+
     mutating func api(_ fact: PaymentEvent, label: String) -> SimDelivery {
         facts[fact.id] = fact
         return SimDelivery(
-            route: .api, path: "/v1/events", body: Array(EventCodec.encode(fact)), label: label, factID: fact.id,
+            route: .api, path: "/v1/events", body: Self.canonicalBody(fact), label: label, factID: fact.id,
             messageID: fact.source.eventID)
     }
 
     mutating func standard(_ fact: PaymentEvent, label: String) -> SimDelivery {
         facts[fact.id] = fact
         return SimDelivery(
-            route: .standard, path: "/webhooks/standard/\(fact.source.provider)", body: Array(EventCodec.encode(fact)),
+            route: .standard, path: "/webhooks/standard/\(fact.source.provider)", body: Self.canonicalBody(fact),
             label: label, factID: fact.id, messageID: "msg_\(fact.source.eventID)")
     }
 }
-
 
 extension SimGenerator {
     /// "Søren" → "soren", "Zoë" → "zoe": the name's letters as an ASCII mailbox local part.

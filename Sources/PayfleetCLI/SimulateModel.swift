@@ -109,6 +109,15 @@ public struct SimExpectation: Sendable, Equatable {
         for f in facts where f.type == .invoiceIssued {
             if let i = f.invoiceID, let c = f.customer?.id { invoicee["\(f.merchantID)|\(i)"] = c }
         }
+        // What a reversal undoes: the payment it names (did it name an invoice? which business
+        // day?) and the refund it names (did that refund name an invoice?).
+        var payments: [String: PaymentEvent] = [:]
+        var refunds: [String: PaymentEvent] = [:]
+        for f in facts {
+            if f.type == .paymentSucceeded, let p = f.payment?.id { payments["\(f.merchantID)|\(p)"] = f }
+            if f.type == .paymentRefunded, let r = f.metadata["refund_id"] { refunds["\(f.merchantID)|\(r)"] = f }
+        }
+        func hasInvoice(_ f: PaymentEvent?) -> Bool { !(f?.invoiceID ?? "").isEmpty }
         func customer(_ f: PaymentEvent) -> String? {
             if let c = f.customer?.id, !c.isEmpty { return c }
             if let p = f.payment?.id, let c = payer["\(f.merchantID)|\(p)"] { return c }
@@ -128,6 +137,7 @@ public struct SimExpectation: Sendable, Equatable {
             let namesInvoice = !(f.invoiceID ?? "").isEmpty
             var postings: [(String, Int64)] = []
             var day = DayTotals()
+            var dayOf = f.occurredAt
             var figures = CustomerFigures()
             switch f.type {
             case .invoiceIssued:
@@ -158,18 +168,44 @@ public struct SimExpectation: Sendable, Equatable {
                 }
             case .payoutPaid:
                 postings = [("Assets:\(m):Bank", a), (clearing, -a)]
-            case .paymentFailed, .settlementDayClosed, .refundFailed, .paymentReversed, .payoutFailed, .feeAssessed:
-                break  // TODO(#14)
+            case .refundFailed:
+                // Undoes the refund: credits what it debited, on the day the failure arrives.
+                let refund = f.metadata["refund_id"].flatMap { refunds["\(f.merchantID)|\($0)"] }
+                let toReceivable = refund.map { hasInvoice($0) } ?? namesInvoice
+                postings = [(clearing, a), (toReceivable ? receivable : "Income:\(m):Refunds", -a)]
+                day = DayTotals(refunds: -a)
+                figures.refunded = -a
+                if toReceivable { figures.outstanding = -a }
+            case .paymentReversed:
+                // Undoes the success: debits what it credited, on the day the reversal arrives.
+                let payment = f.payment?.id.flatMap { payments["\(f.merchantID)|\($0)"] }
+                let fromReceivable = payment.map { hasInvoice($0) } ?? namesInvoice
+                postings = [(fromReceivable ? receivable : "Income:\(m):Sales", a), (clearing, -(a - fee)),
+                            ("Expenses:\(m):PaymentFees", -fee)]
+                // and returns its fee (F), as the ledger does.
+                day = DayTotals(count: -1, gross: -a, fees: -fee)
+                figures.paid = -a
+                if fromReceivable { figures.outstanding = a }
+            case .payoutFailed:
+                postings = [(clearing, a), ("Assets:\(m):Bank", -a)]
+            case .feeAssessed:
+                // A fee learnt late counts on the business day of the payment it names.
+                postings = [("Expenses:\(m):PaymentFees", a), (clearing, -a)]
+                day = DayTotals(fees: a)
+                if let p = f.payment?.id, let payment = payments["\(f.merchantID)|\(p)"] { dayOf = payment.occurredAt }
+            case .paymentFailed, .settlementDayClosed:
+                break
             }
             for (account, v) in postings where v != 0 {
                 x.ledger[AccountKey(account, cur), default: 0] += v
                 x.trialBalance[f.merchantID, default: [:]][cur, default: 0] += v
             }
             if day != DayTotals() {
-                x.settlement[DayKey(merchant: f.merchantID, currency: cur, date: merchant.businessDay(for: f.occurredAt)), default: .init()] =
-                    x.settlement[DayKey(merchant: f.merchantID, currency: cur, date: merchant.businessDay(for: f.occurredAt)), default: .init()] + day
+                let key = DayKey(merchant: f.merchantID, currency: cur, date: merchant.businessDay(for: dayOf))
+                x.settlement[key, default: .init()] = x.settlement[key, default: .init()] + day
             }
-            if let cust, f.type != .payoutPaid, f.type != .settlementDayClosed {
+            // crm-sync does not consume payouts and late fees.
+            if let cust, ![.payoutPaid, .payoutFailed, .feeAssessed, .settlementDayClosed].contains(f.type) {
                 let k = CustomerKey(customer: cust, merchant: f.merchantID, currency: cur)
                 var c = x.customers[k, default: .init()]
                 c.outstanding += figures.outstanding

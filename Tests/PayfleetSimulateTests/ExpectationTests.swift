@@ -8,18 +8,19 @@ import Testing
 @Suite struct ExpectationTests {
     let dilmun = SimFixtures.merchants[3]
     let sakura = SimFixtures.merchants[2]
+    let acme = SimFixtures.merchants[0]
 
     func fact(
         _ n: Int, _ type: PaymentEvent.EventType, _ m: Merchant, _ value: Int64, _ code: String, provider: String = "phonepay",
         customer: String? = "pp-c1", payment: String? = nil, fee: Int64? = nil, invoice: String? = nil,
-        outcome: String? = nil, at: String = "2026-11-24T21:30:00Z", email: String? = nil
+        outcome: String? = nil, at: String = "2026-11-24T21:30:00Z", email: String? = nil, metadata: [String: String] = [:]
     ) -> PaymentEvent {
         let c = Currency(code: code)!
         return PaymentEvent(
             id: "evt_\(n)", type: type, occurredAt: RFC3339.parse(at)!, source: .init(provider: provider, eventID: "e\(n)"),
             merchantID: m.id, customer: customer.map { .init(id: $0, email: email) }, payment: payment.map { .init(id: $0) },
             amount: Money(value: value, currency: c), fee: fee.map { Money(value: $0, currency: c) }, invoiceID: invoice,
-            metadata: outcome.map { ["outcome": $0] } ?? [:])
+            metadata: metadata.merging(outcome.map { ["outcome": $0] } ?? [:]) { a, _ in a })
     }
 
     @Test func bahrainiDinarsToTheFils() {
@@ -77,5 +78,62 @@ import Testing
         let day = x.settlement[.init(merchant: "m_sakura", currency: "JPY", date: "2026-11-25")]
         #expect(day == .init(count: 1, gross: 30_040, refunds: 0, disputes: 30_040, fees: 450))
         #expect(day?.net == -450)
+    }
+
+    /// Partial refunds, a failed refund, a reversed payment, a dispute fee, a returned payout
+    /// and a late fee, booked as DESIGN §5a's table says (figures worked out by hand).
+    @Test func reversalsAndLateFactsUndoWhatTheyName() {
+        let facts = [
+            fact(1, .paymentSucceeded, acme, 10_000, "GBP", provider: "stripe", customer: "cus_a", payment: "pi_1",
+                 at: "2026-11-24T10:00:00Z", email: "a@example.com"),
+            // Two partial refunds of one charge: 5.00 and 3.00 are 8.00; the 3.00 fails the next day.
+            fact(2, .paymentRefunded, acme, 500, "GBP", provider: "stripe", customer: nil, payment: "pi_1",
+                 at: "2026-11-24T11:00:00Z", metadata: ["refund_id": "re_1"]),
+            fact(3, .paymentRefunded, acme, 300, "GBP", provider: "stripe", customer: nil, payment: "pi_1",
+                 at: "2026-11-24T11:30:00Z", metadata: ["refund_id": "re_2"]),
+            fact(4, .refundFailed, acme, 300, "GBP", provider: "stripe", customer: nil, payment: "pi_1",
+                 at: "2026-11-25T09:00:00Z", metadata: ["refund_id": "re_2"]),
+            // A dispute with Stripe's 20.00 dispute fee.
+            fact(5, .paymentDisputed, acme, 2_000, "GBP", provider: "stripe", customer: nil, payment: "pi_1", fee: 2_000,
+                 at: "2026-11-24T13:00:00Z"),
+            // An invoiced Adyen payment whose capture failed the next day.
+            fact(6, .invoiceIssued, acme, 4_000, "GBP", provider: "billing", customer: "shopper-1", invoice: "INV-9",
+                 at: "2026-11-24T09:00:00Z"),
+            fact(7, .paymentSucceeded, acme, 4_000, "GBP", provider: "adyen", customer: "shopper-1", payment: "PSP1",
+                 invoice: "INV-9", at: "2026-11-24T12:00:00Z"),
+            fact(8, .paymentReversed, acme, 4_000, "GBP", provider: "adyen", customer: "shopper-1", payment: "PSP1",
+                 invoice: "INV-9", at: "2026-11-25T08:00:00Z"),
+            // A payout the bank returned.
+            fact(9, .payoutPaid, acme, 5_000, "GBP", provider: "stripe", customer: nil, at: "2026-11-24T15:00:00Z"),
+            fact(10, .payoutFailed, acme, 5_000, "GBP", provider: "stripe", customer: nil, at: "2026-11-25T15:00:00Z"),
+            // A phone payment and a fee learnt the next day: it counts on the payment's day.
+            fact(11, .paymentSucceeded, acme, 1_000, "GBP", payment: "call-1", fee: 20, at: "2026-11-24T20:00:00Z"),
+            fact(12, .feeAssessed, acme, 150, "GBP", customer: nil, payment: "call-1", at: "2026-11-25T10:00:00Z"),
+        ]
+        let x = SimExpectation.compute(facts: facts.reversed(), merchants: SimFixtures.merchants)
+        func acct(_ a: String) -> Int64? { x.ledger[.init(a, "GBP")] }
+        let stripeClearing: Int64 = 10_000 - 500 - 300 + 300 - (2_000 + 2_000) - 5_000 + 5_000
+        let fees: Int64 = 2_000 + 20 + 150
+        let phoneClearing: Int64 = 1_000 - 20 - 150
+        #expect(acct("Assets:M-acme:Clearing:Stripe") == stripeClearing)
+        #expect(acct("Income:M-acme:Refunds") == 500)
+        #expect(acct("Income:M-acme:Sales") == -10_000 - 4_000 - 1_000)
+        #expect(acct("Assets:M-acme:Receivable:Shopper-1") == 4_000)
+        #expect(acct("Assets:M-acme:Clearing:Adyen") == nil)
+        #expect(acct("Expenses:M-acme:Disputes") == 2_000)
+        #expect(acct("Expenses:M-acme:PaymentFees") == fees)
+        #expect(acct("Assets:M-acme:Clearing:Phonepay") == phoneClearing)
+        #expect(acct("Assets:M-acme:Bank") == nil)
+        #expect(x.trialBalance["m_acme"]?["GBP"] == 0)
+        #expect(x.customers[.init(customer: "cus_a", merchant: "m_acme", currency: "GBP")]
+            == .init(outstanding: 0, paid: 10_000, refunded: 500, disputed: 2_000))
+        #expect(x.customers[.init(customer: "shopper-1", merchant: "m_acme", currency: "GBP")]
+            == .init(outstanding: 4_000, paid: 0, refunded: 0, disputed: 0))
+        #expect(x.customers[.init(customer: "pp-c1", merchant: "m_acme", currency: "GBP")] == .init(paid: 1_000))
+        let d24 = x.settlement[.init(merchant: "m_acme", currency: "GBP", date: "2026-11-24")]
+        let d25 = x.settlement[.init(merchant: "m_acme", currency: "GBP", date: "2026-11-25")]
+        #expect(d24 == .init(count: 3, gross: 15_000, refunds: 800, disputes: 2_000, fees: 2_170))
+        #expect(d25 == .init(count: -1, gross: -4_000, refunds: -300, disputes: 0, fees: 0))
+        #expect(x.receipts == ["evt_1"])
     }
 }

@@ -106,4 +106,14 @@ import Testing
         #expect(bad.differences.count == 1)
         #expect(bad.differences.first?.hasPrefix("m_acme GBP 2026-11-17: sent count 0 gross 0.00 GBP") == true)
     }
+
+    /// A ledger that keeps customer ids with `-` apart (a digest after `--`) names the same
+    /// receivable the expectation does; other accounts are left alone.
+    @Test func receivablesWithADigestSuffixAreTheCustomersPlainAccount() {
+        let suffixed = SimExpectation.AccountKey("Assets:M-acme:Receivable:Pp-x1--0123456789ABCDEF", "GBP")
+        #expect(SimFleetReader.plainReceivable(suffixed) == .init("Assets:M-acme:Receivable:Pp-x1", "GBP"))
+        for plain in ["Assets:M-acme:Receivable:Cus-x1", "Assets:M-acme:Clearing:Stripe", "Assets:M-acme:Receivable:Pp--x"] {
+            #expect(SimFleetReader.plainReceivable(.init(plain, "GBP")) == .init(plain, "GBP"))
+        }
+    }
 }

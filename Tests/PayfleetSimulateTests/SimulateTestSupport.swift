@@ -28,6 +28,21 @@ enum SimFixtures {
 
     static let now = Date(timeIntervalSince1970: 1_795_000_000)  // 2026-11-18
 
+    /// Stripe's published API fixtures (`../shared/data/stripe-fixtures3.json` beside the
+    /// checkout): object name → one example object.
+    nonisolated(unsafe) static let stripeFixtures: [String: [String: Any]]? = {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        for dir in [repo.deletingLastPathComponent().appendingPathComponent("shared/data"), URL(fileURLWithPath: "/work/shared/data")] {
+            guard let data = FileManager.default.contents(atPath: dir.appendingPathComponent("stripe-fixtures3.json").path),
+                let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                let resources = o["resources"] as? [String: [String: Any]]
+            else { continue }
+            return resources
+        }
+        return nil
+    }()
+
     static func plan(seed: UInt64 = 42, count: Int = 600, runID: String = "t1") -> SimPlan {
         var g = SimGenerator(seed: seed, runID: runID, now: now, merchants: merchants, channels: channels)
         return g.generate(count: count)
