@@ -592,25 +592,27 @@ public struct SimGenerator {
             amounts = [rng.chance(0.5) ? paid : max(1, paid / Int64(rng.int(2...5)))]
         }
         var out: [SimDelivery] = []
-        var last = ""
+        var last = ("", "")
         for r in amounts {
-            let (ds, refundID) = refund(m, c, cust, ch, payment, r, inv, t)
+            let (ds, refundID, published) = refund(m, c, cust, ch, payment, r, inv, t)
             out += ds
-            last = refundID
+            last = (refundID, published)
             t = time(after: t)
         }
         if rng.chance(0.25) {
-            out.append(refundFailed(m, c, cust, ch, payment, refundID: last, amounts.last!, inv, t))
+            out.append(refundFailed(m, c, cust, ch, payment, refundID: last.0, published: last.1, amounts.last!, inv, t))
             t = time(after: t)
         }
         return out
     }
 
-    /// A refund's notification(s) and the refund's id.
+    /// A refund's notification(s), the refund's id, and the name the refund is published under
+    /// (`metadata.refund_id`): a Stripe `charge.refunded` carries no refund id, so the refund it
+    /// reports first is named `<charge>:refunded:<amount_refunded>` (DESIGN §2, ingest).
     mutating func refund(
         _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ payment: String, _ r: Int64, _ inv: String?,
         _ t: Date
-    ) -> ([SimDelivery], String) {
+    ) -> ([SimDelivery], String, String) {
         let money = Money(value: r, currency: c)
         if ch != .adyen { cleared["\(m.id)|\(c.code)|\(ch.rawValue)", default: 0] -= r }
         switch ch {
@@ -620,12 +622,15 @@ public struct SimGenerator {
             charge.refunded += r
             stripeCharges[payment] = charge
             let re = next("re_")
+            let chargeName = "\(charge.id):refunded:\(charge.refunded)"
+            var published = chargeName
             // charge.refunded: the refund is the growth of `amount_refunded` (previous_attributes).
             let fact = event(m, .paymentRefunded, provider: "stripe", eventID: next("evt_"),
-                             factKey: "\(charge.id):refunded:\(charge.refunded)", t: t,
+                             factKey: chargeName, t: t,
                              customer: .init(id: cust.id, name: cust.name, email: cust.email, phone: cust.phone),
                              payment: .init(id: payment, channel: "online", method: "card", card: charge.card), amount: money,
-                             invoice: inv, reference: charge.reference, account: m.stripeAccount)
+                             invoice: inv, reference: charge.reference, account: m.stripeAccount,
+                             metadata: ["refund_id": chargeName])
             var out = [stripe(m, "charge.refunded", fact, object: chargeObject(charge, c, cust),
                               previous: ["amount_refunded": previous, "refunded": false])]
             if rng.chance(0.5) {
@@ -641,9 +646,14 @@ public struct SimGenerator {
                 d.factID = fact.id
                 d.isTwin = true
                 d.reported = twinFact
-                if rng.chance(0.35) { out.insert(d, at: 0) } else { out.append(d) }
+                if rng.chance(0.35) {
+                    out.insert(d, at: 0)
+                    published = re
+                } else {
+                    out.append(d)
+                }
             }
-            return (out, re)
+            return (out, re, published)
         case .adyen:
             let psp = pspReference()
             var metadata = ["psp_reference": psp, "refund_id": psp]
@@ -657,25 +667,27 @@ public struct SimGenerator {
                              payment: .init(id: payment, channel: "online", method: card == nil ? nil : "card", card: card),
                              amount: money, invoice: inv, account: m.adyenMerchantAccount, metadata: metadata)
             return ([adyen(m, code, success: true, fact, psp: psp, original: payment, cust: cust, card: card,
-                           extra: cancelOrRefund ? ["modification.action": "refund"] : [:])], psp)
+                           extra: cancelOrRefund ? ["modification.action": "refund"] : [:])], psp, psp)
         case .phone:
             let rid = next("rf-")
             let fact = event(m, .paymentRefunded, provider: channels.api!.source, eventID: next("pp_"), factKey: nil, t: t,
                              customer: canonicalCustomer(cust, .phone), payment: .init(id: payment, channel: "phone"),
                              amount: money, invoice: inv, metadata: ["refund_id": rid])
-            return ([api(fact, label: "payment.refunded")], rid)
+            return ([api(fact, label: "payment.refunded")], rid, rid)
         }
     }
 
     /// A refund that did not complete: Stripe `refund.failed`, Adyen `REFUND_FAILED` /
     /// `REFUNDED_REVERSED`, the phone platform's `refund.failed`.
     mutating func refundFailed(
-        _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ payment: String, refundID: String, _ r: Int64,
-        _ inv: String?, _ t: Date
+        _ m: Merchant, _ c: Currency, _ cust: Customer, _ ch: Channel, _ payment: String, refundID: String,
+        published: String? = nil, _ r: Int64, _ inv: String?, _ t: Date
     ) -> SimDelivery {
         let money = Money(value: r, currency: c)
         if ch != .adyen { cleared["\(m.id)|\(c.code)|\(ch.rawValue)", default: 0] += r }
-        var metadata = ["refund_id": refundID]
+        // The failure names the refund as it was published; Stripe's own id goes beside it.
+        var metadata = ["refund_id": published ?? refundID]
+        if let published, published != refundID { metadata["stripe_refund_id"] = refundID }
         if let inv { metadata["invoice_id"] = inv }
         switch ch {
         case .stripe:

@@ -65,8 +65,13 @@ public struct RefundLink: Sendable, Equatable {
     public var amount: Int64
     /// `amount_refunded` after this refund, from `charge.refunded`.
     public var cumulativeAfter: Int64?
+    /// A failure of the refund (`refund.failed`, a refund update to failed/canceled): not a
+    /// report of the refund to dedupe, but one that must name the refund as it was published
+    /// (`metadata.refund_id`), so the workers find what to undo.
+    public var failure = false
 
-    public init(charge: String, refundID: String?, amount: Int64, cumulativeAfter: Int64?) {
+    public init(charge: String, refundID: String?, amount: Int64, cumulativeAfter: Int64?, failure: Bool = false) {
+        self.failure = failure
         self.charge = charge
         self.refundID = refundID
         self.amount = amount

@@ -32,6 +32,7 @@ public final class Outbox: Sendable {
 
     public struct Idempotency: Sendable {
         public let keyHash: String
+        /// `sha256:<hex>` of the client's Idempotency-Key: the key itself is never stored.
         public let key: String
         public let bodySHA: String
     }
@@ -114,6 +115,15 @@ public final class Outbox: Sendable {
             CREATE INDEX recorded_received_idx ON recorded(received_at);
             CREATE INDEX idempotency_created_idx ON idempotency(created_at);
             """),
+        // The `metadata.refund_id` each linked refund was published with (a charge.refunded
+        // without a refund id publishes `<charge>:refunded:<cumulative>`): a later failure of
+        // the refund is published naming it the same way.
+        Migration(
+            "ingest.5",
+            """
+            ALTER TABLE refund_links ADD COLUMN published_refund_id TEXT;
+            UPDATE refund_links SET published_refund_id = refund_id WHERE cumulative_after IS NULL;
+            """),
     ]
 
     /// Failed attempts after which a row counts as parked (metric, alert, `/readyz`).
@@ -147,10 +157,19 @@ public final class Outbox: Sendable {
             var out: [(id: String, duplicate: Bool)] = []
             for item in items {
                 switch item {
-                case .event(let e), .refund(let e, _):
-                    if case .refund(_, let link) = item, let original = try Self.linkRefund(link, eventID: e.id, db: db) {
-                        out.append((original, true))
-                        continue
+                case .event(var e), .refund(var e, _):
+                    var body = bodies[e.id]
+                    if case .refund(_, let link) = item {
+                        if link.failure {
+                            if let published = try Self.publishedRefundID(of: link, db: db), published != e.metadata["refund_id"] {
+                                e.metadata["stripe_refund_id"] = e.metadata["refund_id"]
+                                e.metadata["refund_id"] = published
+                                body = Array(EventCodec.encode(e))
+                            }
+                        } else if let original = try Self.linkRefund(link, eventID: e.id, publishedRefundID: e.metadata["refund_id"], db: db) {
+                            out.append((original, true))
+                            continue
+                        }
                     }
                     let n = try db.execute(
                         """
@@ -158,7 +177,7 @@ public final class Outbox: Sendable {
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                         [.text(e.id), .text(e.type.rawValue), .text(e.merchantID), SQLValue(e.customer?.id),
-                         .text(e.customerKey), .text(traceparent), .blob(bodies[e.id] ?? Array(EventCodec.encode(e))), .int(now)])
+                         .text(e.customerKey), .text(traceparent), .blob(body ?? Array(EventCodec.encode(e))), .int(now)])
                     out.append((e.id, n == 0))
                 case .recordOnly(let provider, let eventID, let type, let reason):
                     let id = item.canonicalID
@@ -183,7 +202,7 @@ public final class Outbox: Sendable {
     /// matches its cumulative amount, else the oldest refund of that charge and amount it has
     /// not been matched with. Two refunds of one charge with equal amounts may pair either way:
     /// the money booked is the same.
-    static func linkRefund(_ link: RefundLink, eventID: String, db: SQLiteConnection) throws -> String? {
+    static func linkRefund(_ link: RefundLink, eventID: String, publishedRefundID: String? = nil, db: SQLiteConnection) throws -> String? {
         if let rid = link.refundID {
             if let row = try db.queryOne("SELECT event_id FROM refund_links WHERE refund_id = ?", [.text(rid)]) {
                 return row.string(0)
@@ -218,9 +237,30 @@ public final class Outbox: Sendable {
             return row.string(1)
         }
         try db.execute(
-            "INSERT INTO refund_links (charge, refund_id, amount, cumulative_after, event_id) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO refund_links (charge, refund_id, amount, cumulative_after, event_id, published_refund_id) VALUES (?, ?, ?, ?, ?, ?)",
             [.text(link.charge), SQLValue(link.refundID), .int(link.amount), SQLValue(link.cumulativeAfter),
-             .text(eventID)])
+             .text(eventID), SQLValue(publishedRefundID)])
+        return nil
+    }
+
+    /// The `metadata.refund_id` the refund a failure names was published with: the refund
+    /// linked to its id, else the oldest refund of the same charge and amount reported without
+    /// an id (`charge.refunded`), which is then linked to the id. Nil when no report of the
+    /// refund was seen: the failure names the refund by its own id.
+    static func publishedRefundID(of link: RefundLink, db: SQLiteConnection) throws -> String? {
+        guard let rid = link.refundID else { return nil }
+        if let row = try db.queryOne("SELECT published_refund_id FROM refund_links WHERE refund_id = ?", [.text(rid)]) {
+            return row.string(0)
+        }
+        if let row = try db.queryOne(
+            """
+            SELECT rowid, published_refund_id FROM refund_links
+            WHERE charge = ? AND amount = ? AND refund_id IS NULL ORDER BY rowid LIMIT 1
+            """, [.text(link.charge), .int(link.amount)])
+        {
+            try db.execute("UPDATE refund_links SET refund_id = ? WHERE rowid = ?", [.text(rid), .int(row.int(0) ?? 0)])
+            return row.string(1)
+        }
         return nil
     }
 

@@ -155,7 +155,14 @@ public struct StripeMapper: Sendable {
             }
             paymentID = idOf(object["payment_intent"]) ?? str(object["id"])
             card = cardOf(object)
-            if let rid = r.flatMap({ str($0["id"]) }) { metadata["refund_id"] = rid }
+            if let rid = r.flatMap({ str($0["id"]) }) {
+                metadata["refund_id"] = rid
+            } else if let charge = str(object["id"]), let cumulative {
+                // No refund id on a charge since API 2022-11-15: the refund is named by its
+                // charge and the cumulative amount, and a later failure of it names it the same
+                // way (the outbox resolves `re_…` to this name), so every worker finds it.
+                metadata["refund_id"] = "\(charge):refunded:\(cumulative)"
+            }
             if let c = customer { customer = merge(c, billingCustomer(object)) } else { customer = billingCustomer(object) }
         case .paymentRefunded, .refundFailed:
             amountValue = JSONValue.int64(object["amount"])
@@ -212,6 +219,9 @@ public struct StripeMapper: Sendable {
             amount: Money(value: amountValue, currency: currency), fee: fee, invoiceID: invoiceID,
             reference: metadata["reference"] ?? str(object["description"]), metadata: metadata)
         do { try e.validate() } catch { throw IngestError.invalid(error.field, error.message) }
+        if canonicalType == .refundFailed, let charge = idOf(object["charge"]), let rid = str(object["id"]) {
+            return .refund(e, RefundLink(charge: charge, refundID: rid, amount: amountValue, cumulativeAfter: nil, failure: true))
+        }
         if canonicalType == .paymentRefunded {
             let charge = type == "charge.refunded" ? str(object["id"]) : idOf(object["charge"])
             if let charge {

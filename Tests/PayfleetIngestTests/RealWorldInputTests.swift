@@ -287,6 +287,42 @@ import Testing
         }
     }
 
+    @Test("A failed refund names the refund as it was published: the charge's name when charge.refunded came first, its re_ id when refund.created did")
+    func aFailedRefundNamesTheRefundAsPublished() async throws {
+        try await TestIngest.withApp { client, config in
+            let chargeID = try #require(TestIngest.object("charge")["id"] as? String)
+            // charge.refunded first: no refund id on the charge (API ≥ 2022-11-15).
+            _ = try await stripe(
+                client, stripeEvent(id: "evt_cr1", type: "charge.refunded", object: charge(amount: 2000, refunded: 500),
+                                    previous: ["amount_refunded": 0]))
+            // The same refund fails later: Stripe names it re_L.
+            var failed = refund(id: "re_L", amount: 500, status: "failed")
+            failed["charge"] = chargeID
+            _ = try await stripe(client, stripeEvent(id: "evt_rfL", type: "refund.failed", object: failed))
+            // refund.created first for a second refund, then its failure.
+            var second = refund(id: "re_M", amount: 300)
+            second["charge"] = chargeID
+            _ = try await stripe(client, stripeEvent(id: "evt_rcM", type: "refund.created", object: second))
+            second["status"] = "failed"
+            _ = try await stripe(client, stripeEvent(id: "evt_rfM", type: "refund.failed", object: second))
+            let events = try TestIngest.outbox(config)
+            try #require(events.count == 4, "\(events.map(\.type))")
+            #expect(events.map(\.type) == [.paymentRefunded, .refundFailed, .paymentRefunded, .refundFailed])
+            #expect(events[0].metadata["refund_id"] == "\(chargeID):refunded:500")
+            #expect(events[1].metadata["refund_id"] == "\(chargeID):refunded:500")
+            #expect(events[1].metadata["stripe_refund_id"] == "re_L")
+            #expect(events[2].metadata["refund_id"] == "re_M")
+            #expect(events[3].metadata["refund_id"] == "re_M")
+            #expect(events[3].metadata["stripe_refund_id"] == nil)
+            // A refund.created of re_L arriving after its failure is the refund already booked.
+            var late = refund(id: "re_L", amount: 500)
+            late["charge"] = chargeID
+            let r = try await stripe(client, stripeEvent(id: "evt_rcL", type: "refund.created", object: late))
+            #expect(TestIngest.json(r)["status"] as? String == "duplicate")
+            #expect(TestIngest.json(r)["id"] as? String == events[0].id)
+        }
+    }
+
     func adyen(_ client: any TestClientProtocol, _ items: [[String: Any]]) async throws -> TestResponse {
         try await client.execute(
             uri: "/webhooks/adyen", method: .post, headers: [.contentType: "application/json"],
