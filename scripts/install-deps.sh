@@ -4,9 +4,10 @@
 # broker, and the small tools the scripts use. Swift 6.3 itself must already be installed.
 set -euo pipefail
 need=()
-# systemd (systemd-analyze) and prometheus (promtool) check deploy/ in the tests.
+# systemd (systemd-analyze) and prometheus (promtool) check deploy/ in the tests; iproute2 (ip netns)
+# builds the cluster test's hosts.
 for pkg in librabbitmq-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev rabbitmq-server sqlite3 curl openssl \
-    python3 python3-venv hledger systemd prometheus; do
+    python3 python3-venv hledger systemd prometheus iproute2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

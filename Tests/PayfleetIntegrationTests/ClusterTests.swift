@@ -18,7 +18,14 @@ struct ClusterTests {
     /// Network namespaces need root (CAP_SYS_ADMIN); `PAYFLEET_SKIP_CLUSTER` turns the suite off.
     static let available: Bool = {
         guard getuid() == 0, ProcessInfo.processInfo.environment["PAYFLEET_SKIP_CLUSTER"] == nil else { return false }
-        return sh("ip netns add pfc-probe && ip netns delete pfc-probe").status == 0
+        // Namespaces, a bridge and veth pairs: what cluster.sh builds.
+        let probe = sh(
+            """
+            ip netns add pfc-probe && ip link add pfc-probe-br type bridge && ip link delete pfc-probe-br \
+              && ip link add pfc-probe0 type veth peer name pfc-probe1 && ip link delete pfc-probe0; \
+            r=$?; ip netns delete pfc-probe 2>/dev/null; exit $r
+            """)
+        return probe.status == 0
     }()
 
     @discardableResult
