@@ -34,10 +34,41 @@ public struct DLQCommand: AsyncParsableCommand {
 
     // MARK: list
 
+    /// `--merchant`, `--type`, `--customer`, `--since`: which dead letters a command looks at.
+    public struct Filter: ParsableArguments {
+        @Option(help: "Only this merchant id.") public var merchant: String?
+        @Option(help: "Only this event type (payment.succeeded, …).") public var type: String?
+        @Option(help: "Only this customer id.") public var customer: String?
+        @Option(help: "Only letters that first failed at or after this time: a duration back (2h, 3d) or an RFC 3339 timestamp.")
+        public var since: String?
+        public init() {}
+
+        public func cutoff(now: Date = Date()) throws -> Date? {
+            guard let since else { return nil }
+            if let ms = ConfigSection.parseDurationMS(since) { return now.addingTimeInterval(-Double(ms) / 1000) }
+            if let d = RFC3339.parse(since) { return d }
+            throw ValidationError("--since: '\(since)' is neither a duration (90m, 2h, 3d) nor an RFC 3339 timestamp")
+        }
+
+        public func validate() throws { _ = try cutoff() }
+
+        public func matcher() throws -> @Sendable (DeadLetter) -> Bool {
+            let (m, t, c, after) = (merchant, type, customer, try cutoff())
+            return { l in
+                if let m, l.merchant != m { return false }
+                if let t, l.type != t { return false }
+                if let c, l.customer != c { return false }
+                if let after { guard let f = l.firstFailed, f >= after else { return false } }
+                return true
+            }
+        }
+    }
+
     public struct List: AsyncParsableCommand {
         public static let configuration = CommandConfiguration(
             abstract: "List dead letters (id, type, merchant, attempts, first failed, error), or groups by error.")
         @OptionGroup public var common: Common
+        @OptionGroup public var filter: Filter
         @Option(name: .customLong("group-by"), help: "Group by: error (class + normalized message).")
         public var groupBy: GroupBy?
         @Option(help: "Read at most N messages.") public var limit: Int?
@@ -57,7 +88,8 @@ public struct DLQCommand: AsyncParsableCommand {
                 throw error
             }
             await access.release()
-            print(try DLQCommand.renderList(letters, total: access.read, grouped: groupBy != nil, json: common.global.json))
+            let keep = try filter.matcher()
+            print(try DLQCommand.renderList(letters.filter(keep), total: access.read, grouped: groupBy != nil, json: common.global.json))
         }
     }
 
@@ -181,9 +213,14 @@ public struct DLQCommand: AsyncParsableCommand {
         public var dryRun = false
         @Option(name: .customLong("batch-size"), help: "Messages per confirm round.") public var batchSize = 100
         @Option(help: "At most this many messages per second.") public var rate: Double?
+        @OptionGroup public var filter: Filter
+        @Option(help: "Replay at most N of the selected letters (oldest in the queue first).") public var max: Int?
+        @Flag(help: "Also replay letters older than the worker's processed_retention (see the note this prints).")
+        public var force = false
         public init() {}
 
         public func validate() throws {
+            if let max, max < 1 { throw ValidationError("--max must be at least 1") }
             let chosen = (ids.isEmpty ? 0 : 1) + (all ? 1 : 0) + (error == nil ? 0 : 1)
             guard chosen == 1 else { throw ValidationError("choose exactly one of --id ID…, --all or --error TEXT") }
             if let error, error.isEmpty { throw ValidationError("--error needs a text or a group id") }
@@ -196,10 +233,29 @@ public struct DLQCommand: AsyncParsableCommand {
             let idSet = Set(ids)
             let errorText = error
             let all = self.all
+            let filtered = try filter.matcher()
+            // A replay past the dedupe window could apply an event twice: a copy of it may have
+            // been applied and its id pruned from `processed` since.
+            let retention = Double(access.worker.processedRetentionMS) / 1000
+            let oldest = Date().addingTimeInterval(-retention)
+            let force = self.force
+            let budget = Locked(max ?? Int.max)
+            let tooOld = Locked<[String]>([])
             let select: (DeadLetter) -> Bool = { l in
-                if all { return true }
-                if let errorText { return l.fingerprint.matches(errorText, error: l.error) }
-                return idSet.contains(l.id)
+                let chosen: Bool
+                if all { chosen = true } else if let errorText { chosen = l.fingerprint.matches(errorText, error: l.error) } else {
+                    chosen = idSet.contains(l.id)
+                }
+                guard chosen, filtered(l) else { return false }
+                if !force, let f = l.firstFailed, f < oldest {
+                    tooOld.withLock { $0.append(l.id) }
+                    return false
+                }
+                return budget.withLock { n in
+                    guard n > 0 else { return false }
+                    n -= 1
+                    return true
+                }
             }
             let audit: AuditLog?
             let result: DLQAccess.ReplayResult
@@ -220,7 +276,7 @@ public struct DLQCommand: AsyncParsableCommand {
             await access.release()
             let elapsed = ContinuousClock.now - started
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            let missing = idSet.subtracting(result.selected).sorted()
+            let missing = idSet.subtracting(result.selected).subtracting(tooOld.current).sorted()
             try audit?.record(
                 action: "dlq.replay", worker: access.worker.worker, outcome: "completed", ids: result.replayed,
                 extra: ["failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing])
@@ -229,6 +285,7 @@ public struct DLQCommand: AsyncParsableCommand {
                     "dry_run": dryRun, "selected": result.selected, "replayed": result.replayed,
                     "failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing,
                     "read": result.read, "seconds": (seconds * 1000).rounded() / 1000,
+                    "refused_older_than_retention": tooOld.current,
                 ])
             } else if dryRun {
                 print("would replay \(result.selected.count) of \(result.read) dead letters to \(access.worker.topology.allQueues.joined(separator: ", "))")
@@ -237,13 +294,21 @@ public struct DLQCommand: AsyncParsableCommand {
                 print("replayed \(result.replayed.count) of \(result.read) dead letters in \(String(format: "%.1f", seconds)) s "
                       + "(republished with confirm, then removed from \(access.dlq))")
             }
+            let refused = tooOld.current
+            if !refused.isEmpty {
+                let days = Int(retention / 86_400)
+                FileHandle.standardError.write(Data((
+                    "not replayed: \(refused.count) dead letter(s) first failed more than \(days) days ago (processed_retention): "
+                    + "their ids may have left the worker's dedupe window, so a copy already applied would be applied again. "
+                    + "Check each against the books, then replay with --force: \(refused.prefix(10).joined(separator: ", "))\n").utf8))
+            }
             if !missing.isEmpty {
                 FileHandle.standardError.write(Data("not in \(access.dlq): \(missing.joined(separator: ", "))\n".utf8))
             }
             if !result.failed.isEmpty {
                 throw CLIFailure("\(result.failed.count) could not be republished and stay in \(access.dlq): \(result.failed[0].error)")
             }
-            if !missing.isEmpty { throw ExitCode(1) }
+            if !missing.isEmpty || !tooOld.current.isEmpty { throw ExitCode(1) }
         }
     }
 

@@ -13,6 +13,8 @@ public struct DeadLetter: Sendable {
     public let id: String
     public let type: String?
     public let merchant: String?
+    /// `customer.id` of the event body.
+    public let customer: String?
     public let attempts: Int?
     public let firstFailedAt: String?
     /// `Class: message`, as the runtime wrote it (or derived from `x-death`).
@@ -28,6 +30,7 @@ public struct DeadLetter: Sendable {
         id = message.messageID.flatMap { $0.isEmpty ? nil : $0 } ?? bodyID ?? ("sha256:" + DeadLetter.digest(message.body))
         type = object?["type"] as? String
         merchant = object?["merchant_id"] as? String
+        customer = (object?["customer"] as? [String: Any])?["id"] as? String
         var deaths: [[String: AMQPFieldValue]] = []
         if case .array(let entries)? = message.headers["x-death"] {
             for e in entries { if case .table(let t) = e { deaths.append(t) } }
@@ -177,4 +180,9 @@ public struct ErrorFingerprint: Sendable, Hashable {
     public func matches(_ text: String, error: String) -> Bool {
         text.lowercased() == id || error.contains(text) || self.text.contains(text)
     }
+}
+
+extension DeadLetter {
+    /// When it first failed (`x-payfleet-first-failed-at`, else the broker's `x-death` time).
+    public var firstFailed: Date? { firstFailedAt.flatMap(RFC3339.parse) }
 }

@@ -75,6 +75,61 @@ struct DLQIntegrationTests {
         }
     }
 
+    @Test("list and replay filter by merchant, type, customer and --since; replay --max N; a letter older than processed_retention is refused unless --force")
+    func filtersMaxAndTheDedupeWindow() async throws {
+        try await WorkerFleet.demo(prefix: "cli-filter") { fleet in
+            try await fleet.declare()
+            try fleet.start()
+            let a = (0..<6).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_fa", metadata: ["demo_fault": "permanent"]) }
+            let b = (6..<10).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_fb", metadata: ["demo_fault": "permanent"]) }
+            #expect(try await fleet.deadLetter(a + b, expectDLQ: 10))
+            func listed(_ args: [String]) async throws -> [String] {
+                let r = try await fleet.cli(["dlq", "list", fleet.name, "--json"] + args)
+                #expect(r.status == 0, "\(r.stderr)")
+                return (r.json as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+            }
+            #expect(Set(try await listed(["--merchant", "m_fa"])) == Set(a.map(\.id)))
+            #expect(try await listed(["--type", "payment.refunded"]).isEmpty)
+            #expect(Set(try await listed(["--customer", a[0].customer?.id ?? ""])) == Set((a + b).filter { $0.customer?.id == a[0].customer?.id }.map(\.id)))
+            #expect(try await listed(["--since", "1h"]).count == 10)
+            #expect(try await listed(["--since", "2020-01-01T00:00:00Z"]).count == 10)
+            let bad = try await fleet.cli(["dlq", "list", fleet.name, "--since", "yesterday"])
+            #expect(bad.status != 0 && bad.stderr.contains("--since"), "\(bad.stderr)")
+
+            // A dead letter that first failed 40 days ago (past the 35-day processed_retention).
+            let old = EventFactory.payment(99, prefix: fleet.name, merchant: "m_fa")
+            let pub = fleet.publisher()
+            #expect(await pub.waitUntilConnected())
+            try await pub.publish(AMQPOutgoing(
+                exchange: "", routingKey: fleet.topology.dlq,
+                message: AMQPMessage(
+                    body: EventFactory.body(old), messageID: old.id,
+                    headers: [
+                        "x-payfleet-error": .string("DemoPermanent: old failure"), "x-payfleet-attempts": .int(1),
+                        "x-payfleet-first-failed-at": .string(RFC3339.format(Date().addingTimeInterval(-40 * 86_400))),
+                    ], persistent: true)))
+            pub.close()
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 11 })
+            #expect(try await listed(["--since", "30d"]).count == 10)
+            #expect(try await listed(["--merchant", "m_fa"]).count == 7)
+
+            let capped = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--merchant", "m_fa", "--max", "2", "--json"])
+            let cj = capped.json as? [String: Any] ?? [:]
+            #expect((cj["replayed"] as? [String])?.count == 2, "\(capped.stdout) \(capped.stderr)")
+            #expect(Set(cj["replayed"] as? [String] ?? []).isSubset(of: Set(a.map(\.id))))
+            #expect(cj["refused_older_than_retention"] as? [String] == [old.id])
+            #expect(capped.status == 1)
+            #expect(capped.stderr.contains("processed_retention") && capped.stderr.contains("--force"), "\(capped.stderr)")
+            #expect(try await fleet.deadLetterIDs().contains(old.id))
+
+            let forced = try await fleet.cli(["dlq", "replay", fleet.name, "--id", old.id, "--force", "--json"])
+            #expect(forced.status == 0, "\(forced.stderr)")
+            #expect((forced.json as? [String: Any])?["replayed"] as? [String] == [old.id])
+            // The old letter (no fault) is applied once replayed.
+            #expect(try await eventually(timeout: .seconds(30)) { try fleet.appliedIDs().ids.contains(old.id) })
+        }
+    }
+
     @Test("replay --all while the worker fails them again ends; the replays are counted on the dead letters")
     func replayDoesNotLoop() async throws {
         try await WorkerFleet.demo(prefix: "cli-loop") { fleet in
