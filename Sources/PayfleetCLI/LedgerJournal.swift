@@ -204,21 +204,37 @@ public struct LedgerJournal: Sendable {
              .text(RFC3339.format(Date()))])
     }
 
-    /// Posts a balanced manual entry for `merchant` dated `date`.
+    /// Posts a balanced manual entry for `merchant` dated `date`. With an `id` (the operator's
+    /// idempotency key) the transaction is `man_<id>`: running the same command again after a
+    /// timeout is refused instead of posting twice.
     public func post(
-        merchant: String, date: String, reason: String, legs: [Leg], stateFile: String? = nil, user: String = AuditLog.user
+        merchant: String, date: String, reason: String, legs: [Leg], id: String? = nil, stateFile: String? = nil,
+        user: String = AuditLog.user
     ) throws -> Entry {
         try Self.checkReason(reason)
         try Self.checkLegs(legs)
         guard !merchant.isEmpty, merchant.count <= 255 else { throw CLIFailure("--merchant is required") }
+        if let id {
+            guard !id.isEmpty, id.count <= 100, id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
+            else { throw CLIFailure("--id: 1 to 100 characters of A-Z a-z 0-9 - _ .") }
+            for f in files {
+                let reader = try SQLiteConnection(path: f, readOnly: true)
+                if try reader.queryOne("SELECT 1 FROM transactions WHERE txid = ?", [.text("man_\(id)")]) != nil {
+                    throw CLIFailure("man_\(id) is already posted (in \(f)); nothing was written")
+                }
+            }
+        }
         let path = try stateFile ?? file(forMerchant: merchant)
         let db = try Self.open(path)
         let entry = Entry(
-            transactionID: Self.newTransactionID(date: date), file: path, merchantID: merchant, date: date,
+            transactionID: id.map { "man_\($0)" } ?? Self.newTransactionID(date: date), file: path, merchantID: merchant, date: date,
             description: Self.description("manual", reason), legs: legs, reverses: nil)
         do {
             try db.transaction { try Self.insert(db, entry: entry, action: "post", reason: reason, user: user) }
         } catch let e as SQLiteError {
+            if e.isConstraint, e.message.contains("UNIQUE") || e.message.contains("PRIMARY") {
+                throw CLIFailure("\(entry.transactionID) is already posted; nothing was written")
+            }
             throw CLIFailure("the ledger refused the entry: \(e.message)")
         }
         return entry

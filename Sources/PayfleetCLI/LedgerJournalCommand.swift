@@ -58,6 +58,8 @@ extension LedgerCommand {
         @Option(help: "Why (kept with the entry, in its narration and in the audit log).") public var reason: String
         @Option(name: .customLong("posting"), help: "'ACCOUNT AMOUNT CURRENCY' (repeatable).") public var postings: [String] = []
         @Option(help: "JSON file of postings (minor units).") public var file: String?
+        @Option(help: "Idempotency key: the transaction is man_<ID>, and the same ID is never posted twice.")
+        public var id: String?
         @Option(name: .customLong("state-file"), help: "Write this SQLite file (the merchant's partition) instead of finding it.")
         public var stateFile: String?
         @Option(name: .customLong("audit-log"), help: "Audit log file (default: the config's cli.audit_log).")
@@ -69,7 +71,7 @@ extension LedgerCommand {
             var legs = try postings.map(LedgerJournal.parseLeg)
             if let file { legs += try LedgerJournal.parseFile(file) }
             let (journal, ctx) = try LedgerCommand.journal(global, stateFiles: stateFile.map { [$0] } ?? [])
-            let entry = try journal.post(merchant: merchant, date: date, reason: reason, legs: legs, stateFile: stateFile)
+            let entry = try journal.post(merchant: merchant, date: date, reason: reason, legs: legs, id: id, stateFile: stateFile)
             try LedgerCommand.audit(ctx, auditLog: auditLog, action: "ledger.post", entry: entry, reason: reason)
             return try LedgerCommand.render(entry, json: global.json)
         }

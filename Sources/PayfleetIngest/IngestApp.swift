@@ -23,7 +23,7 @@ public func buildApplication(
     if let api = configuration.stripeAPI {
         let queue = try await StripeFeeQueue(path: api.feeStatePath, logger: logger)
         handlers.stripeFees = queue
-        feeFetcher = StripeFeeFetcher(queue: queue, api: StripeAPI(configuration: api), outbox: outbox, logger: logger)
+        feeFetcher = StripeFeeFetcher(queue: queue, api: StripeAPI(configuration: api), outbox: outbox, metrics: metrics, logger: logger)
     }
     let h = handlers
     let router = Router()

@@ -175,12 +175,25 @@ public final class StripeFeeFetcher: Service, Sendable {
     let api: StripeAPI
     let outbox: Outbox
     let logger: Logger
+    let metrics: IngestMetrics?
 
-    public init(queue: StripeFeeQueue, api: StripeAPI, outbox: Outbox, logger: Logger) {
+    public init(queue: StripeFeeQueue, api: StripeAPI, outbox: Outbox, metrics: IngestMetrics? = nil, logger: Logger) {
         self.queue = queue
         self.api = api
         self.outbox = outbox
+        self.metrics = metrics
         self.logger = logger
+    }
+
+    /// `payfleet_ingest_stripe_fees{state}`: queue rows per state (`failed` > 0 needs an operator).
+    public func reportQueue() async {
+        guard let metrics, let counts = try? await queue.counts() else { return }
+        for state in ["pending", "done", "carried", "failed"] {
+            metrics.registry.makeGauge(
+                name: "payfleet_ingest_stripe_fees", labels: [("state", state)],
+                help: "Stripe balance transactions queued for their fee, by state"
+            ).set(Double(counts[state] ?? 0))
+        }
     }
 
     /// The canonical id of the fee of balance transaction `bt`.
@@ -262,6 +275,7 @@ public final class StripeFeeFetcher: Service, Sendable {
                 // The queue or the outbox could not be written: the row stays due.
                 logger.error("stripe fee queue failed", metadata: ["error": "\(error)"])
             }
+            await reportQueue()
             if handled == 0 { try? await Task.sleep(for: .milliseconds(api.configuration.pollIntervalMS)) }
         }
     }

@@ -167,6 +167,13 @@ import Testing
             #expect(missing.state == "failed")
             #expect(missing.lastError?.contains("404") == true)
             #expect(missing.lastError?.contains(Self.key) == false)
+            let metrics = IngestMetrics()
+            let observed = StripeFeeFetcher(
+                queue: queue, api: StripeAPI(configuration: config.stripeAPI!),
+                outbox: try await Outbox(path: config.statePath, logger: Logger(label: "t")), metrics: metrics,
+                logger: Logger(label: "t"))
+            await observed.reportQueue()
+            #expect(metrics.text().contains(#"payfleet_ingest_stripe_fees{state="failed"} 1"#), "\(metrics.text())")
             // Two 503s, then a zero fee: done, nothing to post.
             let flaky = try #require(try await queue.row("txn_flaky"))
             #expect(flaky.state == "done" && flaky.attempts == 3 && flaky.eventID == nil)

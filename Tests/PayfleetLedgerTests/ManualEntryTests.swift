@@ -34,6 +34,21 @@ import Testing
         #expect(try h.balances(merchant: "m_acme").asDictionary["Income:M-acme:Sales GBP"] == -5500)
     }
 
+    @Test("--id makes a post idempotent: the same id is refused the second time, nothing written twice")
+    func idempotentPost() async throws {
+        let h = try await harness()
+        let journal = try LedgerJournal(files: [h.path])
+        let e = try journal.post(merchant: "m_acme", date: "2026-11-30", reason: "fee", legs: Self.bankFee, id: "ticket-4711")
+        #expect(e.transactionID == "man_ticket-4711")
+        #expect(throws: CLIFailure.self) {
+            try journal.post(merchant: "m_acme", date: "2026-11-30", reason: "fee", legs: Self.bankFee, id: "ticket-4711")
+        }
+        #expect(throws: CLIFailure.self) {
+            try journal.post(merchant: "m_acme", date: "2026-11-30", reason: "fee", legs: Self.bankFee, id: "bad id")
+        }
+        #expect(try h.balances().asDictionary["Expenses:M-acme:BankFees GBP"] == 1250)
+    }
+
     @Test("unbalanced, one-legged, malformed accounts and non-integer file amounts are refused")
     func refusals() async throws {
         let h = try await harness()
