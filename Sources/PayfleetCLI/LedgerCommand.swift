@@ -4,12 +4,13 @@ import PayfleetCore
 
 extension LedgerExportFormat: ExpressibleByArgument {}
 
-/// `payfleet ledger balance | export`: queries over `ledger-writer`'s state files, read-only,
+/// `payfleet ledger balance | export | statement` (read-only) and `post | revert` (manual entries, see
+/// `LedgerJournal`) over `ledger-writer`'s state files,
 /// merged over partitions.
 public struct LedgerCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "ledger", abstract: "Trial balance and exports of the ledger.",
-        subcommands: [Balance.self, Export.self])
+        subcommands: [Balance.self, Export.self, Post.self, Revert.self, Statement.self])
     public init() {}
 
     static func book(_ global: GlobalOptions, stateFiles: [String]) throws -> LedgerBook {

@@ -17,7 +17,15 @@ public func buildApplication(
     let relay = configuration.amqp.map {
         OutboxRelay(outbox: outbox, amqp: $0, batchSize: configuration.relayBatch, metrics: metrics, logger: logger)
     }
-    let h = IngestHandlers(configuration: configuration, outbox: outbox, metrics: metrics, relay: relay, logger: logger)
+    var handlers = IngestHandlers(configuration: configuration, outbox: outbox, metrics: metrics, relay: relay, logger: logger)
+    // Stripe fees off the request path (StripeFees.swift): the route only queues the id.
+    var feeFetcher: StripeFeeFetcher?
+    if let api = configuration.stripeAPI {
+        let queue = try await StripeFeeQueue(path: api.feeStatePath, logger: logger)
+        handlers.stripeFees = queue
+        feeFetcher = StripeFeeFetcher(queue: queue, api: StripeAPI(configuration: api), outbox: outbox, metrics: metrics, logger: logger)
+    }
+    let h = handlers
     let router = Router()
     router.post("/webhooks/stripe") { req, _ in await h.handle("stripe", req) { try await h.stripe(req, $0) } }
     router.post("/webhooks/adyen") { req, _ in await h.handle("adyen", req) { try await h.adyen(req, $0) } }
@@ -41,7 +49,7 @@ public func buildApplication(
         server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
         services: [OutboxPruner(outbox: outbox, configuration: configuration, metrics: metrics, logger: logger) as any Service]
-            + (relay.map { [$0 as any Service] } ?? []),
+            + (relay.map { [$0 as any Service] } ?? []) + (feeFetcher.map { [$0 as any Service] } ?? []),
         onServerRunning: { channel in onBound?(channel.localAddress?.port ?? 0) }, logger: logger)
 }
 
@@ -63,6 +71,8 @@ struct IngestHandlers: Sendable {
     let logger: Logger
     let stripeMapper: StripeMapper
     let adyenMapper: AdyenMapper
+    /// The queue of Stripe balance transactions to fetch fees from (`stripe.api_key` set).
+    var stripeFees: StripeFeeQueue?
 
     init(configuration: IngestConfiguration, outbox: Outbox, metrics: IngestMetrics, relay: OutboxRelay?, logger: Logger) {
         self.configuration = configuration
@@ -134,6 +144,13 @@ struct IngestHandlers: Sendable {
         let mapped = try admit(try stripeMapper.map(event, receivedAt: Date()), field: "data.object")
         let outcome = try await commit([mapped], source: "stripe", req: req)
         guard case .accepted(let ids) = outcome, let first = ids.first else { throw IngestError(.conflict, "conflict", "") }
+        if let stripeFees {
+            // Queued before the answer: if this fails Stripe retries, and the retry queues it.
+            do { try await stripeFees.enqueue(stripeMapper.feeRequests(event, mapped: mapped, duplicate: first.duplicate)) } catch {
+                logger.error("stripe fee request not stored", metadata: ["error": "\(error)"])
+                throw IngestError(.serviceUnavailable, "not_durable", "the fee request could not be stored")
+            }
+        }
         return Self.accepted(first.id, duplicate: first.duplicate)
     }
 

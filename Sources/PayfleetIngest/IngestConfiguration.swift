@@ -19,6 +19,9 @@ import PayfleetCore
 /// - `stripe.webhook_secrets` (list of `whsec_…`) or `stripe.webhook_secrets_file` (one per line);
 ///   `stripe.tolerance` (duration, 300s); `stripe.default_merchant` (merchant id for events
 ///   without a Connect `account`)
+/// - `stripe.api_key_file` (or `stripe.api_key`) and the other `stripe.api_*` / `stripe.fee_*`
+///   keys of `StripeAPIConfiguration`: with a key, the fee of each succeeded charge and refund is
+///   fetched from its balance transaction and posted as `fee.assessed`
 /// - `adyen.hmac_key` / `adyen.hmac_key_file` (hex, secret); `adyen.capture` (`auto` | `manual`, auto)
 /// - `standard_webhooks` (list of `{source, secret | secret_file, tolerance}`), secrets `whsec_<base64>`
 /// - `api_keys` (list of `{sha256, source, merchants, types}`): SHA-256 hex of the bearer key,
@@ -51,6 +54,8 @@ public struct IngestConfiguration: Sendable {
     public var stripeSecrets: [String] = []
     public var stripeToleranceSeconds = 300
     public var stripeDefaultMerchant: String?
+    /// Stripe's REST API (fees of balance transactions); nil without `stripe.api_key`.
+    public var stripeAPI: StripeAPIConfiguration?
     public var adyenHMACKeyHex: String?
     public var adyenCapture: Capture = .auto
     /// source name → `whsec_` secrets
@@ -109,6 +114,7 @@ public struct IngestConfiguration: Sendable {
         }
         c.stripeToleranceSeconds = try stripe.durationMS("tolerance", default: 300_000) / 1000
         c.stripeDefaultMerchant = try stripe.string("default_merchant")
+        c.stripeAPI = try StripeAPIConfiguration.read(stripe, stateDir: stateDir)
         if let d = c.stripeDefaultMerchant, !merchants.contains(where: { $0.id == d }) {
             throw ConfigError(key: stripe.dotted("default_merchant"), message: "no merchant '\(d)' under merchants:")
         }

@@ -190,5 +190,25 @@ public enum LedgerSchema {
                 UNIQUE (merchant_id, segment)
             ) WITHOUT ROWID;
             """),
+        // Issue 19 item 4: manual journal entries (`payfleet ledger post | revert`). The entry is
+        // an ordinary `reclass` transaction (same balance trigger, same immutability); this table
+        // says who posted it, why, and what it reverses (a transaction is reverted at most once).
+        Migration(
+            "ledger.4",
+            """
+            CREATE TABLE manual_entries (
+                txid TEXT PRIMARY KEY REFERENCES transactions(txid),
+                action TEXT NOT NULL CHECK (action IN ('post', 'revert')),
+                reverses TEXT UNIQUE REFERENCES transactions(txid),
+                reason TEXT NOT NULL CHECK (length(reason) BETWEEN 1 AND 1000),
+                user TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                CHECK ((action = 'revert') = (reverses IS NOT NULL))
+            ) WITHOUT ROWID;
+            CREATE TRIGGER manual_entries_no_update BEFORE UPDATE ON manual_entries
+            BEGIN SELECT RAISE(ABORT, 'ledger: manual entries are immutable'); END;
+            CREATE TRIGGER manual_entries_no_delete BEFORE DELETE ON manual_entries
+            BEGIN SELECT RAISE(ABORT, 'ledger: manual entries are immutable'); END;
+            """),
     ]
 }

@@ -40,7 +40,7 @@ struct DeploymentTests {
         try #require(Self.has("systemd-analyze"), "systemd-analyze is installed by scripts/install-deps.sh")
         let src = Self.deploy + "/systemd"
         let units = try FileManager.default.contentsOfDirectory(atPath: src).filter { $0.hasPrefix("payfleet") }.sorted()
-        #expect(units.count == 6, "\(units)")
+        #expect(units.count == 8, "\(units)")
         // The units run /opt/payfleet/bin/X; point them at the built binaries for verify.
         let dir = TestEnvironment.makeTempDir("units")
         for u in units {
