@@ -62,8 +62,9 @@ let package = Package(
         .target(
             name: "PayfleetTestKit",
             dependencies: [
-                "PayfleetCore", "PayfleetAMQP", "PayfleetStore",
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .target(
             name: "PayfleetCLI",
@@ -132,6 +133,9 @@ let package = Package(
             exclude: ["smtp_sink.py", "sms_sink.py"]),
         .testTarget(name: "PayfleetCoreTests", dependencies: ["PayfleetCore"]),
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
+        .testTarget(
+            name: "PayfleetWorkerTests",
+            dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetStore", "PayfleetCore"]),
         .testTarget(
             name: "PayfleetIngestTests",
             dependencies: [
