@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PayfleetCore
 import PayfleetStore
+import PayfleetWorker
 
 /// The durable outbox in `ingest.sqlite`: accepted events, records of unpublished provider
 /// events, and API idempotency keys. Concurrent requests share one transaction and one fsync
@@ -19,6 +20,13 @@ public final class Outbox: Sendable {
         public let body: [UInt8]
         /// Failed publishes of this row so far.
         public let attempts: Int
+
+        /// The row as the relay publishes it.
+        public var event: OutboxEvent {
+            OutboxEvent(
+                id: id, type: type, merchant: merchant, customer: customer, customerKey: customerKey,
+                traceparent: traceparent, body: body)
+        }
     }
 
     /// A row that waits for a later retry, and why (the broker's refusal, never event data).
