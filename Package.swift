@@ -70,6 +70,7 @@ let package = Package(
             name: "PayfleetCLI",
             dependencies: [
                 "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker", "PayfleetSettlement", "PayfleetIngest",
+                "PayfleetLedger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
