@@ -5,10 +5,12 @@ import PayfleetCore
 import PayfleetStore
 import ServiceLifecycle
 
-/// What every worker is (DESIGN §5): consume a batch → one transaction → skip ids already
-/// processed → apply → record ids → commit → ack (one multiple-ack per batch where possible).
-/// Transient failures are republished, with confirm, to the next retry tier and then acked;
-/// after the last tier, and for permanent failures at once, to the dead-letter queue.
+/// What every worker is (DESIGN §5): consume a batch → `BatchApplier` (one transaction, skip ids
+/// already processed, apply each event in a savepoint, journal effect intents, commit) → effects
+/// (`+Effects`) → failures to a retry tier or the DLQ (`+Failures`) → ack (one multiple-ack per
+/// batch where possible). Transient failures are republished, with confirm, to the next retry
+/// tier and then acked; after the last tier, and for permanent failures at once, to the
+/// dead-letter queue. A store that refuses writes holds the batch (not ready) until it takes it.
 public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Sendable {
     public let configuration: RuntimeConfiguration
     public let handler: Handler
