@@ -62,13 +62,15 @@ let package = Package(
         .target(
             name: "PayfleetTestKit",
             dependencies: [
-                "PayfleetCore", "PayfleetAMQP", "PayfleetStore",
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .target(
             name: "PayfleetCLI",
             dependencies: [
                 "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker", "PayfleetSettlement", "PayfleetIngest",
+                "PayfleetLedger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -132,6 +134,9 @@ let package = Package(
             exclude: ["smtp_sink.py", "sms_sink.py"]),
         .testTarget(name: "PayfleetCoreTests", dependencies: ["PayfleetCore"]),
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
+        .testTarget(
+            name: "PayfleetWorkerTests",
+            dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetStore", "PayfleetCore"]),
         .testTarget(
             name: "PayfleetIngestTests",
             dependencies: [

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PayfleetCore
+import PayfleetLedger
 
 extension LedgerExportFormat: ExpressibleByArgument {}
 
@@ -90,5 +91,19 @@ public struct LedgerCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data(text.utf8))
             }
         }
+    }
+}
+
+extension LedgerBook {
+    /// The state files of the configured `ledger-writer`: `<state_dir>/<name>.sqlite`, or one
+    /// `<name>.pN.sqlite` per partition.
+    public static func stateFiles(_ context: CLIContext) -> [String] {
+        guard let rc = context.runtime["ledger-writer"] else {
+            return [(context.stateDir as NSString).appendingPathComponent("ledger-writer.sqlite")]
+        }
+        let partitions = rc.topology.partitions
+        guard partitions > 1 else { return [rc.statePath] }
+        let dir = (rc.statePath as NSString).deletingLastPathComponent
+        return (0..<partitions).map { (dir as NSString).appendingPathComponent("\(rc.worker).p\($0).sqlite") }
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import PayfleetCore
+import PayfleetLedger
 import PayfleetIngest
 import PayfleetWorker
 

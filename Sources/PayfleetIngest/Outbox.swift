@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PayfleetCore
 import PayfleetStore
+import PayfleetWorker
 
 /// The durable outbox in `ingest.sqlite`: accepted events, records of unpublished provider
 /// events, and API idempotency keys. Concurrent requests share one transaction and one fsync
@@ -19,6 +20,13 @@ public final class Outbox: Sendable {
         public let body: [UInt8]
         /// Failed publishes of this row so far.
         public let attempts: Int
+
+        /// The row as the relay publishes it.
+        public var event: OutboxEvent {
+            OutboxEvent(
+                id: id, type: type, merchant: merchant, customer: customer, customerKey: customerKey,
+                traceparent: traceparent, body: body)
+        }
     }
 
     /// A row that waits for a later retry, and why (the broker's refusal, never event data).
@@ -130,11 +138,11 @@ public final class Outbox: Sendable {
     public static let parkAfterAttempts = 5
 
     public let store: Store
-    let committer: GroupCommitter
+    let committer: GroupCommit<Outcome>
 
     public init(path: String, logger: Logger) async throws {
         store = try await Store(path: path, migrations: Self.migrations, durability: .full, logger: logger)
-        committer = GroupCommitter(store: store)
+        committer = GroupCommit(store: store)
     }
 
     /// Commits `items` atomically (all or none) and returns once they are on disk.
@@ -384,60 +392,6 @@ public final class Outbox: Sendable {
     public func pendingCount() async throws -> Int {
         try await store.withConnection { db in
             Int(try db.queryOne("SELECT count(*) FROM outbox WHERE sent_at IS NULL")?.int(0) ?? 0)
-        }
-    }
-}
-
-/// Shares one `BEGIN IMMEDIATE … COMMIT` among all requests that arrive while the previous
-/// commit is in flight. Each job runs in its own savepoint, so one failing job fails alone.
-final class GroupCommitter: Sendable {
-    typealias Job = @Sendable (SQLiteConnection) throws -> Outbox.Outcome
-    typealias Waiter = CheckedContinuation<Result<Outbox.Outcome, any Error>, Never>
-
-    struct State {
-        var pending: [(Job, Waiter)] = []
-        var flushing = false
-    }
-
-    let store: Store
-    let state = Locked(State())
-
-    init(store: Store) { self.store = store }
-
-    func submit(_ job: @escaping Job) async throws -> Outbox.Outcome {
-        let result = await withCheckedContinuation { (c: Waiter) in
-            let lead = state.withLock { s -> Bool in
-                s.pending.append((job, c))
-                if s.flushing { return false }
-                s.flushing = true
-                return true
-            }
-            // One short-lived drain task per burst; it ends when nothing is left to commit.
-            if lead { Task { await self.drain() } }
-        }
-        return try result.get()
-    }
-
-    private func drain() async {
-        while true {
-            let batch = state.withLock { s -> [(Job, Waiter)] in
-                let b = s.pending
-                s.pending.removeAll()
-                if b.isEmpty { s.flushing = false }
-                return b
-            }
-            if batch.isEmpty { return }
-            let jobs = batch.map(\.0)
-            do {
-                let results = try await store.write { db in
-                    jobs.map { job in
-                        Result<Outbox.Outcome, any Error> { try db.savepoint { try job(db) } }
-                    }
-                }
-                for (i, r) in results.enumerated() { batch[i].1.resume(returning: r) }
-            } catch {
-                for (_, w) in batch { w.resume(returning: .failure(error)) }
-            }
         }
     }
 }

@@ -22,6 +22,8 @@ public final class OutboxRelay: Service, Sendable {
     let logger: Logger
     let metrics: IngestMetrics
     let counts = Locked((pending: 0, parked: 0))
+    /// Waits after a publish the connection failed: 200 ms doubling to 5 s, with jitter.
+    let backoff = AMQPBackoff(initialMS: 100, maxMS: 5_000)
 
     public init(outbox: Outbox, amqp: AMQPConfiguration, batchSize: Int, metrics: IngestMetrics, logger: Logger) {
         self.outbox = outbox
@@ -37,9 +39,6 @@ public final class OutboxRelay: Service, Sendable {
 
     /// The outbox's unsent and parked rows, as last counted (at most a second old).
     public var lastCounts: (pending: Int, parked: Int) { counts.withLock { $0 } }
-
-    /// A failure that belongs to the message, not to the connection.
-    static func refusesRow(_ e: AMQPError) -> Bool { e.code == .unroutable || e.code == .nacked }
 
     public func run() async throws {
         var failures = 0
@@ -67,35 +66,11 @@ public final class OutboxRelay: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(20))
                 continue
             }
-            let batch = rows.map { r in
-                var headers: [String: AMQPFieldValue] = [
-                    PayfleetHeaders.schema: .string(PaymentEvent.schemaV1),
-                    PayfleetHeaders.merchant: .string(r.merchant),
-                ]
-                if let c = r.customer { headers[PayfleetHeaders.customer] = .string(c) }
-                for (k, v) in Topology.partitionHeaders(customerKey: r.customerKey, merchantID: r.merchant) {
-                    headers[k] = .string(v)
-                }
-                if let t = r.traceparent { headers[PayfleetHeaders.traceparent] = .string(t) }
-                return AMQPOutgoing(
-                    exchange: Topology.eventsExchange, routingKey: r.type,
-                    message: AMQPMessage(
-                        body: r.body, messageID: r.id, headers: headers, persistent: true,
-                        timestamp: UInt64(Date().timeIntervalSince1970), type: r.type, appID: "ingest"),
-                    mandatory: true)
-            }
             let wasConnected = publisher.isConnected
-            let results = await publisher.publish(batch: batch)
-            var sent: [Int64] = []
-            var refused: [(Outbox.Row, AMQPError)] = []
-            var connectionError: AMQPError?
-            for (row, result) in zip(rows, results) {
-                switch result {
-                case .success: sent.append(row.seq)
-                case .failure(let e) where Self.refusesRow(e): refused.append((row, e))
-                case .failure(let e): if connectionError == nil { connectionError = e }
-                }
-            }
+            let published = await OutboxPublishing.publish(rows.map(\.event), via: publisher, appID: "ingest")
+            let sent = published.sent.map { rows[$0].seq }
+            var refused = published.refused.map { (rows[$0.index], $0.error) }
+            var connectionError = published.connectionError
             do { try await outbox.markSent(sent) } catch {
                 // Published but not marked: they will be published again; consumers dedupe by id.
                 logger.error("relay cannot mark rows sent", metadata: ["error": "\(error)"])
@@ -124,7 +99,7 @@ public final class OutboxRelay: Service, Sendable {
                 failures += 1
                 probing = true
                 metrics.publishFailures.increment(by: Int64(rows.count - sent.count - refused.count))
-                let delay = min(5_000, 100 * (1 << min(failures, 6)))
+                let delay = backoff.delayMS(attempt: failures)
                 if failures == 1 || failures % 50 == 0 {
                     logger.warning("relay publish failed; retrying", metadata: [
                         "amqp.error": "\(e)", "ingest.unsent": "\(rows.count - sent.count)", "retry_in_ms": "\(delay)",

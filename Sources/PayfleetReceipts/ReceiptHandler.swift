@@ -43,7 +43,8 @@ public struct ReceiptHandler: WorkerHandler {
 
     struct Attached: Sendable {
         let store: Store
-        let journal: GroupCommit
+        /// Group commit for the delivery journal's intents: concurrent sends share one fsync.
+        let journal: GroupCommit<String?>
         let metrics: ReceiptMetrics
     }
 
@@ -284,7 +285,7 @@ public struct ReceiptHandler: WorkerHandler {
     ) async throws -> Bool {
         let eventID = event.id
         // 1. Intent, committed before anything leaves (group-committed with concurrent sends).
-        let prior: String? = try await a.journal.run { db in
+        let prior: String? = try await a.journal.submit { db in
             let now = Int64(Date().timeIntervalSince1970)
             let state = try db.queryOne(
                 "SELECT state FROM receipt_deliveries WHERE message_id = ?", [.text(messageID)])?.string(0)
@@ -378,44 +379,5 @@ final class ReceiptMetrics: Sendable {
             name: "payfleet_receipts_outcome_unknown_total", labels: [("channel", channel), ("action", action)],
             help: "Receipts whose earlier send was interrupted before its outcome was recorded, by action taken"
         ).increment()
-    }
-}
-
-/// Group commit for the delivery journal's intents: steps that arrive while a transaction is
-/// being committed are committed together in the next one (each in its own savepoint, so one
-/// failing step fails only its caller). Concurrent sends share one fsync instead of one each.
-actor GroupCommit {
-    typealias Step = @Sendable (SQLiteConnection) throws -> String?
-    private let store: Store
-    private var pending: [(Step, CheckedContinuation<String?, Error>)] = []
-    private var flushing = false
-
-    init(store: Store) { self.store = store }
-
-    func run(_ step: @escaping Step) async throws -> String? {
-        try await withCheckedThrowingContinuation { cont in
-            pending.append((step, cont))
-            if !flushing {
-                flushing = true
-                Task { await self.flush() }
-            }
-        }
-    }
-
-    private func flush() async {
-        while !pending.isEmpty {
-            let batch = pending
-            pending = []
-            let steps = batch.map(\.0)
-            do {
-                let results = try await store.write { db -> [Result<String?, Error>] in
-                    steps.map { step in Result { try db.savepoint { try step(db) } } }
-                }
-                for (i, r) in results.enumerated() { batch[i].1.resume(with: r) }
-            } catch {
-                for b in batch { b.1.resume(throwing: error) }
-            }
-        }
-        flushing = false
     }
 }

@@ -247,29 +247,23 @@ public final class DayCloser: Service, @unchecked Sendable {
         var connected = publisher.isConnected
         if !connected { connected = await publisher.waitUntilConnected(timeout: .seconds(5)) }
         guard connected else { return 0 }
-        let outgoing = pending.map { p -> AMQPOutgoing in
-            let (id, body, merchant) = p
-            return AMQPOutgoing(
-                exchange: Topology.eventsExchange, routingKey: PaymentEvent.EventType.settlementDayClosed.rawValue,
-                message: AMQPMessage(
-                    body: body, messageID: id, contentType: "application/json",
-                    headers: [
-                        PayfleetHeaders.schema: .string(PaymentEvent.schemaV1), PayfleetHeaders.merchant: .string(merchant),
-                        // A day close has no customer: both partition keys are the merchant.
-                        WorkerTopology.PartitionKey.merchant.header: .string(merchant),
-                        WorkerTopology.PartitionKey.customer.header: .string(merchant),
-                    ], type: PaymentEvent.EventType.settlementDayClosed.rawValue))
+        // A day close has no customer: both partition keys are the merchant.
+        let events = pending.map { p in
+            OutboxEvent(id: p.0, type: PaymentEvent.EventType.settlementDayClosed.rawValue, merchant: p.2, body: p.1)
         }
-        let results = await publisher.publish(batch: outgoing)
-        var done: [String] = []
-        for (i, r) in results.enumerated() {
-            switch r {
-            case .success: done.append(pending[i].0)
-            case .failure(let e):
-                logger.warning(
-                    "publishing settlement.day_closed failed; will retry",
-                    metadata: ["payfleet.event.id": "\(pending[i].0)", "error": "\(e)"])
-            }
+        let result = await OutboxPublishing.publish(events, via: publisher, appID: "settlement-aggregator")
+        let done = result.sent.map { pending[$0].0 }
+        // A refused close (no queue bound yet) and a lost connection alike: it stays pending and
+        // the next round, a close interval later, publishes it again.
+        for (i, e) in result.refused {
+            logger.warning(
+                "publishing settlement.day_closed failed; will retry",
+                metadata: ["payfleet.event.id": "\(pending[i].0)", "error": "\(e)"])
+        }
+        if let e = result.connectionError {
+            logger.warning(
+                "publishing settlement.day_closed failed; will retry",
+                metadata: ["settlement.unsent": "\(pending.count - done.count - result.refused.count)", "error": "\(e)"])
         }
         guard !done.isEmpty else { return 0 }
         published.increment(by: Int64(done.count))

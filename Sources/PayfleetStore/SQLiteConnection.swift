@@ -3,18 +3,41 @@ import Foundation
 
 /// An SQLite error with SQLite's result code and message, and the statement that failed.
 public struct SQLiteError: Error, CustomStringConvertible {
+    /// The extended result code, as SQLite returned it (extended codes are switched on).
     public let code: Int32
     public let message: String
     public let sql: String?
     public var description: String {
         "SQLite error \(code) (\(String(cString: sqlite3_errstr(code)))): \(message)" + (sql.map { " in `\($0.prefix(120))`" } ?? "")
     }
+    /// `code` as a result code: compare its `primary` with the named codes.
+    public var resultCode: ResultCode { ResultCode(rawValue: code) }
     /// True for `SQLITE_CONSTRAINT` and its extended codes (a trigger's RAISE(ABORT) too).
-    public var isConstraint: Bool { code & 0xff == SQLITE_CONSTRAINT }
+    public var isConstraint: Bool { resultCode.primary == .constraint }
     /// True when the file cannot be written at all (disk full, read-only file or directory,
     /// I/O error, cannot open): no event is at fault, and retrying later is the only remedy.
     public var isStorageFailure: Bool {
-        [SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL].contains(code & 0xff)
+        [.full, .readOnly, .ioError, .cantOpen, .protocolError].contains(resultCode.primary)
+    }
+
+    /// An SQLite result code (<https://www.sqlite.org/rescode.html>): an extended code carries
+    /// its primary code in the low byte (`SQLITE_CONSTRAINT_UNIQUE` → `SQLITE_CONSTRAINT`), as
+    /// GRDB's `ResultCode`.
+    public struct ResultCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+
+        /// The primary result code of this (possibly extended) one.
+        public var primary: ResultCode { ResultCode(rawValue: rawValue & 0xff) }
+        public var description: String { "\(rawValue) (\(String(cString: sqlite3_errstr(rawValue))))" }
+
+        public static let busy = ResultCode(rawValue: SQLITE_BUSY)
+        public static let constraint = ResultCode(rawValue: SQLITE_CONSTRAINT)
+        public static let full = ResultCode(rawValue: SQLITE_FULL)
+        public static let readOnly = ResultCode(rawValue: SQLITE_READONLY)
+        public static let ioError = ResultCode(rawValue: SQLITE_IOERR)
+        public static let cantOpen = ResultCode(rawValue: SQLITE_CANTOPEN)
+        public static let protocolError = ResultCode(rawValue: SQLITE_PROTOCOL)
     }
 }
 
@@ -87,7 +110,7 @@ public final class SQLiteConnection {
                 do {
                     try execute("PRAGMA journal_mode=WAL")
                     break
-                } catch let e as SQLiteError where e.code & 0xff == SQLITE_BUSY && attempts < 500 {
+                } catch let e as SQLiteError where e.resultCode.primary == .busy && attempts < 500 {
                     attempts += 1
                     usleep(10_000)
                 }

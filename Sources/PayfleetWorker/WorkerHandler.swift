@@ -88,7 +88,7 @@ public struct HandlerError: Error, CustomStringConvertible, Sendable {
         case let e as SQLiteError:
             return e.isConstraint
                 ? .permanent("ConstraintViolation", e.message)
-                : .transient("SQLite\(e.code & 0xff)", e.message)
+                : .transient("SQLite\(e.resultCode.primary.rawValue)", e.message)
         case let e as EventDecodingError: return .permanent("InvalidEvent", e.message)
         case let e as EventValidationError: return .permanent("InvalidEvent", e.description)
         case let e as DecodingError: return .permanent("InvalidEvent", "\(e)")

@@ -130,44 +130,22 @@ struct CRMStream {
 }
 
 
-/// crm-sync's store in a temporary directory, fed the way the runtime feeds it (one transaction
-/// per batch, one savepoint per event, `processed` dedupe); returns the changes to push.
+/// crm-sync's store in a temporary directory, fed through the runtime's own batch step
+/// (`HandlerHarness`); returns the changes to push.
 final class CRMHarness: @unchecked Sendable {
-    let dir: String
-    let path: String
-    let handler: CRMHandler
-    let store: Store
+    let harness: HandlerHarness<CRMHandler>
+    var path: String { harness.path }
+    var handler: CRMHandler { harness.handler }
+    var store: Store { harness.store }
 
     init(handler: CRMHandler) async throws {
-        dir = TestEnvironment.makeTempDir("crm-test")
-        path = dir + "/crm-sync.sqlite"
-        self.handler = handler
-        store = try await Store(path: path, migrations: handler.migrations, durability: .normal)
+        harness = try await HandlerHarness(handler: handler, name: "crm-sync")
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
-
+    /// The changes of the new events; a refused event's error is thrown after its batch committed.
     @discardableResult
     func apply(_ events: [PaymentEvent], batch: Int = 200) async throws -> [CRMChange] {
-        var out: [CRMChange] = []
-        var i = 0
-        while i < events.count {
-            let chunk = Array(events[i..<min(i + batch, events.count)])
-            let handler = self.handler
-            out += try await store.write { db in
-                var changes: [CRMChange] = []
-                for e in chunk {
-                    if try db.isProcessed(e.id) { continue }
-                    try db.savepoint {
-                        if let c = try handler.apply(e, db: db) { changes.append(c) }
-                        try db.markProcessed(e.id)
-                    }
-                }
-                return changes
-            }
-            i += batch
-        }
-        return out
+        try await harness.apply(events, batch: batch).filter(\.isNew).compactMap(\.effect)
     }
 
     /// "customer|merchant|currency" → figures, from crm_balances.
@@ -192,17 +170,10 @@ final class CRMHarness: @unchecked Sendable {
         return try JSONSerialization.jsonObject(with: d) as? [String: Any]
     }
 
-    /// Applies one event in its own transaction (as the runtime's savepoint would), returning
-    /// its change or rethrowing what `apply` threw (nothing of it is kept then).
+    /// Applies one event as a batch of its own, returning its change or throwing its failure
+    /// (nothing of it is kept then).
     func applyOne(_ e: PaymentEvent) async throws -> CRMChange? {
-        let handler = self.handler
-        return try await store.write { db in
-            try db.savepoint { () throws -> CRMChange? in
-                let c = try handler.apply(e, db: db)
-                try db.markProcessed(e.id)
-                return c
-            }
-        }
+        try await harness.apply([e]).first?.effect
     }
 
     /// The figures of one customer, merchant and currency (nil when it has none).

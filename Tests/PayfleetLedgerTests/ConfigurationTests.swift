@@ -1,5 +1,6 @@
 import Foundation
 import PayfleetCLI
+import PayfleetLedger
 import PayfleetTestKit
 import Testing
 
@@ -26,7 +27,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir2) }
         options.config = path2
         #expect(LedgerBook.stateFiles(try CLIContext.load(options)) == ["/srv/payfleet/ledger-writer.sqlite"])
-        #expect(throws: CLIFailure.self) { try LedgerBook(files: ["/nonexistent/ledger-writer.sqlite"]) }
+        #expect(throws: LedgerBookError.self) { try LedgerBook(files: ["/nonexistent/ledger-writer.sqlite"]) }
     }
 
     @Test("ledger-writer --check-config: the shipped config is accepted; an unknown key exits 78 naming it")

@@ -21,47 +21,25 @@ func ledgerEvent(
         metadata: metadata)
 }
 
-/// A ledger store in a temporary directory, fed the way the runtime feeds it: one transaction
-/// per batch, one savepoint per event, the runtime's `processed` dedupe.
+/// A ledger store in a temporary directory, fed through the runtime's own batch step
+/// (`HandlerHarness`: one transaction per batch, one savepoint per event, `processed` dedupe).
 final class LedgerHarness: @unchecked Sendable {
-    let dir: String
-    let path: String
-    let handler: LedgerHandler
-    let store: Store
+    let harness: HandlerHarness<LedgerHandler>
+    var dir: String { harness.dir ?? "." }
+    var path: String { harness.path }
+    var handler: LedgerHandler { harness.handler }
+    var store: Store { harness.store }
 
     init(handler: LedgerHandler = LedgerHandler(), name: String = "ledger") async throws {
-        dir = TestEnvironment.makeTempDir("ledger-test")
-        path = dir + "/\(name).sqlite"
-        self.handler = handler
-        store = try await Store(path: path, migrations: handler.migrations, durability: .normal)
+        harness = try await HandlerHarness(handler: handler, name: name)
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
-
-    /// Applies events in batches; returns how many were new (not deduped). Handler errors
-    /// propagate (a test expecting a refusal sees it).
+    /// Applies events in batches; returns how many were new (not deduped). A refused event is
+    /// undone alone and its error thrown after its batch committed (a test expecting a refusal
+    /// sees it).
     @discardableResult
     func apply(_ events: [PaymentEvent], batch: Int = 200) async throws -> Int {
-        var applied = 0
-        var i = 0
-        while i < events.count {
-            let chunk = Array(events[i..<min(i + batch, events.count)])
-            let handler = self.handler
-            applied += try await store.write { db in
-                var n = 0
-                for e in chunk {
-                    if try db.isProcessed(e.id) { continue }
-                    try db.savepoint {
-                        _ = try handler.apply(e, db: db)
-                        try db.markProcessed(e.id)
-                    }
-                    n += 1
-                }
-                return n
-            }
-            i += batch
-        }
-        return applied
+        try await harness.apply(events, batch: batch).filter(\.isNew).count
     }
 
     func book() throws -> LedgerBook { try LedgerBook(files: [path]) }

@@ -83,7 +83,7 @@ import Testing
         #expect(try h.balances(merchant: "m_other").isEmpty)
         #expect(try LedgerBook.checkDate("2026-02-28", option: "--as-of") == "2026-02-28")
         for bad in ["2026-13-01", "2026-02-30", "26-11-24", "2026/11/24", "yesterday"] {
-            #expect(throws: CLIFailure.self) { try LedgerBook.checkDate(bad, option: "--as-of") }
+            #expect(throws: LedgerBookError.self) { try LedgerBook.checkDate(bad, option: "--as-of") }
         }
     }
 }

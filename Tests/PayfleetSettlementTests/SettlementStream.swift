@@ -2,6 +2,8 @@ import Foundation
 import PayfleetCore
 import PayfleetSettlement
 import PayfleetStore
+import PayfleetTestKit
+import PayfleetWorker
 
 /// A deterministic event stream over merchants in Europe/London, America/New_York (02:00
 /// cut-off), Asia/Tokyo (JPY) and Asia/Bahrain (BHD), on days around midnight and across DST
@@ -199,17 +201,15 @@ extension SplitMix64 {
 /// A settlement store built in-process (for unit tests, the CLI's `--state-file` and HTML).
 enum LocalSettlement {
     static func store(_ dir: String, name: String = "settlement.sqlite") async throws -> Store {
-        try await Store(path: dir + "/" + name, migrations: SettlementSchema.migrations)
+        try await Store(path: dir + "/" + name, migrations: HandlerHarness.migrations(SettlementHandler()))
     }
 
+    /// Feeds `events` through the runtime's own batch step (`HandlerHarness`), the handler
+    /// seeing `now` as every event's arrival; a refused event's error is thrown after the batch
+    /// committed without it.
     static func apply(_ events: [PaymentEvent], handler: SettlementHandler, store: Store, now: Date = Date()) async throws {
-        try await store.write { db in
-            for e in events {
-                if try db.isProcessed(e.id) { continue }
-                try handler.apply(e, db: db, now: now)
-                try db.markProcessed(e.id)
-            }
-        }
+        let harness = try await HandlerHarness(handler: SettlementAt(handler: handler, now: now), store: store)
+        try await harness.apply(events, batch: max(1, events.count))
     }
 
     /// `payfleet settlement report --json` parsed into totals per key.
@@ -232,5 +232,16 @@ enum LocalSettlement {
             out[k] = t
         }
         return out
+    }
+}
+
+/// The settlement handler with a fixed arrival time (`apply(_:db:)` uses the clock).
+struct SettlementAt: WorkerHandler {
+    let handler: SettlementHandler
+    let now: Date
+    var migrations: [Migration] { handler.migrations }
+    func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> NoEffect? {
+        _ = try handler.apply(event, db: db, now: now)
+        return nil
     }
 }

@@ -2,6 +2,13 @@ import Foundation
 import PayfleetCore
 import PayfleetStore
 
+/// A ledger query that cannot be answered (no state file, a bad date, a balance beyond Int64).
+public struct LedgerBookError: Error, Equatable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
 /// Read-only access to `ledger-writer`'s SQLite files (one per partition), merged: the queries
 /// behind `payfleet ledger balance` and `payfleet ledger export`.
 public struct LedgerBook: Sendable {
@@ -34,21 +41,9 @@ public struct LedgerBook: Sendable {
     public init(files: [String]) throws {
         let existing = files.filter { FileManager.default.fileExists(atPath: $0) }
         guard !existing.isEmpty else {
-            throw CLIFailure("no ledger state found (looked for \(files.joined(separator: ", ")))")
+            throw LedgerBookError("no ledger state found (looked for \(files.joined(separator: ", ")))")
         }
         self.files = existing
-    }
-
-    /// The state files of the configured `ledger-writer`: `<state_dir>/<name>.sqlite`, or one
-    /// `<name>.pN.sqlite` per partition.
-    public static func stateFiles(_ context: CLIContext) -> [String] {
-        guard let rc = context.runtime["ledger-writer"] else {
-            return [(context.stateDir as NSString).appendingPathComponent("ledger-writer.sqlite")]
-        }
-        let partitions = rc.topology.partitions
-        guard partitions > 1 else { return [rc.statePath] }
-        let dir = (rc.statePath as NSString).deletingLastPathComponent
-        return (0..<partitions).map { (dir as NSString).appendingPathComponent("\(rc.worker).p\($0).sqlite") }
     }
 
     /// `YYYY-MM-DD` or a failure naming the option.
@@ -64,7 +59,7 @@ public struct LedgerBook: Sendable {
                 calendar.dateComponents([.year, .month, .day], from: $0) == DateComponents(year: parts[0], month: parts[1], day: parts[2])
             } == true
         guard real else {
-            throw CLIFailure("\(option): '\(s)' is not a date (YYYY-MM-DD)")
+            throw LedgerBookError("\(option): '\(s)' is not a date (YYYY-MM-DD)")
         }
         return s
     }
@@ -89,7 +84,7 @@ public struct LedgerBook: Sendable {
             for r in rows {
                 guard let account = r.string(0), let currency = r.string(1), let v = r.int(2) else { continue }
                 let (sum, overflow) = sums[account, default: [:]][currency, default: 0].addingReportingOverflow(v)
-                guard !overflow else { throw CLIFailure("balance of \(account) \(currency) overflows Int64") }
+                guard !overflow else { throw LedgerBookError("balance of \(account) \(currency) overflows Int64") }
                 sums[account, default: [:]][currency] = sum
             }
         }
@@ -157,7 +152,7 @@ public enum LedgerExportFormat: String, CaseIterable, Sendable {
         return out
     }
 
-    static func major(_ amount: Int64, _ code: String) -> String {
+    public static func major(_ amount: Int64, _ code: String) -> String {
         guard let c = Currency(code: code) else { return "\(amount) \(code)" }
         return Money(value: amount, currency: c).majorString + " " + code
     }

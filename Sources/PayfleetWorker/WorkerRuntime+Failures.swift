@@ -1,0 +1,79 @@
+import Foundation
+import Logging
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetStore
+
+/// Steps 3 and 4 of a batch: failed events to a retry tier or the dead-letter queue (with
+/// confirms), then the acks.
+extension WorkerRuntime {
+    func republishFailures(_ items: inout [Item]) async {
+        let topo = configuration.topology
+        var indices: [Int] = []
+        var outgoing: [AMQPOutgoing] = []
+        var retried = 0
+        var dead = 0
+        for i in items.indices {
+            guard case .failed(let err) = items[i].outcome, items[i].ack else { continue }
+            let d = items[i].delivery
+            var headers = d.message.headers
+            let attempts = Int(headers[PayfleetHeaders.attempts]?.intValue ?? 0) + 1
+            headers[PayfleetHeaders.attempts] = .int(Int64(attempts))
+            headers[PayfleetHeaders.error] = .string(err.description)
+            headers[PayfleetHeaders.worker] = .string(configuration.worker)
+            if headers[PayfleetHeaders.firstFailedAt] == nil {
+                headers[PayfleetHeaders.firstFailedAt] = .string(RFC3339.format(Date()))
+            }
+            let target: String
+            if err.kind == .transient && attempts <= topo.retryDelaysMS.count {
+                target = topo.retryQueue(delayMS: topo.retryDelaysMS[attempts - 1], partition: configuration.partition)
+                retried += 1
+            } else {
+                target = topo.dlq
+                dead += 1
+            }
+            var m = d.message
+            m.headers = headers
+            m.persistent = true
+            outgoing.append(AMQPOutgoing(exchange: "", routingKey: target, message: m, mandatory: true))
+            indices.append(i)
+            let eventID = items[i].event?.id ?? d.message.messageID ?? "?"
+            logger.warning(
+                target == topo.dlq ? "event dead-lettered" : "event scheduled for retry",
+                metadata: [
+                    "payfleet.event.id": "\(eventID)", "payfleet.error": "\(err.description)",
+                    "payfleet.attempts": "\(attempts)", "amqp.queue": "\(target)",
+                ])
+            lastErrorText.withLock { $0 = err.description }
+        }
+        guard !outgoing.isEmpty else { return }
+        let results = await publisher.publish(batch: outgoing)
+        for (k, r) in results.enumerated() {
+            if case .failure(let e) = r {
+                // Not safely republished: leave it on the main queue (requeue), never drop it.
+                items[indices[k]].ack = false
+                logger.error("republish failed; requeueing", metadata: ["amqp.error": "\(e)"])
+                metrics.requeued.increment()
+            }
+        }
+        metrics.retried.increment(by: Int64(retried))
+        metrics.deadLettered.increment(by: Int64(dead))
+    }
+
+    func ackAll(_ items: [Item]) {
+        guard let last = items.last else { return }
+        let gen = last.delivery.generation
+        if nextExpectedTag.generation != gen { nextExpectedTag = (gen, 1) }
+        let contiguous = items.enumerated().allSatisfy { i, item in
+            item.delivery.generation == gen && item.delivery.deliveryTag == nextExpectedTag.tag + UInt64(i)
+        }
+        if contiguous && items.allSatisfy(\.ack) {
+            consumer.ack(last.delivery, multiple: true)
+        } else {
+            for item in items {
+                if item.ack { consumer.ack(item.delivery) } else { consumer.nack(item.delivery, requeue: true) }
+            }
+        }
+        if last.delivery.generation == gen { nextExpectedTag = (gen, last.delivery.deliveryTag + 1) }
+    }
+}
