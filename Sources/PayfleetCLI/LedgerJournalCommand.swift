@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PayfleetCore
+import PayfleetLedger
 
 extension LedgerCommand {
     static func journal(_ global: GlobalOptions, stateFiles: [String]) throws -> (LedgerJournal, CLIContext?) {
