@@ -101,8 +101,10 @@ final class CorpusResults: @unchecked Sendable {
         print("hostile corpus: \(total) requests; answers per route and status: \(classes.sorted { $0.key < $1.key })")
         print("hostile corpus: \(published) events accepted, \(fetched) messages published, \(ids.count) distinct")
         #expect(published > total / 10)
+        // Every accepted event is published; the relay is at least once (a confirm that times out
+        // under load is republished, consumers dedupe by id), so a few copies may arrive twice.
         #expect(ids.count == published)
-        #expect(fetched == published)
+        #expect(fetched >= published && fetched - published <= max(5, published / 100), "\(fetched - published) republished")
         // No card number anywhere: files, messages, answers, logs.
         let dir = (config.statePath as NSString).deletingLastPathComponent
         var files = Data()
