@@ -249,12 +249,13 @@ public final class StripeFeeFetcher: Service, Sendable {
                     "stripe fee accepted",
                     metadata: ["payfleet.event.id": "\(e.id)", "stripe.balance_transaction": "\(bt)"])
             } catch let e as StripeAPIError where e.transient {
-                let base = Double(api.configuration.backoffMS) * pow(2, Double(min(attempts, 20)))
-                let delayMS = e.retryAfter.map { $0 * 1000 } ?? min(base, Double(api.configuration.backoffMaxMS))
-                try await queue.retry(bt, atMS: StripeFeeQueue.nowMS() + Int64(delayMS), error: e.message)
+                // Integer milliseconds: doubling per attempt up to the cap, or Stripe's Retry-After.
+                let base = Int64(api.configuration.backoffMS) << Int64(min(attempts, 20))
+                let delayMS = e.retryAfter.map { Int64(($0 * 1000).rounded(.up)) } ?? min(base, Int64(api.configuration.backoffMaxMS))
+                try await queue.retry(bt, atMS: StripeFeeQueue.nowMS() + delayMS, error: e.message)
                 logger.info(
                     "stripe fee fetch will be retried",
-                    metadata: ["stripe.balance_transaction": "\(bt)", "error": "\(e.message)", "retry.ms": "\(Int(delayMS))"])
+                    metadata: ["stripe.balance_transaction": "\(bt)", "error": "\(e.message)", "retry.ms": "\(delayMS)"])
             } catch let e as StripeAPIError {
                 try await queue.finish(bt, state: "failed", eventID: nil, error: e.message)
                 logger.error("stripe fee fetch failed", metadata: ["stripe.balance_transaction": "\(bt)", "error": "\(e.message)"])

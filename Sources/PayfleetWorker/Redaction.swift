@@ -16,8 +16,8 @@ import Foundation
 ///   `pat-…`, JWTs), and `user:password@` in URLs;
 /// - the exact `secrets` given (the configured credentials of the caller).
 public enum Redaction {
-    static let patterns: [(NSRegularExpression, String)] = {
-        let list: [(String, String)] = [
+    /// The patterns as written (pattern, replacement).
+    static let sources: [(String, String)] = [
             // Key names that announce a secret, JSON or form or header style.
             (
                 #"(?i)("?\b(?:access_token|refresh_token|id_token|token|api[_-]?key|apikey|password|passwd|secret|client_secret|authorization|auth_token)\b"?\s*[:=]\s*"?)(?:bearer\s+|basic\s+)?[^\s"',;&}\]]+"#,
@@ -37,8 +37,15 @@ public enum Redaction {
                 "[email]"
             ),
         ]
-        return list.map { (try! NSRegularExpression(pattern: $0.0), $0.1) }
-    }()
+
+    /// Compiled without `try!`: a pattern that did not compile would be skipped, never crash a
+    /// worker on its error path (a test checks that every one compiles).
+    static let patterns: [(NSRegularExpression, String)] = sources.compactMap { p in
+        (try? NSRegularExpression(pattern: p.0)).map { ($0, p.1) }
+    }
+
+    /// True when every pattern compiled.
+    public static var allPatternsCompile: Bool { patterns.count == sources.count }
 
     /// `text` with emails, phone numbers and credentials replaced; `secrets` (values of at
     /// least 4 characters) are replaced wherever they occur.

@@ -219,3 +219,33 @@ public enum SystemdNotify {
         }
     }
 }
+
+extension WorkerMain {
+    /// A worker executable's `--help` text: the options every worker takes, around its summary.
+    public static func usage(worker: String, defaultAdminPort: Int, summary: String) -> String {
+        """
+        USAGE: \(worker) [--config FILE] [--partition N] [--check-config]
+
+        \(summary)
+
+        OPTIONS:
+          --config FILE     Configuration file (else $PAYFLEET_CONFIG, else config/payfleet.yaml);
+                            this process reads the `\(worker):` section (admin port default \(defaultAdminPort)).
+          --partition N     The partition this instance owns (else $PAYFLEET_PARTITION, else 0;
+                            systemd's %i in payfleet-\(worker)@N.service).
+          --check-config    Read and validate the configuration, print "FILE: ok" and exit.
+          -h, --help        Show this help and exit.
+
+        Runs until SIGTERM or SIGINT. Exit codes: 0 after a graceful stop, 78 on a configuration
+        error (the message names the key), 1 on another failure.
+        """
+    }
+
+    /// `--help` / `-h` answers before any configuration is read: usage on stdout, exit 0.
+    public static func exitOnHelp(_ usage: String) {
+        if CommandLine.arguments.dropFirst().contains(where: { $0 == "--help" || $0 == "-h" }) {
+            print(usage)
+            exit(0)
+        }
+    }
+}

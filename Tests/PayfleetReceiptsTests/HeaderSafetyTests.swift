@@ -112,3 +112,8 @@ import Testing
         #expect(Redaction.redact("pw is hunter2-long", secrets: ["hunter2-long"]) == "pw is [redacted]")
     }
 }
+
+@Test("Every redaction pattern compiles (none is silently skipped)")
+func redactionPatternsCompile() {
+    #expect(Redaction.allPatternsCompile)
+}
