@@ -136,7 +136,10 @@ let package = Package(
         .testTarget(name: "PayfleetStoreTests", dependencies: ["PayfleetStore"]),
         .testTarget(
             name: "PayfleetWorkerTests",
-            dependencies: ["PayfleetWorker", "PayfleetTestKit", "PayfleetStore", "PayfleetCore"]),
+            dependencies: [
+                "PayfleetWorker", "PayfleetTestKit", "PayfleetStore", "PayfleetCore",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         .testTarget(
             name: "PayfleetIngestTests",
             dependencies: [
@@ -154,7 +157,8 @@ let package = Package(
             name: "PayfleetCLITests",
             dependencies: [
                 "PayfleetCLI", "PayfleetTestKit", "PayfleetAMQP", "PayfleetCore", "PayfleetWorker", "payfleet",
-                "payfleet-demo-worker",
+                "payfleet-demo-worker", "PayfleetIngest", "PayfleetLedger", "PayfleetSettlement", "PayfleetCRMSync",
+                "PayfleetStore",
             ]),
         .testTarget(
             name: "PayfleetLedgerTests",

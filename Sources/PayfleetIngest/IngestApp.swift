@@ -142,7 +142,8 @@ struct IngestHandlers: Sendable {
         reportRedactions("stripe", fields)
         guard let event = masked as? [String: Any] else { throw IngestError(.badRequest, "invalid_json", "body: not an object") }
         let mapped = try admit(try stripeMapper.map(event, receivedAt: Date()), field: "data.object")
-        let outcome = try await commit([mapped], source: "stripe", req: req)
+        let outcome = try await commit(
+            [mapped], source: "stripe", req: req, redactions: fields.isEmpty ? [:] : [mapped.canonicalID: fields])
         guard case .accepted(let ids) = outcome, let first = ids.first else { throw IngestError(.conflict, "conflict", "") }
         if let stripeFees {
             // Queued before the answer: if this fails Stripe retries, and the retry queues it.
@@ -176,16 +177,19 @@ struct IngestHandlers: Sendable {
             items.append(item)
         }
         var mapped: [Mapped] = []
+        var redacted: [String: [String]] = [:]
         let now = Date()
         for (i, item) in items.enumerated() {
             let (masked, fields) = PANGuard.redact(
                 item, path: "notificationItems[\(i)].NotificationRequestItem", exempt: AdyenMapper.isExempt)
             reportRedactions("adyen", fields)
-            mapped.append(try admit(
+            let item = try admit(
                 try adyenMapper.map(masked as? [String: Any] ?? [:], index: i, receivedAt: now),
-                field: "notificationItems[\(i)].NotificationRequestItem"))
+                field: "notificationItems[\(i)].NotificationRequestItem")
+            if !fields.isEmpty { redacted[item.canonicalID, default: []] += fields }
+            mapped.append(item)
         }
-        _ = try await commit(mapped, source: "adyen", req: req)
+        _ = try await commit(mapped, source: "adyen", req: req, redactions: redacted)
         return Response(
             status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "[accepted]")))
     }
@@ -311,13 +315,15 @@ struct IngestHandlers: Sendable {
         return object
     }
 
-    func commit(_ items: [Mapped], source: String, req: Request, idempotency: Outbox.Idempotency? = nil) async throws
-        -> Outbox.Outcome
-    {
+    func commit(
+        _ items: [Mapped], source: String, req: Request, idempotency: Outbox.Idempotency? = nil,
+        redactions: [String: [String]] = [:]
+    ) async throws -> Outbox.Outcome {
         if configuration.benchmarkNoOutbox { return .accepted(items.map { ($0.canonicalID, false) }) }
         let outcome: Outbox.Outcome
         do {
-            outcome = try await outbox.accept(items, traceparent: Self.traceparent(req), idempotency: idempotency)
+            outcome = try await outbox.accept(
+                items, traceparent: Self.traceparent(req), idempotency: idempotency, redactions: redactions)
         } catch {
             logger.error("outbox commit failed", metadata: ["ingest.source": "\(source)", "error": "\(error)"])
             throw IngestError(.serviceUnavailable, "unavailable", "the event could not be made durable; retry")

@@ -132,6 +132,33 @@ public final class Outbox: Sendable {
             ALTER TABLE refund_links ADD COLUMN published_refund_id TEXT;
             UPDATE refund_links SET published_refund_id = refund_id WHERE cumulative_after IS NULL;
             """),
+        // Issue 18 (`payfleet trace ID`): what an operator asks about — a payment, an invoice, the
+        // provider's event id — found by index, not by reading every body; and which fields had a
+        // card number masked (the field paths only, never a value). Rows accepted before this
+        // migration get their references from their bodies once.
+        Migration(
+            "ingest.6",
+            """
+            ALTER TABLE outbox ADD COLUMN payment_id TEXT;
+            ALTER TABLE outbox ADD COLUMN invoice_id TEXT;
+            ALTER TABLE outbox ADD COLUMN provider_event_id TEXT;
+            UPDATE outbox SET
+                payment_id = json_extract(CAST(body AS TEXT), '$.payment.id'),
+                invoice_id = json_extract(CAST(body AS TEXT), '$.invoice_id'),
+                provider_event_id = json_extract(CAST(body AS TEXT), '$.source.event_id')
+            WHERE json_valid(CAST(body AS TEXT));
+            CREATE INDEX outbox_payment_idx ON outbox(payment_id) WHERE payment_id IS NOT NULL;
+            CREATE INDEX outbox_invoice_idx ON outbox(invoice_id) WHERE invoice_id IS NOT NULL;
+            CREATE INDEX outbox_provider_event_idx ON outbox(provider_event_id) WHERE provider_event_id IS NOT NULL;
+            CREATE INDEX recorded_event_idx ON recorded(event_id);
+            CREATE TABLE redactions (
+                event_id TEXT NOT NULL,
+                field TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                PRIMARY KEY (event_id, field)
+            ) WITHOUT ROWID;
+            CREATE INDEX redactions_created_idx ON redactions(created_at);
+            """),
     ]
 
     /// Failed attempts after which a row counts as parked (metric, alert, `/readyz`).
@@ -146,7 +173,12 @@ public final class Outbox: Sendable {
     }
 
     /// Commits `items` atomically (all or none) and returns once they are on disk.
-    public func accept(_ items: [Mapped], traceparent: String, idempotency: Idempotency? = nil) async throws -> Outcome {
+    ///
+    /// `redactions`: canonical id → the fields whose card number ingest masked (paths only);
+    /// kept beside the event for `payfleet trace`, written only for an event inserted now.
+    public func accept(
+        _ items: [Mapped], traceparent: String, idempotency: Idempotency? = nil, redactions: [String: [String]] = [:]
+    ) async throws -> Outcome {
         let now = Int64(Date().timeIntervalSince1970)
         // Encode here, on the caller's task: the store thread is serial and does only SQL.
         let bodies: [String: [UInt8]] = items.reduce(into: [:]) { acc, item in
@@ -181,12 +213,21 @@ public final class Outbox: Sendable {
                     }
                     let n = try db.execute(
                         """
-                        INSERT OR IGNORE INTO outbox (id, type, merchant, customer, customer_key, traceparent, body, created_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        INSERT OR IGNORE INTO outbox (id, type, merchant, customer, customer_key, traceparent, body, created_at,
+                            payment_id, invoice_id, provider_event_id)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                         [.text(e.id), .text(e.type.rawValue), .text(e.merchantID), SQLValue(e.customer?.id),
-                         .text(e.customerKey), .text(traceparent), .blob(body ?? Array(EventCodec.encode(e))), .int(now)])
+                         .text(e.customerKey), .text(traceparent), .blob(body ?? Array(EventCodec.encode(e))), .int(now),
+                         SQLValue(e.payment?.id), SQLValue(e.invoiceID), .text(e.source.eventID)])
                     out.append((e.id, n == 0))
+                    if n == 1, let fields = redactions[e.id] {
+                        for f in Set(fields) {
+                            try db.execute(
+                                "INSERT OR IGNORE INTO redactions (event_id, field, created_at) VALUES (?, ?, ?)",
+                                [.text(e.id), .text(String(f.prefix(1000))), .int(now)])
+                        }
+                    }
                 case .recordOnly(let provider, let eventID, let type, let reason):
                     let id = item.canonicalID
                     let n = try db.execute(
@@ -342,12 +383,13 @@ public final class Outbox: Sendable {
     }
 
     public struct Pruned: Sendable, Equatable {
-        public var outbox = 0, recorded = 0, idempotency = 0
-        public var total: Int { outbox + recorded + idempotency }
-        public init(outbox: Int = 0, recorded: Int = 0, idempotency: Int = 0) {
+        public var outbox = 0, recorded = 0, idempotency = 0, redactions = 0
+        public var total: Int { outbox + recorded + idempotency + redactions }
+        public init(outbox: Int = 0, recorded: Int = 0, idempotency: Int = 0, redactions: Int = 0) {
             self.outbox = outbox
             self.recorded = recorded
             self.idempotency = idempotency
+            self.redactions = redactions
         }
     }
 
@@ -371,6 +413,11 @@ public final class Outbox: Sendable {
                 """
                 DELETE FROM idempotency WHERE (key_hash, idem_key) IN
                 (SELECT key_hash, idem_key FROM idempotency WHERE created_at < ? LIMIT ?)
+                """, [.int(cutoff), .int(Int64(chunk))])
+            p.redactions = try db.execute(
+                """
+                DELETE FROM redactions WHERE (event_id, field) IN
+                (SELECT event_id, field FROM redactions WHERE created_at < ? LIMIT ?)
                 """, [.int(cutoff), .int(Int64(chunk))])
             return p
         }

@@ -210,5 +210,13 @@ public enum LedgerSchema {
             CREATE TRIGGER manual_entries_no_delete BEFORE DELETE ON manual_entries
             BEGIN SELECT RAISE(ABORT, 'ledger: manual entries are immutable'); END;
             """),
+        // Issue 18 (`payfleet trace ID`): a payment's or an invoice's events by index (crm-sync and
+        // settlement-aggregator have theirs since crm.1 / settlement.2).
+        Migration(
+            "ledger.5",
+            """
+            CREATE INDEX ledger_events_payment ON ledger_events(merchant_id, payment_id) WHERE payment_id IS NOT NULL;
+            CREATE INDEX ledger_events_invoice ON ledger_events(merchant_id, invoice_id) WHERE invoice_id IS NOT NULL;
+            """),
     ]
 }
