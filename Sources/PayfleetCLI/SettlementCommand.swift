@@ -88,7 +88,54 @@ public struct SettlementCommand: AsyncParsableCommand {
         @Option(name: .customLong("state-file"), help: "Read this SQLite file instead of the configured ones (repeatable).")
         public var stateFiles: [String] = []
         @Argument(help: "The provider's CSV file.") public var file: String
+        @Option(
+            name: .customLong("metrics-file"),
+            help: "Also write the result as Prometheus text (node_exporter's textfile collector), replacing FILE atomically.")
+        public var metricsFile: String?
         public init() {}
+
+        /// The Prometheus text `--metrics-file` writes: mismatches per kind (the alert
+        /// PayfleetReconciliationMismatch reads them), matched lines, and when this ran.
+        public func metrics(_ r: Reconciliation, now: Date = Date()) -> String {
+            func esc(_ s: String) -> String {
+                s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                    .replacingOccurrences(of: "\n", with: "\\n")
+            }
+            let base = "provider=\"\(r.provider.rawValue)\",merchant=\"\(esc(merchant ?? "all"))\",date=\"\(esc(r.date))\""
+            var out = [
+                "# HELP payfleet_settlement_reconcile_mismatches Lines of the last reconciliation that did not match, by kind",
+                "# TYPE payfleet_settlement_reconcile_mismatches gauge",
+            ]
+            for (kind, n) in [
+                ("missing_ours", r.missingOurs.count), ("missing_provider", r.missingProvider.count),
+                ("amount", r.amountMismatches.count), ("fee", r.feeMismatches.count),
+            ] {
+                out.append("payfleet_settlement_reconcile_mismatches{\(base),kind=\"\(kind)\"} \(n)")
+            }
+            out += [
+                "# HELP payfleet_settlement_reconcile_matched Lines of the last reconciliation that matched",
+                "# TYPE payfleet_settlement_reconcile_matched gauge",
+                "payfleet_settlement_reconcile_matched{\(base)} \(r.matched.count)",
+                "# HELP payfleet_settlement_reconcile_last_run_timestamp_seconds When the last reconciliation ran",
+                "# TYPE payfleet_settlement_reconcile_last_run_timestamp_seconds gauge",
+                "payfleet_settlement_reconcile_last_run_timestamp_seconds{\(base)} \(Int64(now.timeIntervalSince1970))",
+            ]
+            return out.joined(separator: "\n") + "\n"
+        }
+
+        func writeMetrics(_ r: Reconciliation) throws {
+            guard let metricsFile else { return }
+            // Beside the target, then renamed: the collector never reads half a file.
+            let tmp = metricsFile + ".tmp.\(getpid())"
+            do {
+                try Data(metrics(r).utf8).write(to: URL(fileURLWithPath: tmp))
+                if FileManager.default.fileExists(atPath: metricsFile) { try FileManager.default.removeItem(atPath: metricsFile) }
+                try FileManager.default.moveItem(atPath: tmp, toPath: metricsFile)
+            } catch {
+                try? FileManager.default.removeItem(atPath: tmp)
+                throw CLIFailure("--metrics-file: cannot write \(metricsFile): \(error.localizedDescription)")
+            }
+        }
 
         /// The reconciliation (the text or JSON is rendered by the caller).
         public func reconcile() throws -> Reconciliation {
@@ -107,6 +154,7 @@ public struct SettlementCommand: AsyncParsableCommand {
         /// What `run` prints and the exit status (0 only when everything matches).
         public func output() throws -> (text: String, status: Int32) {
             let r = try reconcile()
+            try writeMetrics(r)
             return (global.json ? try r.json() : r.text(), r.allMatch ? 0 : 1)
         }
 

@@ -91,6 +91,28 @@ public enum DayClosing {
         return out
     }
 
+    /// Per merchant, how long past its cut-off + grace the oldest day still open is (seconds; a
+    /// merchant with no such day is absent): a day `closeDue` should have closed but did not (a
+    /// net that does not fit, a store that refuses writes, a closer that does not run).
+    public static func overdue(
+        _ db: SQLiteConnection, merchants: [String: Merchant], graceMS: Int, now: Date
+    ) throws -> [String: TimeInterval] {
+        var out: [String: TimeInterval] = [:]
+        for row in try db.query(
+            """
+            SELECT DISTINCT t.merchant_id, t.day FROM settlement_totals t
+            WHERE NOT EXISTS (SELECT 1 FROM settlement_days d WHERE d.merchant_id = t.merchant_id AND d.day = t.day)
+            """)
+        {
+            guard let merchantID = row.string(0), let day = row.string(1),
+                let end = end(of: day, for: merchants[merchantID] ?? Merchant(id: merchantID))
+            else { continue }
+            let late = now.timeIntervalSince(end.addingTimeInterval(Double(graceMS) / 1000))
+            if late > 0 { out[merchantID] = max(out[merchantID] ?? 0, late) }
+        }
+        return out
+    }
+
     static func close(_ db: SQLiteConnection, merchant m: Merchant, day: String, end: Date, now: Date) throws -> Closed {
         let closedAt = RFC3339.format(now)
         let rows = try db.query(
@@ -151,9 +173,14 @@ public final class DayCloser: Service, @unchecked Sendable {
     let daysClosed: Counter
     let published: Counter
     let pendingGauge: Gauge
+    let registry: PrometheusCollectorRegistry
+    /// `payfleet_settlement_day_overdue_seconds{merchant}` per merchant seen.
+    let overdueGauges = Locked<[String: Gauge]>([:])
 
     /// `registry` is the worker's (its `/metrics`): `payfleet_settlement_days_closed_total`,
-    /// `payfleet_settlement_day_closed_published_total`, `payfleet_settlement_outbox_pending`.
+    /// `payfleet_settlement_day_closed_published_total`, `payfleet_settlement_outbox_pending`,
+    /// `payfleet_settlement_day_overdue_seconds{merchant}` (how long past cut-off + grace the
+    /// merchant's oldest open day is; 0 when every due day is closed).
     public init(
         store: Store, amqp: AMQPConfiguration, merchants: [String: Merchant], settings: SettlementSettings,
         logger: Logger, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
@@ -166,6 +193,7 @@ public final class DayCloser: Service, @unchecked Sendable {
             help: "settlement.day_closed events confirmed by the broker")
         pendingGauge = registry.makeGauge(
             name: "payfleet_settlement_outbox_pending", help: "settlement.day_closed events not yet confirmed")
+        self.registry = registry
         self.store = store
         self.merchants = merchants
         self.settings = settings
@@ -184,6 +212,7 @@ public final class DayCloser: Service, @unchecked Sendable {
                             routingKey: PaymentEvent.EventType.settlementDayClosed.rawValue))
                 }
             })
+        for id in merchants.keys.sorted() { _ = overdueGauge(id) }
     }
 
     public func run() async throws {
@@ -221,7 +250,34 @@ public final class DayCloser: Service, @unchecked Sendable {
         } catch {
             logger.warning("closing settlement days failed", metadata: ["error": "\(error)"])
         }
+        await updateOverdue()
         return (closedCount, await publishPending())
+    }
+
+    func overdueGauge(_ merchant: String) -> Gauge {
+        overdueGauges.withLock { g in
+            if let x = g[merchant] { return x }
+            let x = registry.makeGauge(
+                name: "payfleet_settlement_day_overdue_seconds", labels: [("merchant", merchant)],
+                help: "Seconds past cut-off + grace of the merchant's oldest business day still open (0: none)")
+            g[merchant] = x
+            return x
+        }
+    }
+
+    /// Sets the overdue gauges from the store (after this round's closes).
+    func updateOverdue() async {
+        let merchants = self.merchants
+        let grace = settings.graceMS
+        let now = clock()
+        do {
+            let late = try await store.withConnection { db in
+                try DayClosing.overdue(db, merchants: merchants, graceMS: grace, now: now)
+            }
+            for m in Set(late.keys).union(overdueGauges.current.keys) { overdueGauge(m).set(late[m] ?? 0) }
+        } catch {
+            logger.warning("reading open settlement days failed", metadata: ["error": "\(error)"])
+        }
     }
 
     func publishPending() async -> Int {

@@ -18,6 +18,8 @@ public final class WorkerMetrics: Sendable {
     public let ready: Gauge
     /// 0 while the state file refuses writes (disk full, read-only): the worker holds its batch.
     public let storeWritable: Gauge
+    /// `payfleet_event_lag_seconds` (EventLag.swift).
+    public let eventLag: EventLag
 
     public init(worker: String, partition: Int, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -55,6 +57,7 @@ public final class WorkerMetrics: Sendable {
             name: "payfleet_worker_store_writable", labels: l,
             help: "0 while the state file refuses writes (disk full, read-only): consumption is paused")
         storeWritable.set(Double(1))
+        eventLag = EventLag(worker: worker, partition: partition, registry: registry)
     }
 
     public func text() -> String { registry.emitToString() }

@@ -103,6 +103,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                 while !Task.isCancelled {
                     let ok = await readiness().ready
                     metrics.ready.set(Double(ok ? 1 : 0))
+                    metrics.eventLag.refresh()
                     try? await Task.sleep(for: .seconds(5))
                 }
             }
@@ -172,6 +173,8 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             case .failure(let err): return Item(delivery: d, event: nil, outcome: .failed(err))
             }
         }
+        metrics.eventLag.begin(items.map { $0.event?.receivedAt })
+        defer { metrics.eventLag.end() }
 
         // 1. One transaction for the whole batch; each event in its own savepoint.
         let events = items.map(\.event)

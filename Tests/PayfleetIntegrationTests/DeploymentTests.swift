@@ -144,7 +144,7 @@ struct DeploymentTests {
         let dir = Self.deploy + "/prometheus"
         let (c, checkOut) = try Self.run("promtool", ["check", "rules", dir + "/alerts.yml"])
         #expect(c == 0, "\(checkOut)")
-        #expect(checkOut.contains("SUCCESS: 15 rules found"))
+        #expect(checkOut.contains("SUCCESS: 18 rules found"))
         let (t, testOut) = try Self.run("sh", ["-c", "cd '\(dir)' && promtool test rules alerts_test.yml"])
         #expect(t == 0, "\(testOut)")
     }
