@@ -10,7 +10,7 @@ import PayfleetWorker
 public struct DLQCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "dlq", abstract: "Inspect, replay, fix and purge a worker's dead letters.",
-        subcommands: [List.self, Show.self, Replay.self, Edit.self, Purge.self])
+        subcommands: [List.self, Show.self, Replay.self, Edit.self, Purge.self, Status.self])
     public init() {}
 
     /// Options shared by every dlq subcommand.
@@ -81,7 +81,7 @@ public struct DLQCommand: AsyncParsableCommand {
         }
 
         public func run() async throws {
-            let (_, access) = try await common.open()
+            let (ctx, access) = try await common.open()
             let letters: [DeadLetter]
             do { letters = try await access.readAll(limit: limit) } catch {
                 await access.release()
@@ -89,7 +89,9 @@ public struct DLQCommand: AsyncParsableCommand {
             }
             await access.release()
             let keep = try filter.matcher()
-            print(try DLQCommand.renderList(letters.filter(keep), total: access.read, grouped: groupBy != nil, json: common.global.json))
+            let statuses = groupBy == nil ? [:] : try DLQGroupStatus.current(auditPath: ctx.auditLogPath, worker: access.worker.worker)
+            print(try DLQCommand.renderList(
+                letters.filter(keep), total: access.read, grouped: groupBy != nil, json: common.global.json, statuses: statuses))
         }
     }
 
@@ -104,17 +106,22 @@ public struct DLQCommand: AsyncParsableCommand {
         return order.map { ($0, by[$0]!) }.sorted { ($0.1.count, $1.0.text) > ($1.1.count, $0.0.text) }
     }
 
-    static func renderList(_ letters: [DeadLetter], total: Int, grouped: Bool, json: Bool) throws -> String {
+    /// `statuses`: each group's investigation status (`DLQGroupStatus`), by group id.
+    static func renderList(
+        _ letters: [DeadLetter], total: Int, grouped: Bool, json: Bool, statuses: [String: DLQGroupStatus] = [:]
+    ) throws -> String {
         if json {
             let value: Any = grouped
                 ? groups(letters).map { g -> [String: Any] in
-                    [
+                    var o: [String: Any] = [
                         "fingerprint": g.fingerprint.id, "error_class": g.fingerprint.errorClass,
                         "error": g.fingerprint.text, "count": g.letters.count, "example": g.letters[0].error,
                         "ids": g.letters.map(\.id),
                         "first_failed_at": orNull(g.letters.compactMap(\.firstFailedAt).min()),
                         "last_failed_at": orNull(g.letters.compactMap(\.firstFailedAt).max()),
                     ]
+                    o.merge(DLQGroupStatus.json(statuses[g.fingerprint.id])) { _, new in new }
+                    return o
                 }
                 : letters.map(\.listJSON)
             let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
@@ -122,10 +129,15 @@ public struct DLQCommand: AsyncParsableCommand {
         }
         var lines: [String] = []
         if grouped {
-            let rows = groups(letters).map { g in
-                [String(g.letters.count), g.fingerprint.id, g.letters.compactMap(\.firstFailedAt).min() ?? "-", g.fingerprint.text]
+            let rows = groups(letters).map { g -> [String] in
+                let s = statuses[g.fingerprint.id]
+                return [
+                    String(g.letters.count), g.fingerprint.id, s?.label ?? "open",
+                    g.letters.compactMap(\.firstFailedAt).min() ?? "-", g.fingerprint.text,
+                    Table.clip(s?.note ?? "", 60),
+                ]
             }
-            lines = Table.render(header: ["COUNT", "GROUP", "FIRST FAILED", "ERROR"], rows: rows, rightAligned: [0])
+            lines = Table.render(header: ["COUNT", "GROUP", "STATUS", "FIRST FAILED", "ERROR", "NOTE"], rows: rows, rightAligned: [0])
         } else {
             let rows = letters.map { l in
                 [l.id, l.type ?? "-", l.merchant ?? "-", l.attempts.map(String.init) ?? "-", l.firstFailedAt ?? "-",
