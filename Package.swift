@@ -179,7 +179,8 @@ let package = Package(
             name: "PayfleetSettlementTests",
             dependencies: [
                 "PayfleetSettlement", "PayfleetTestKit", "PayfleetCLI", "settlement-aggregator", "payfleet",
-                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker",
+                "PayfleetAMQP", "PayfleetStore", "PayfleetCore", "PayfleetWorker", "PayfleetLedger", "PayfleetIngest",
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             resources: [.copy("Fixtures")]),
         .testTarget(

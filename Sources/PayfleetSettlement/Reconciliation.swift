@@ -282,8 +282,30 @@ public struct Reconciliation: Sendable {
             s.detail.append("line \(l.line)")
             theirs[k] = s
         }
+        // Adyen's webhooks carry no fees: the fees of a refund or chargeback line reach the books
+        // as `fee.assessed` naming the payment, so they are compared on the payment's line.
+        if provider == .adyen {
+            for (k, s) in theirs where k.kind != .payment && (s.fee ?? 0) != 0 {
+                let pk = Key(kind: .payment, reference: k.reference, currency: k.currency)
+                guard var p = theirs[pk], let pf = p.fee, let f = s.fee else { continue }
+                p.fee = Saturating.add(pf, f)
+                theirs[pk] = p
+                theirs[k]?.fee = 0
+            }
+        }
         var ours: [Key: Side] = [:]
         var oursDays: [Key: Set<String>] = [:]
+        // Fees learnt after the payment (`fee.assessed`: Stripe's balance transaction, Adyen's
+        // settlement line) belong to the payment they name.
+        var assessed: [Key: (Int64, [String])] = [:]
+        for e in events where e.type == "fee.assessed" {
+            guard let ref = e.paymentID, !ref.isEmpty else { continue }
+            let k = Key(kind: .payment, reference: ref, currency: e.currency)
+            var a = assessed[k] ?? (0, [])
+            a.0 = Saturating.add(a.0, e.amount)
+            a.1.append(e.eventID)
+            assessed[k] = a
+        }
         for e in events {
             guard let kind = kind(of: e), let ref = e.paymentID, !ref.isEmpty else { continue }
             let k = Key(kind: kind, reference: ref, currency: e.currency)
@@ -295,6 +317,12 @@ public struct Reconciliation: Sendable {
             s.detail.append(e.eventID)
             ours[k] = s
             oursDays[k, default: []].insert(e.businessDay)
+        }
+        for (k, a) in assessed {
+            guard var s = ours[k] else { continue }
+            s.fee = Saturating.add(s.fee ?? 0, a.0)
+            s.detail += a.1
+            ours[k] = s
         }
         for k in Set(theirs.keys).union(ours.keys).sorted() {
             let t = theirs[k]

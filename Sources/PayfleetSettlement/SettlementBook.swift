@@ -50,6 +50,21 @@ public struct RecordedEvent: Sendable, Equatable {
     public var fee: Int64
     public var outcome: String?
     public var businessDay: String
+
+    public init(eventID: String, type: String, merchantID: String, provider: String, paymentID: String?,
+                pspReference: String?, currency: String, amount: Int64, fee: Int64, outcome: String?, businessDay: String) {
+        self.eventID = eventID
+        self.type = type
+        self.merchantID = merchantID
+        self.provider = provider
+        self.paymentID = paymentID
+        self.pspReference = pspReference
+        self.currency = currency
+        self.amount = amount
+        self.fee = fee
+        self.outcome = outcome
+        self.businessDay = businessDay
+    }
 }
 
 /// Read-only access to `settlement-aggregator`'s SQLite files (one per partition), merged.

@@ -340,7 +340,7 @@ public struct SettlementHandler: WorkerHandler {
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             [.text(event.id), .text(event.type.rawValue), .text(event.merchantID), .text(event.source.provider),
-             SQLValue(event.payment?.id), SQLValue(event.metadata["psp_reference"]), .text(currency),
+             SQLValue(event.payment?.id), SQLValue(event.metadata["psp_reference"] ?? event.metadata["payout_id"]), .text(currency),
              .int(event.amount.value), .int(event.fee?.value ?? 0), SQLValue(event.metadata["outcome"]),
              .text(RFC3339.format(event.occurredAt)), .text(arrived), .text(day),
              .int(closed && !waitForPayment ? 1 : 0)])

@@ -18,7 +18,7 @@ public enum SettlementReport {
     /// `[{"merchant_id","currency","date","count","gross","refunds","disputes","fees","net","adjustments"}]`
     /// plus `failed_count`, `payouts`, `closed`, `closed_at`, `adjusted_net` and `adjustment_items`.
     /// `adjustments` is the net of the late events recorded against the day (minor units).
-    public static func jsonObjects(_ days: [SettlementDay]) -> [[String: Any]] {
+    public static func jsonObjects(_ days: [SettlementDay], reconciliation: [ReconciliationRun] = []) -> [[String: Any]] {
         days.map { d in
             let t = d.totals
             var o: [String: Any] = [
@@ -36,35 +36,39 @@ public enum SettlementReport {
                 },
             ]
             o["closed_at"] = d.closedAt.map { $0 as Any } ?? NSNull()
+            o["reconciliation"] = runs(reconciliation, for: d).map { reconciliationObject($0, currency: d.currency) }
             return o
         }
     }
 
-    public static func json(_ days: [SettlementDay]) throws -> String {
+    public static func json(_ days: [SettlementDay], reconciliation: [ReconciliationRun] = []) throws -> String {
         let data = try JSONSerialization.data(
-            withJSONObject: jsonObjects(days), options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            withJSONObject: jsonObjects(days, reconciliation: reconciliation), options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         return String(decoding: data, as: UTF8.self)
     }
 
     /// RFC 4180 CSV, integer minor units.
-    public static func csv(_ days: [SettlementDay]) -> String {
+    public static func csv(_ days: [SettlementDay], reconciliation: [ReconciliationRun] = []) -> String {
         func field(_ s: String) -> String {
             guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
             return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
         }
-        var out = "merchant_id,currency,date,count,gross,refunds,disputes,fees,net,adjustments,adjusted_net,failed_count,payouts,closed\n"
+        var out = "merchant_id,currency,date,count,gross,refunds,disputes,fees,net,adjustments,adjusted_net,failed_count,payouts,closed,reconciliation,reconciliation_mismatches\n"
         for d in days {
             let t = d.totals
+            let rec = csvReconciliation(runs(reconciliation, for: d))
             out += [d.merchantID, d.currency, d.date, "\(t.count)", "\(t.gross)", "\(t.refunds)", "\(t.disputes)",
                     "\(t.fees)", "\(t.net)", "\(d.adjustmentsNet)", "\(d.adjustedNet)", "\(t.failedCount)",
-                    "\(t.payouts)", d.closed ? "true" : "false"].map(field).joined(separator: ",") + "\n"
+                    "\(t.payouts)", d.closed ? "true" : "false", rec.0, rec.1].map(field).joined(separator: ",") + "\n"
         }
         return out
     }
 
     /// A fixed-width table in major units, then the late-event adjustments.
-    public static func table(_ days: [SettlementDay], date: String) -> String {
-        guard !days.isEmpty else { return "no settlement activity on \(date)" }
+    public static func table(_ days: [SettlementDay], date: String, reconciliation: [ReconciliationRun] = []) -> String {
+        guard !days.isEmpty else {
+            return (["no settlement activity on \(date)"] + tableReconciliation(reconciliation)).joined(separator: "\n")
+        }
         let header = ["MERCHANT", "CUR", "DATE", "COUNT", "GROSS", "REFUNDS", "DISPUTES", "FEES", "NET", "ADJ", "FAILED",
                       "PAYOUTS", "STATE"]
         var rows: [[String]] = [header]
@@ -91,6 +95,7 @@ public enum SettlementReport {
                 lines.append("  \(d.merchantID) \(d.currency) \(a.type) \(a.eventID) arrived \(a.arrivedAt) net \(major(a.delta.net, d.currency))")
             }
         }
+        lines += tableReconciliation(reconciliation)
         return lines.joined(separator: "\n")
     }
 
@@ -114,7 +119,7 @@ public enum SettlementReport {
     /// (adjustments included), and the adjustments listed. `history` holds the lines of the 14
     /// days ending with `date`.
     public static func html(_ days: [SettlementDay], history: [SettlementDay], date: String, merchant: String?,
-                            generatedAt: Date = Date()) -> String {
+                            generatedAt: Date = Date(), reconciliation: [ReconciliationRun] = []) -> String {
         let currencies = Set(days.map(\.currency)).union(history.map(\.currency)).sorted()
         let title = "Settlement \(date)" + (merchant.map { " — \($0)" } ?? "")
         var h = """
@@ -214,7 +219,9 @@ public enum SettlementReport {
             }
             h += "</tbody>\n</table>\n"
         }
-        h += "</section>\n</body>\n</html>\n"
+        h += "</section>\n"
+        h += htmlReconciliation(reconciliation)
+        h += "</body>\n</html>\n"
         return h
     }
 

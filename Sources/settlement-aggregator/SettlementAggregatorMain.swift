@@ -27,7 +27,12 @@ struct SettlementAggregatorMain {
                 [
                     DayCloser(
                         store: runtime.store, amqp: runtime.configuration.amqp, merchants: runtime.handler.merchants,
-                        settings: runtime.handler.settings, logger: logger, registry: runtime.metrics.registry)
+                        settings: runtime.handler.settings, logger: logger, registry: runtime.metrics.registry),
+                    // `payfleet settlement reconcile` results beside the state file.
+                    ReconciliationMetrics(
+                        path: ((runtime.configuration.statePath as NSString).deletingLastPathComponent as NSString)
+                            .appendingPathComponent(ReconciliationStore.fileName),
+                        registry: runtime.metrics.registry, logger: logger),
                 ]
             })
         exit(code)

@@ -45,45 +45,4 @@ import Testing
         }
         #expect(next == ["m_lon": 3600])
     }
-
-    @Test("settlement reconcile --metrics-file: mismatches per kind, matched lines and the run time, replaced atomically")
-    func reconcileMetricsFile() async throws {
-        let (dir, file) = try await Fixtures.state()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let metrics = dir + "/payfleet-reconcile-stripe.prom"
-        try "stale\n".write(toFile: metrics, atomically: true, encoding: .utf8)
-        let base = ["settlement", "reconcile", "--date", "2026-11-20", "--provider", "stripe", "--state-file", file,
-                    "--metrics-file", metrics]
-        let bad = try ReconcileTests.run(base + [Fixtures.path("stripe-payout-reconciliation-bad.csv")])
-        #expect(bad.status == 1)
-        let text = try String(contentsOfFile: metrics, encoding: .utf8)
-        // The bad file (ReconcileTests.stripe): one payment missing on each side, one fee
-        // mismatch, four matched.
-        let labels = #"provider="stripe",merchant="all",date="2026-11-20""#
-        for line in [
-            "payfleet_settlement_reconcile_mismatches{\(labels),kind=\"missing_ours\"} 1",
-            "payfleet_settlement_reconcile_mismatches{\(labels),kind=\"missing_provider\"} 1",
-            "payfleet_settlement_reconcile_mismatches{\(labels),kind=\"amount\"} 0",
-            "payfleet_settlement_reconcile_mismatches{\(labels),kind=\"fee\"} 1",
-            "payfleet_settlement_reconcile_matched{\(labels)} 4",
-            "# TYPE payfleet_settlement_reconcile_mismatches gauge",
-        ] {
-            #expect(text.contains(line + "\n"), "missing \(line) in \(text)")
-        }
-        #expect(!text.contains("stale"))
-        let run = text.split(separator: "\n").first { $0.hasPrefix("payfleet_settlement_reconcile_last_run_timestamp_seconds{") }
-        let t = try #require(run.flatMap { $0.split(separator: " ").last }.flatMap { Int($0) })
-        #expect(abs(t - Int(Date().timeIntervalSince1970)) < 60)
-        let clean = try ReconcileTests.run(base + [Fixtures.path("stripe-payout-reconciliation-clean.csv")])
-        #expect(clean.status == 0)
-        #expect(try String(contentsOfFile: metrics, encoding: .utf8).contains("kind=\"fee\"} 0\n"))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp.") }.isEmpty)
-
-        // A directory that does not exist: one line naming the option and the file.
-        do {
-            _ = try ReconcileTests.run(
-                Array(base.dropLast(2)) + ["--metrics-file", dir + "/no/such/dir/x.prom", Fixtures.path("stripe-payout-reconciliation-clean.csv")])
-            Issue.record("wrote into a missing directory")
-        } catch { #expect("\(error)".contains("--metrics-file: cannot write \(dir)/no/such/dir/x.prom")) }
-    }
 }

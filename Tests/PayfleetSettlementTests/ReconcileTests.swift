@@ -39,9 +39,9 @@ enum Fixtures {
 }
 
 @Suite struct ReconcileTests {
-    static func run(_ args: [String]) throws -> (text: String, status: Int32) {
+    static func run(_ args: [String]) async throws -> (text: String, status: Int32) {
         let command = try PayfleetCommand.parseAsRoot(args)
-        return try #require(command as? SettlementCommand.Reconcile).output()
+        return try await #require(command as? SettlementCommand.Reconcile).output()
     }
 
     static func failure(_ body: () throws -> Any) -> String {
@@ -61,7 +61,7 @@ enum Fixtures {
         let (dir, file) = try await Fixtures.state()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let base = ["settlement", "reconcile", "--date", "2026-11-20", "--provider", "stripe", "--state-file", file, "--json"]
-        let clean = try Self.run(base + [Fixtures.path("stripe-payout-reconciliation-clean.csv")])
+        let clean = try await Self.run(base + [Fixtures.path("stripe-payout-reconciliation-clean.csv")])
         #expect(clean.status == 0, "\(clean.text)")
         let c = try Self.json(clean.text)
         #expect(Self.refs(c, "matched").count == 6)
@@ -70,7 +70,7 @@ enum Fixtures {
         let jpy = (c["matched"] as? [[String: Any]] ?? []).first { $0["currency"] as? String == "JPY" }
         #expect((jpy?["provider"] as? [String: Any])?["amount"] as? Int == 1500)
 
-        let bad = try Self.run(base + [Fixtures.path("stripe-payout-reconciliation-bad.csv")])
+        let bad = try await Self.run(base + [Fixtures.path("stripe-payout-reconciliation-bad.csv")])
         #expect(bad.status == 1)
         let b = try Self.json(bad.text)
         #expect(Self.refs(b, "missing_provider") == ["payment pi_3QAcme0003"])
@@ -78,7 +78,7 @@ enum Fixtures {
         #expect(Self.refs(b, "fee_mismatches") == ["payment pi_3QAcme0001"])
         #expect(Self.refs(b, "amount_mismatches").isEmpty)
         #expect(Self.refs(b, "matched").count == 4)
-        let text = try Self.run(Array(base.dropLast()) + [Fixtures.path("stripe-payout-reconciliation-bad.csv")]).text
+        let text = try await Self.run(Array(base.dropLast()) + [Fixtures.path("stripe-payout-reconciliation-bad.csv")]).text
         #expect(text.contains("NOT RECONCILED") && text.contains("pi_3QAcme0001  ours 19.99 GBP fee 0.50 GBP  provider 19.99 GBP fee 0.55 GBP"))
     }
 
@@ -87,7 +87,7 @@ enum Fixtures {
         let (dir, file) = try await Fixtures.state()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let base = ["settlement", "reconcile", "--date", "2026-11-20", "--provider", "adyen", "--state-file", file, "--json"]
-        let clean = try Self.run(base + [Fixtures.path("adyen-settlement-details-clean.csv")])
+        let clean = try await Self.run(base + [Fixtures.path("adyen-settlement-details-clean.csv")])
         #expect(clean.status == 0, "\(clean.text)")
         let c = try Self.json(clean.text)
         #expect(Self.refs(c, "matched").sorted() == [
@@ -99,7 +99,7 @@ enum Fixtures {
         #expect((bhd?["provider"] as? [String: Any])?["amount"] as? Int == 12345)
         #expect((bhd?["provider"] as? [String: Any])?["fee"] as? Int == 195)
 
-        let bad = try Self.run(base + [Fixtures.path("adyen-settlement-details-bad.csv")])
+        let bad = try await Self.run(base + [Fixtures.path("adyen-settlement-details-bad.csv")])
         #expect(bad.status == 1)
         let b = try Self.json(bad.text)
         #expect(Self.refs(b, "missing_provider") == ["payment 8816000000000004"])
