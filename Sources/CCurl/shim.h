@@ -17,4 +17,13 @@ static inline CURLcode payfleet_curl_setopt_debug(CURL *h, int (*f)(CURL *, curl
     return curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, f);
 }
 static inline CURLcode payfleet_curl_response_code(CURL *h, long *out) { return curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, out); }
+/* A share object that pools connections: easy handles that use it reuse an open SMTP
+   session (MAIL FROM on the same connection) instead of connecting for every message.
+   Used from one thread only, so it needs no lock callbacks. */
+static inline CURLSH *payfleet_curl_share_connections(void) {
+    CURLSH *s = curl_share_init();
+    if (s) curl_share_setopt(s, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    return s;
+}
+static inline CURLcode payfleet_curl_setopt_share(CURL *h, CURLSH *s) { return curl_easy_setopt(h, CURLOPT_SHARE, s); }
 #endif

@@ -12,7 +12,13 @@ public final class AMQPSession: @unchecked Sendable {
 
     public static func connect(_ config: AMQPConfiguration) async throws -> AMQPSession {
         let thread = BlockingThread(name: "amqp-session")
-        let box = try await thread.run { () throws -> ConnectionBox in ConnectionBox(try AMQPConnection.open(config)) }
+        let box: ConnectionBox
+        do {
+            box = try await thread.run { () throws -> ConnectionBox in ConnectionBox(try AMQPConnection.open(config)) }
+        } catch {
+            thread.shutdown()
+            throw error
+        }
         return AMQPSession(thread: thread, connection: box.value)
     }
 

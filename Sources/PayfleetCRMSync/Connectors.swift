@@ -25,6 +25,9 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
     public let name = "sandbox"
     public let path: String
     private let written = Locked<[String: Int64]>([:])
+    /// The file is written and fsync'd here, never on the cooperative pool.
+    private let writer = BlockingThread(name: "crm-sandbox")
+    private let queue = Locked<(pending: [Pending], flushing: Bool)>(([], false))
 
     public init(path: String) throws {
         self.path = path
@@ -44,6 +47,8 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
         }
     }
 
+    deinit { writer.shutdown() }
+
     public static func line(_ s: CustomerSnapshot, eventID: String) -> Data {
         let o: [String: Any] = [
             "event_id": eventID, "customer_id": s.customerID, "merchant_id": s.merchantID, "currency": s.currency,
@@ -59,32 +64,64 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
     }
 
     public func push(_ change: CRMChange, customers: [CustomerSnapshot], outcomeUnknown: Bool) async throws {
-        try append(change, customers)
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let lead = queue.withLock { q -> Bool in
+                q.pending.append(Pending(change: change, customers: customers, done: c))
+                if q.flushing { return false }
+                q.flushing = true
+                return true
+            }
+            if lead { writer.submit { self.flush() } }
+        }
     }
 
-    /// Appends the lines under the lock (check, write, fsync, record: one step).
-    func append(_ change: CRMChange, _ customers: [CustomerSnapshot]) throws {
-        let path = self.path
-        try written.withLock { written in
-            var out = Data()
-            var newer: [String: Int64] = [:]
-            for s in customers where s.version > (written[s.key] ?? 0) && s.version > (newer[s.key] ?? 0) {
-                out.append(Self.line(s, eventID: change.eventID))
-                newer[s.key] = s.version
+    struct Pending: Sendable {
+        let change: CRMChange
+        let customers: [CustomerSnapshot]
+        let done: CheckedContinuation<Void, any Error>
+    }
+
+    /// Appends every push waiting, in arrival order, with one write(2) and one fsync on the
+    /// connector's own thread (group commit of the file): each `push` returns once its lines are
+    /// on disk, and pushes that arrive while one fsync runs share the next. A line older than
+    /// what the file already has for that customer is left out (one step with the write).
+    private func flush() {
+        let batch = queue.withLock { q -> [Pending] in
+            let b = q.pending
+            q.pending.removeAll()
+            if b.isEmpty { q.flushing = false }
+            return b
+        }
+        if batch.isEmpty { return }
+        var current = written.current
+        var out = Data()
+        for p in batch {
+            for s in p.customers where s.version > (current[s.key] ?? 0) {
+                out.append(Self.line(s, eventID: p.change.eventID))
+                current[s.key] = s.version
             }
-            guard !out.isEmpty else { return }
+        }
+        var failure: HandlerError?
+        if !out.isEmpty {
             // O_APPEND and one write(2): lines of partitions sharing the file never interleave.
             let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-            guard fd >= 0 else {
-                throw HandlerError.transient("SandboxFile", "cannot open \(path) for writing: errno \(errno)")
+            if fd < 0 {
+                failure = HandlerError.transient("SandboxFile", "cannot open \(path) for writing: errno \(errno)")
+            } else {
+                let n = out.withUnsafeBytes { raw in systemWrite(fd, raw.baseAddress, raw.count) }
+                if n != out.count || fsync(fd) != 0 {
+                    failure = HandlerError.transient("SandboxFile", "writing \(path) failed: errno \(errno)")
+                }
+                close(fd)
             }
-            defer { close(fd) }
-            let n = out.withUnsafeBytes { raw in systemWrite(fd, raw.baseAddress, raw.count) }
-            guard n == out.count, fsync(fd) == 0 else {
-                throw HandlerError.transient("SandboxFile", "writing \(path) failed: errno \(errno)")
-            }
-            for (k, v) in newer { written[k] = v }
         }
+        if let failure {
+            for p in batch { p.done.resume(throwing: failure) }
+        } else {
+            written.withLock { $0 = current }
+            for p in batch { p.done.resume() }
+        }
+        writer.submit { self.flush() }
     }
 }
 

@@ -12,7 +12,10 @@ public final class BlockingThread: @unchecked Sendable {
 
     public init(name: String) {
         self.name = name
-        let t = Thread { [unowned self] in self.loop() }
+        // The thread keeps its object alive until `shutdown()` lets the loop end: an owner that
+        // drops it (a connector built for a config that is then refused) never leaves the
+        // thread running on freed memory. Owners call `shutdown()` when done.
+        let t = Thread { self.loop() }
         t.name = name
         t.stackSize = 1 << 20
         thread = t

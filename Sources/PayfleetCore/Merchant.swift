@@ -47,15 +47,48 @@ public struct Merchant: Sendable, Equatable, Codable {
     /// The merchant's business day for an instant: the local date in its time zone, shifted
     /// back by the cut-off (an event at 01:30 with a 02:00 cut-off belongs to the previous day).
     public func businessDay(for instant: Date) -> String {
-        var cal = Calendar(identifier: .gregorian)
-        cal.timeZone = TimeZone(identifier: timeZone) ?? TimeZone(identifier: "UTC")!
-        // Compare on the local wall clock, so DST days keep the configured cut-off hour.
-        let local = cal.dateComponents([.year, .month, .day, .hour, .minute], from: instant)
-        let minutes = (local.hour ?? 0) * 60 + (local.minute ?? 0)
-        var day = cal.date(from: DateComponents(year: local.year, month: local.month, day: local.day, hour: 12))!
-        if minutes < cutoffMinutes { day = cal.date(byAdding: .day, value: -1, to: day)! }
-        let c = cal.dateComponents([.year, .month, .day], from: day)
-        return String(format: "%04d-%02d-%02d", c.year!, c.month!, c.day!)
+        // Wall-clock arithmetic on the zone's offset at that instant (one cached TimeZone
+        // lookup, no Calendar): the local time of day decides against the cut-off, so DST days
+        // keep the configured cut-off hour. Equal to the Calendar computation (a test compares
+        // them across DST zones and odd offsets).
+        let zone = Merchant.zone(timeZone)
+        let t = Int64(instant.timeIntervalSince1970.rounded(.down))
+        let local = t + Int64(zone.secondsFromGMT(for: instant))
+        var days = local >= 0 ? local / 86_400 : (local - 86_399) / 86_400
+        let minutes = Int((local - days * 86_400) / 60)
+        if minutes < cutoffMinutes { days -= 1 }
+        let (y, m, d) = Merchant.civilDate(daysSince1970: days)
+        return Merchant.dayString(y, m, d)
+    }
+
+    /// TimeZones by identifier (creating one parses tzdata): made once per zone.
+    static let zones = Locked<[String: TimeZone]>([:])
+    static func zone(_ id: String) -> TimeZone {
+        if let z = zones.withLock({ $0[id] }) { return z }
+        let z = TimeZone(identifier: id) ?? TimeZone(identifier: "UTC")!
+        zones.withLock { $0[id] = z }
+        return z
+    }
+
+    /// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+    static func civilDate(daysSince1970 z0: Int64) -> (Int64, Int64, Int64) {
+        let z = z0 + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
+    }
+
+    static func dayString(_ y: Int64, _ m: Int64, _ d: Int64) -> String {
+        func pad(_ v: Int64, _ w: Int) -> String {
+            let s = String(v)
+            return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
+        }
+        return pad(y, 4) + "-" + pad(m, 2) + "-" + pad(d, 2)
     }
 
     /// Reads one entry of `merchants:`.

@@ -190,11 +190,26 @@ public final class SMTPTransport: EmailTransport, @unchecked Sendable {
     let settings: SMTPSettings
     /// One thread per concurrent SMTP session (`smtp.connections`); sends take turns.
     let threads: [BlockingThread]
+    /// Each thread's connection pool (a libcurl share object, touched only on its thread): the
+    /// thread's messages go over one SMTP session, reconnecting only when the server closed it,
+    /// an error ended it, or it sat idle past libcurl's maximum connection age.
+    let pools: [ConnectionPool]
     private let next = Locked(0)
+
+    final class ConnectionPool: @unchecked Sendable {
+        let share: UnsafeMutableRawPointer?
+        init() {
+            _ = CurlTransfer.globalInit
+            share = payfleet_curl_share_connections()
+        }
+        deinit { if let share { curl_share_cleanup(share) } }
+    }
 
     public init(settings: SMTPSettings) {
         self.settings = settings
-        threads = (0..<max(1, settings.connections)).map { BlockingThread(name: "smtp-\($0)") }
+        let n = max(1, settings.connections)
+        threads = (0..<n).map { BlockingThread(name: "smtp-\($0)") }
+        pools = (0..<n).map { _ in ConnectionPool() }
     }
 
     deinit { for t in threads { t.shutdown() } }
@@ -206,15 +221,17 @@ public final class SMTPTransport: EmailTransport, @unchecked Sendable {
         let bytes = message.bytes
         let from = message.from.address
         let to = message.to.address
-        let thread = threads[
-            next.withLock { n in
-                defer { n = (n + 1) % threads.count }
-                return n
-            }]
+        let slot = next.withLock { n in
+            defer { n = (n + 1) % threads.count }
+            return n
+        }
+        let thread = threads[slot]
+        let pool = pools[slot]
         let outcome: (CurlTransfer.Result, Bool)
         do {
             outcome = try await thread.run { () -> (CurlTransfer.Result, Bool) in
                 let t = CurlTransfer(upload: bytes)
+                if let share = pool.share { payfleet_curl_setopt_share(t.handle, share) }
                 let scheme = s.tls == .implicit ? "smtps" : "smtp"
                 let host = s.host.contains(":") ? "[\(s.host)]" : s.host
                 t.set(CURLOPT_URL, "\(scheme)://\(host):\(s.port)/\(s.heloName ?? "")")

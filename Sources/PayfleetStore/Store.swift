@@ -23,6 +23,8 @@ public final class Store: Sendable {
     let thread: BlockingThread
     nonisolated(unsafe) let connection: SQLiteConnection
     let logger: Logger
+    /// The store's group commit (see `GroupCommitter`), on the store's thread.
+    public let groupCommit: GroupCommitter
 
     /// Migrations every store gets: the `processed` idempotency table.
     public static let runtimeMigrations: [Migration] = [
@@ -50,7 +52,9 @@ public final class Store: Sendable {
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         let thread = BlockingThread(name: "sqlite:\((path as NSString).lastPathComponent)")
         self.thread = thread
-        self.connection = try await thread.run { try SQLiteConnectionBox(SQLiteConnection(path: path, durability: durability)) }.value
+        let box = try await thread.run { try SQLiteConnectionBox(SQLiteConnection(path: path, durability: durability)) }
+        self.connection = box.value
+        self.groupCommit = GroupCommitter(thread: thread, connection: box)
         let all = Store.runtimeMigrations + migrations
         let applied = try await self.withConnection { db in try Store.migrate(db, all) }
         if !applied.isEmpty {
@@ -92,6 +96,12 @@ public final class Store: Sendable {
     /// Runs `body` in one `BEGIN IMMEDIATE` transaction on the store's thread.
     public func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
         try await withConnection { db in try db.transaction { try body(db) } }
+    }
+
+    /// Runs `body` in its own savepoint of the next group transaction (`GroupCommitter`): it
+    /// shares the commit, and its fsync, with whatever else is submitted meanwhile.
+    public func groupWrite<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        try await groupCommit.submit(body)
     }
 
     /// Deletes processed ids older than `retention`, in chunks so a big prune never holds the

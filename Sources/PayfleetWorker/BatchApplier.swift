@@ -91,11 +91,12 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
     }
 
     /// Records one performed effect's outcome in the journal (and, on success, the handler's
-    /// `completed`) in one transaction. Throws what the store threw; the caller decides whether
-    /// to wait for the store or requeue.
+    /// `completed`), in the store's group commit: outcomes that complete while one commits
+    /// share the next transaction and its fsync. Returns once it is on disk; throws what the
+    /// store threw, and the caller decides whether to wait for the store or requeue.
     public func record(_ effect: Handler.Effect, event: PaymentEvent, error err: HandlerError?) async throws {
         let handler = self.handler
-        try await store.write { db in
+        try await store.groupWrite { db in
             let now = Int64(Date().timeIntervalSince1970)
             if let err {
                 try EffectJournal.failed(event.id, error: err, now: now, db: db)

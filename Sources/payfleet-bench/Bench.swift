@@ -16,7 +16,7 @@ import PayfleetWorker
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "payfleet-bench", abstract: "Payfleet benchmarks.",
-        subcommands: [Bench.self, FleetBench.self], defaultSubcommand: Bench.self)
+        subcommands: [Bench.self, FleetBench.self, WorkerBench.self], defaultSubcommand: Bench.self)
 }
 
 struct Bench: AsyncParsableCommand {

@@ -67,6 +67,39 @@ struct BusinessDayTests {
         #expect(cut.businessDay(for: date("2026-11-25T02:00:00Z")) == "2026-11-25")
     }
 
+    /// The arithmetic business day equals Foundation's Calendar computation (local wall clock,
+    /// then the cut-off) for instants all over 2000–2040, in zones with DST, half- and
+    /// quarter-hour offsets and a 30-minute DST shift, and cut-offs on and off the hour.
+    @Test func equalsTheCalendarComputation() {
+        func calendarDay(_ zone: String, _ cutoff: Int, _ instant: Date) -> String {
+            var cal = Calendar(identifier: .gregorian)
+            cal.timeZone = TimeZone(identifier: zone)!
+            let local = cal.dateComponents([.year, .month, .day, .hour, .minute], from: instant)
+            var day = cal.date(from: DateComponents(year: local.year, month: local.month, day: local.day, hour: 12))!
+            if local.hour! * 60 + local.minute! < cutoff { day = cal.date(byAdding: .day, value: -1, to: day)! }
+            let c = cal.dateComponents([.year, .month, .day], from: day)
+            return String(format: "%04d-%02d-%02d", c.year!, c.month!, c.day!)
+        }
+        let zones = ["UTC", "Europe/London", "America/New_York", "Asia/Tokyo", "Asia/Kathmandu", "Australia/Lord_Howe",
+                     "Pacific/Chatham", "America/St_Johns", "Asia/Bahrain", "Pacific/Kiritimati"]
+        let cutoffs = [0, 60, 90, 120, 23 * 60 + 45]
+        var seed: UInt64 = 42
+        var mismatches: [String] = []
+        for i in 0..<20_000 {
+            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            // Some instants right at DST changes and midnights: round to the quarter hour ± 1 s.
+            var t = 946_684_800 + Double(seed >> 33) .truncatingRemainder(dividingBy: 1_262_304_000)
+            if i % 3 == 0 { t = (t / 900).rounded(.down) * 900 + Double(Int(seed % 3) - 1) }
+            let zone = zones[i % zones.count]
+            let cutoff = cutoffs[(i / zones.count) % cutoffs.count]
+            let m = Merchant(id: "m", timeZone: zone, cutoffMinutes: cutoff)
+            let instant = Date(timeIntervalSince1970: t)
+            let expected = calendarDay(zone, cutoff, instant)
+            if m.businessDay(for: instant) != expected { mismatches.append("\(zone) \(cutoff) \(t): \(expected)") }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+    }
+
     @Test func acrossDSTInNewYork() {
         let m = Merchant(id: "m_ny", timeZone: "America/New_York", cutoffMinutes: 0)
         // 8 March 2026 (spring forward): 04:59Z is 23:59 EST on the 7th; 05:00Z is 00:00 EST on the 8th.

@@ -70,6 +70,34 @@ import Testing
         }
     }
 
+    /// 40 receipts over `connections: 2`: libcurl keeps each thread's SMTP session open, so the
+    /// server sees at most two client connections (each message its own MAIL FROM … DATA), not 40.
+    @Test func smtpSessionsCarryManyMessages() async throws {
+        let dir = TestEnvironment.makeTempDir("rcpt-reuse")
+        let sink = SMTPSink(dir: dir)
+        try await sink.start()
+        defer { sink.kill() }
+        let section = Self.smtpSection(sink.port, extra: ["  connections: 2"])
+        try await WorkerFleet.receipts(prefix: "rcpt-reuse", section: section) { fleet in
+            try await fleet.declare()
+            let p = "reuse\(UInt32.random(in: 0...UInt32.max))"
+            let events = (0..<40).map { i in receiptEvent(i, prefix: p, currency: "GBP", amount: 1000 + Int64(i)) }
+            let pub = fleet.publisher()
+            try await fleet.publish(events, via: pub)
+            try fleet.start()
+            let arrived = await eventually(timeout: .seconds(60)) { sink.count == 40 }
+            #expect(arrived, "\(fleet.process?.log ?? "")")
+            let messages = try sink.messages()
+            let peers = Set(messages.compactMap { m -> String? in
+                (m["peer"] as? [Any]).map { $0.map { "\($0)" }.joined(separator: ":") }
+            })
+            #expect(messages.count == 40)
+            #expect(peers.count >= 1 && peers.count <= 2, "SMTP connections seen: \(peers.count)")
+            let ids = Set(messages.compactMap { Self.header($0, "Message-ID") })
+            #expect(ids.count == 40)
+        }
+    }
+
     @Test func smtpOneReceiptPerPaymentNothingTwice() async throws {
         let dir = TestEnvironment.makeTempDir("rcpt-smtp")
         let sink = SMTPSink(dir: dir)

@@ -46,6 +46,8 @@ class Handler:
                           "body": part.get_content()})
         info = {
             "mail_from": envelope.mail_from,
+            # The client's address and port: one per SMTP connection (tests count sessions).
+            "peer": list(session.peer) if session.peer else None,
             "rcpt_tos": envelope.rcpt_tos,
             "authenticated": bool(session.authenticated),
             "auth_login": session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None,
