@@ -25,8 +25,10 @@ struct WorkerBench: AsyncParsableCommand {
     var count = 20_000
     @Option(help: "Batch size (prefetch is twice it).")
     var batchSize = 200
-    @Option(help: "Keep the temp directories (configs, SQLite files, logs).")
+    @Flag(help: "Keep the temp directories (configs, SQLite files, logs).")
     var keep = false
+    @Flag(help: "Count fsync/fdatasync syscalls with perf stat (root).")
+    var fsyncs = false
 
     struct Figures {
         var rate: Double
@@ -93,7 +95,7 @@ struct WorkerBench: AsyncParsableCommand {
             pub.close()
             try fleet.start()
             let pid = fleet.process!.pid
-            let perf = PerfSyscalls(pid: pid)
+            let perf = fsyncs ? PerfSyscalls(pid: pid) : nil
             let ok = await eventually(timeout: .seconds(900), every: .milliseconds(100)) {
                 guard (try? fleet.count("processed")) == events.count else { return false }
                 let inFlight = (try? fleet.count("effect_journal", where: "state = 'intent'")) ?? 0
