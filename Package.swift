@@ -154,7 +154,8 @@ let package = Package(
             name: "PayfleetCLITests",
             dependencies: [
                 "PayfleetCLI", "PayfleetTestKit", "PayfleetAMQP", "PayfleetCore", "PayfleetWorker", "payfleet",
-                "payfleet-demo-worker",
+                "payfleet-demo-worker", "PayfleetIngest", "PayfleetStore",
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
             name: "PayfleetLedgerTests",

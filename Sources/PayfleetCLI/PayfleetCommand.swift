@@ -6,7 +6,7 @@ public struct PayfleetCommand: AsyncParsableCommand {
         commandName: "payfleet", abstract: "Operate the Payfleet fleet.",
         subcommands: [
             StatusCommand.self, DLQCommand.self, TopologyCommand.self, LedgerCommand.self, SettlementCommand.self,
-            SimulateCommand.self, DevCommand.self, OutboxCommand.self, BackfillCommand.self,
+            SimulateCommand.self, DevCommand.self, OutboxCommand.self, BackfillCommand.self, PartitionsCommand.self,
         ])
     public init() {}
 }
