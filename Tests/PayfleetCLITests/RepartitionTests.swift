@@ -74,9 +74,10 @@ struct RepartitionTests {
                 }
             }
             // Before: the 2-partition layout at work.
-            #expect(try await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+            let warm = try await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
                 try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } >= 1_500
-            })
+            }
+            #expect(warm)
             let sentBefore = sent.withLock { $0.count }
             let started = ContinuousClock.now
             let run = try await fleet.cli([
@@ -88,7 +89,10 @@ struct RepartitionTests {
             #expect(run.status == 0, "resize failed: \(run.stderr)")
             let figures = run.json as? [String: Any] ?? [:]
             print("resize figures: \(figures) (command \(took), \(sentDuring) events accepted meanwhile)\n\(run.stderr)")
-            for c in old { #expect(await c.wait(timeout: .seconds(10)) != nil, "old instance stopped") }
+            for c in old {
+                let status = await c.wait(timeout: .seconds(10))
+                #expect(status != nil, "old instance stopped")
+            }
             // The operator's part: partitions: 4 in the config, instances 0..3.
             let config = try String(contentsOfFile: fleet.configPath, encoding: .utf8)
             try config.replacingOccurrences(of: "partitions: 2", with: "partitions: 4")
@@ -114,10 +118,11 @@ struct RepartitionTests {
                     message: AMQPMessage(body: EventFactory.body(e), messageID: e.id, headers: headers))
             }
             let results = await pub.publish(batch: out)
-            #expect(results.allSatisfy { if case .success = $0 { true } else { false } }, "redeliveries published")
+            let published = results.filter { if case .success = $0 { true } else { false } }.count
+            #expect(published == out.count, "redeliveries published")
             let done = try await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
-                try Self.applied(fleet, partitions: 4).reduce(0) { $0 + $1.count } >= events.count
-                    && (try await ingest.outbox.pendingCount()) == 0
+                let pending = try await ingest.outbox.pendingCount()
+                return try Self.applied(fleet, partitions: 4).reduce(0) { $0 + $1.count } >= events.count && pending == 0
             }
             try await Task.sleep(for: .seconds(1))
             let files = try Self.applied(fleet, partitions: 4)
@@ -179,9 +184,10 @@ struct RepartitionTests {
             try await fleet.declare()
             // State files for both partitions (an instance creates its file at start).
             let w = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
-            #expect(try await eventually(timeout: .seconds(30)) {
+            let created = await eventually(timeout: .seconds(30)) {
                 FileManager.default.fileExists(atPath: fleet.dbPath(partition: 0)) && FileManager.default.fileExists(atPath: fleet.dbPath(partition: 1))
-            })
+            }
+            #expect(created)
             for c in w { c.signal(SIGTERM) }
             for c in w { _ = await c.wait(timeout: .seconds(10)) }
             let ingest = try await Ingest.start(fleet, relay: false)
@@ -227,7 +233,8 @@ struct RepartitionTests {
             defer { ingest.stop() }
             let first = (0..<100).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_busy\($0 % 8)") }
             try await ingest.accept(first)
-            #expect(try await eventually(timeout: .seconds(30)) { try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } == 100 })
+            let hundred = try await eventually(timeout: .seconds(30)) { try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } == 100 }
+            #expect(hundred)
             let run = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "4", "--stop-timeout", "2s"])
             #expect(run.status != 0)
             #expect(run.stderr.contains("still consume after 2s"), "\(run.stderr)")
@@ -235,7 +242,8 @@ struct RepartitionTests {
             #expect(try await ingest.outbox.relayPause() == nil)
             let more = (100..<150).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_busy\($0 % 8)") }
             try await ingest.accept(more)
-            #expect(try await eventually(timeout: .seconds(30)) { try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } == 150 })
+            let all = try await eventually(timeout: .seconds(30)) { try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } == 150 }
+            #expect(all)
             let left = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state").filter { $0.contains(".resize-") }
             #expect(left.isEmpty)
         }
