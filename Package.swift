@@ -158,7 +158,7 @@ let package = Package(
             dependencies: [
                 "PayfleetCLI", "PayfleetTestKit", "PayfleetAMQP", "PayfleetCore", "PayfleetWorker", "payfleet",
                 "payfleet-demo-worker", "PayfleetIngest", "PayfleetLedger", "PayfleetSettlement", "PayfleetCRMSync",
-                "PayfleetStore",
+                "PayfleetStore", .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
             name: "PayfleetLedgerTests",

@@ -76,7 +76,7 @@ public struct TopologyCommand: AsyncParsableCommand {
         guard problems.isEmpty else {
             throw CLIFailure(
                 "refusing to change partitions while queues of the old layout hold messages: "
-                    + problems.joined(separator: "; ") + " (stop ingest, let the workers drain them, then declare again)")
+                    + problems.joined(separator: "; ") + " (change partitions with `payfleet partitions resize`, docs/operations.md)")
         }
     }
 

@@ -353,7 +353,7 @@ struct IngestHandlers: Sendable {
         let counts = relay?.lastCounts ?? (pending: -1, parked: -1)
         let broker = relay.map { $0.brokerConnected ? "connected" : "disconnected" } ?? "not configured"
         // Ingest accepts while the broker is down (the outbox holds events): ready = durable store.
-        let body = "{\"ready\": \(storeOK), \"store\": \"\(storeOK ? "ok" : "failing")\", \"broker\": \"\(broker)\", \"outbox_pending\": \(counts.pending), \"outbox_parked\": \(counts.parked)}\n"
+        let body = "{\"ready\": \(storeOK), \"store\": \"\(storeOK ? "ok" : "failing")\", \"broker\": \"\(broker)\", \"outbox_pending\": \(counts.pending), \"outbox_parked\": \(counts.parked), \"relay_paused\": \(relay?.isPaused ?? false)}\n"
         return Response(
             status: storeOK ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: body)))

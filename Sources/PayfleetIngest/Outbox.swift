@@ -159,6 +159,20 @@ public final class Outbox: Sendable {
             ) WITHOUT ROWID;
             CREATE INDEX redactions_created_idx ON redactions(created_at);
             """),
+        // An operator's pause of the relay (`payfleet partitions resize`): while the row exists
+        // the relay publishes nothing; it fills in `acknowledged_ms` once it has stopped between
+        // two rounds (everything it published before is confirmed and marked sent).
+        Migration(
+            "ingest.7",
+            """
+            CREATE TABLE relay_pause (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                holder TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                paused_ms INTEGER NOT NULL,
+                acknowledged_ms INTEGER
+            );
+            """),
     ]
 
     /// Failed attempts after which a row counts as parked (metric, alert, `/readyz`).
@@ -433,6 +447,58 @@ public final class Outbox: Sendable {
                 try db.execute(
                     "UPDATE outbox SET sent_at = ? WHERE seq IN (\(marks))", [.int(now)] + part.map { SQLValue.int($0) })
             }
+        }
+    }
+
+    /// The operator's pause of the relay, if one is set.
+    public struct RelayPause: Sendable, Equatable {
+        public let holder: String
+        public let reason: String
+        public let pausedMS: Int64
+        /// When the relay confirmed it stopped publishing (nil: not yet).
+        public let acknowledgedMS: Int64?
+    }
+
+    public func relayPause() async throws -> RelayPause? {
+        try await store.withConnection { db in
+            try db.queryOne("SELECT holder, reason, paused_ms, acknowledged_ms FROM relay_pause WHERE id = 1").map {
+                RelayPause(holder: $0.string(0) ?? "", reason: $0.string(1) ?? "", pausedMS: $0.int(2) ?? 0, acknowledgedMS: $0.int(3))
+            }
+        }
+    }
+
+    /// Sets the pause for `holder`; the pause already set when another holder has one (nothing changed).
+    public func pauseRelay(holder: String, reason: String, nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000))
+        async throws -> RelayPause?
+    {
+        try await store.write { db in
+            if let r = try db.queryOne("SELECT holder, reason, paused_ms, acknowledged_ms FROM relay_pause WHERE id = 1"),
+                r.string(0) != holder
+            {
+                return RelayPause(holder: r.string(0) ?? "", reason: r.string(1) ?? "", pausedMS: r.int(2) ?? 0, acknowledgedMS: r.int(3))
+            }
+            try db.execute(
+                "INSERT OR IGNORE INTO relay_pause (id, holder, reason, paused_ms) VALUES (1, ?, ?, ?)",
+                [.text(holder), .text(reason), .int(nowMS)])
+            return nil
+        }
+    }
+
+    /// The relay's acknowledgement: it publishes nothing until the pause is lifted.
+    func acknowledgeRelayPause(nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) async throws {
+        try await store.write { db in
+            try db.execute("UPDATE relay_pause SET acknowledged_ms = ? WHERE id = 1 AND acknowledged_ms IS NULL", [.int(nowMS)])
+        }
+    }
+
+    /// Lifts the pause of `holder` (nil: whoever holds it); true when one was lifted.
+    @discardableResult
+    public func resumeRelay(holder: String?) async throws -> Bool {
+        try await store.write { db in
+            if let holder {
+                return try db.execute("DELETE FROM relay_pause WHERE id = 1 AND holder = ?", [.text(holder)]) > 0
+            }
+            return try db.execute("DELETE FROM relay_pause WHERE id = 1") > 0
         }
     }
 

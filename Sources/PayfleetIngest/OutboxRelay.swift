@@ -37,6 +37,10 @@ public final class OutboxRelay: Service, Sendable {
 
     public var brokerConnected: Bool { publisher.isConnected }
 
+    /// True while the operator's pause holds the relay (`payfleet partitions resize`).
+    public var isPaused: Bool { pausedState.withLock { $0 } }
+    let pausedState = Locked(false)
+
     /// The outbox's unsent and parked rows, as last counted (at most a second old).
     public var lastCounts: (pending: Int, parked: Int) { counts.withLock { $0 } }
 
@@ -44,8 +48,38 @@ public final class OutboxRelay: Service, Sendable {
         var failures = 0
         var probing = false
         var lastCount = ContinuousClock.now - .seconds(10)
+        var lastPauseCheck = ContinuousClock.now - .seconds(10)
+        var paused = false
         defer { publisher.close() }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            // The operator's pause (`payfleet partitions resize`), read at most every 100 ms and
+            // only here, between rounds: when the relay acknowledges it, nothing it published
+            // is still waiting for a confirm.
+            if ContinuousClock.now - lastPauseCheck > .milliseconds(100) {
+                lastPauseCheck = ContinuousClock.now
+                // A failed read keeps the state it had (never publishes through a pause it cannot see).
+                if let read = try? await outbox.relayPause() as Outbox.RelayPause?? {
+                    if let pause = read {
+                        if !paused || pause.acknowledgedMS == nil {
+                            try? await outbox.acknowledgeRelayPause()
+                            if !paused {
+                                logger.notice("relay paused by the operator; accepted events wait in the outbox", metadata: [
+                                    "ingest.pause.holder": "\(pause.holder)", "ingest.pause.reason": "\(pause.reason)",
+                                ])
+                            }
+                        }
+                        paused = true
+                    } else if paused {
+                        paused = false
+                        logger.notice("relay resumed")
+                    }
+                    pausedState.withLock { $0 = paused }
+                }
+            }
+            if paused {
+                try? await Task.sleep(for: .milliseconds(50))
+                continue
+            }
             // Counts share the store's thread with commits: at most once a second.
             if ContinuousClock.now - lastCount > .seconds(1) {
                 if let pending = try? await outbox.pendingCount(), let parked = try? await outbox.parkedCount() {

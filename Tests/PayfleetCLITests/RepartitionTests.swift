@@ -1,0 +1,253 @@
+import Foundation
+import Logging
+import PayfleetAMQP
+import PayfleetCore
+import PayfleetIngest
+import PayfleetStore
+import PayfleetTestKit
+import Testing
+
+/// `payfleet partitions resize` against the private broker: the demo worker (table `applied`,
+/// partitioned by merchant), ingest's real outbox and relay in this process, the CLI and the
+/// workers as processes.
+@Suite("Repartitioning", .serialized)
+struct RepartitionTests {
+    static func options(prefix: String) -> WorkerFleet.Options {
+        var o = WorkerFleet.Options(
+            executable: "payfleet-demo-worker", section: "demo-worker", prefix: prefix,
+            routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
+        o.partitions = 2
+        o.adminPort = 0
+        o.batchSize = 50
+        return o
+    }
+
+    /// Ingest's outbox and relay on `<state>/ingest.sqlite`, where the CLI looks for it.
+    struct Ingest {
+        let outbox: Outbox
+        let relay: Task<Void, Error>?
+
+        static func start(_ fleet: WorkerFleet, relay: Bool = true) async throws -> Ingest {
+            let outbox = try await Outbox(path: fleet.dir + "/state/ingest.sqlite", logger: Logger(label: "test-ingest"))
+            guard relay else { return Ingest(outbox: outbox, relay: nil) }
+            let r = OutboxRelay(outbox: outbox, amqp: fleet.amqp, batchSize: 100, metrics: IngestMetrics(), logger: Logger(label: "test-relay"))
+            return Ingest(outbox: outbox, relay: Task { try await r.run() })
+        }
+
+        func accept(_ events: [PaymentEvent]) async throws {
+            _ = try await outbox.accept(events.map { .event($0) }, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        }
+
+        func stop() { relay?.cancel() }
+    }
+
+    /// (event id, merchant) per partition file, in the order applied.
+    static func applied(_ fleet: WorkerFleet, partitions: Int) throws -> [[(id: String, merchant: String)]] {
+        try (0..<partitions).map { p in
+            let path = fleet.dir + "/state/\(fleet.name).p\(p).sqlite"
+            guard FileManager.default.fileExists(atPath: path) else { return [] }
+            let db = try SQLiteConnection(path: path, readOnly: true)
+            // Before the worker's migrations ran the file has no table yet.
+            let rows = (try? db.query("SELECT event_id, merchant_id FROM applied ORDER BY seq")) ?? []
+            return rows.map { ($0.string(0) ?? "", $0.string(1) ?? "") }
+        }
+    }
+
+    @Test("2 → 4 partitions while events keep arriving: each applied once, per-key order kept, each key's state only in its new file")
+    func twoToFour() async throws {
+        try await WorkerFleet.with(Self.options(prefix: "rsz")) { fleet in
+            try await fleet.declare()
+            let old = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
+            let ingest = try await Ingest.start(fleet)
+            defer { ingest.stop() }
+            let merchants = (0..<40).map { "m_rsz\($0)" }
+            // One producer accepts events into ingest's outbox in order (about 1,000/s), before,
+            // during and after the resize; `sent` is the order, the index a per-key sequence number.
+            let sent = Locked<[PaymentEvent]>([])
+            let stop = Locked(false)
+            let producer = Task {
+                var n = 0
+                while !stop.withLock({ $0 }) {
+                    let chunk = (n..<n + 20).map { i in EventFactory.payment(i, prefix: fleet.name, merchant: merchants[(i * 7 + i / 40) % 40]) }
+                    try await ingest.accept(chunk)
+                    sent.withLock { $0 += chunk }
+                    n += 20
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            // Before: the 2-partition layout at work.
+            let warm = try await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+                try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } >= 1_500
+            }
+            #expect(warm)
+            let sentBefore = sent.withLock { $0.count }
+            let started = ContinuousClock.now
+            let run = try await fleet.cli([
+                "partitions", "resize", "demo-worker", "--to", "4", "--json",
+                "--stop-command", "kill -TERM \(old[0].pid) \(old[1].pid)", "--drain-timeout", "60s", "--stop-timeout", "30s",
+            ])
+            let took = ContinuousClock.now - started
+            let sentDuring = sent.withLock { $0.count } - sentBefore
+            #expect(run.status == 0, "resize failed: \(run.stderr)")
+            let figures = run.json as? [String: Any] ?? [:]
+            print("resize figures: \(figures) (command \(took), \(sentDuring) events accepted meanwhile)\n\(run.stderr)")
+            for c in old {
+                let status = await c.wait(timeout: .seconds(10))
+                #expect(status != nil, "old instance stopped")
+            }
+            // The operator's part: partitions: 4 in the config, instances 0..3.
+            let config = try String(contentsOfFile: fleet.configPath, encoding: .utf8)
+            try config.replacingOccurrences(of: "partitions: 2", with: "partitions: 4")
+                .write(toFile: fleet.configPath, atomically: true, encoding: .utf8)
+            let new = try (0..<4).map { try fleet.startInstance(partition: $0) }
+            defer { for c in new { c.signal(SIGKILL) } }
+            try await Task.sleep(for: .seconds(3))
+            stop.withLock { $0 = true }
+            try await producer.value
+            let events = sent.withLock { $0 }
+            let index = Dictionary(uniqueKeysWithValues: events.enumerated().map { ($1.id, $0) })
+            // A redelivery of events applied before the resize (a publisher's retry after a lost
+            // confirm): through the new layout to their key's new partition, which must know them.
+            let again = Array(events[0..<sentBefore].filter { _ in Bool.random() }.prefix(300))
+            let pub = fleet.publisher()
+            defer { pub.close() }
+            #expect(await pub.waitUntilConnected(timeout: .seconds(30)))
+            let out = again.map { e in
+                var headers: [String: AMQPFieldValue] = [:]
+                for (k, v) in Topology.partitionHeaders(for: e) { headers[k] = .string(v) }
+                return AMQPOutgoing(
+                    exchange: fleet.topology.partitionExchange, routingKey: e.type.rawValue,
+                    message: AMQPMessage(body: EventFactory.body(e), messageID: e.id, headers: headers))
+            }
+            let results = await pub.publish(batch: out)
+            let published = results.filter { if case .success = $0 { true } else { false } }.count
+            #expect(published == out.count, "redeliveries published")
+            let done = try await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
+                let pending = try await ingest.outbox.pendingCount()
+                return try Self.applied(fleet, partitions: 4).reduce(0) { $0 + $1.count } >= events.count && pending == 0
+            }
+            try await Task.sleep(for: .seconds(1))
+            let files = try Self.applied(fleet, partitions: 4)
+            let rows = files.flatMap { $0 }
+            #expect(done, "applied \(files.map(\.count)) of \(events.count)")
+            #expect(rows.count == events.count, "rows \(rows.count) for \(events.count) events sent (\(again.count) redelivered)")
+            #expect(Set(rows.map(\.id)) == Set(events.map(\.id)), "every event sent applied, nothing else")
+            // Each merchant in one file, in the order sent.
+            var fileOf: [String: Int] = [:]
+            var last: [String: Int] = [:]
+            var outOfOrder = 0
+            var twoFiles = 0
+            for (p, list) in files.enumerated() {
+                for r in list {
+                    if let f = fileOf[r.merchant], f != p { twoFiles += 1 }
+                    fileOf[r.merchant] = p
+                    guard let i = index[r.id] else { continue }
+                    if let l = last[r.merchant], l > i { outOfOrder += 1 }
+                    last[r.merchant] = i
+                }
+            }
+            #expect(twoFiles == 0, "merchants with rows in two files")
+            #expect(outOfOrder == 0, "\(outOfOrder) events applied before an earlier one of their merchant")
+            #expect(fileOf.count == merchants.count)
+            // Keys moved to the new partitions with their history (rows applied before the resize).
+            let movedWithHistory = merchants.filter { m in
+                guard let f = fileOf[m], f >= 2 else { return false }
+                return files[f].contains { $0.merchant == m && (index[$0.id] ?? .max) < sentBefore }
+            }
+            #expect(!movedWithHistory.isEmpty, "some merchants moved to partitions 2–3 with their state: \(fileOf)")
+            #expect((figures["keys_moved"] as? Int ?? 0) == movedWithHistory.count)
+            // The new layout alone is left, empty; the pause is gone; the old files are kept.
+            for p in 0..<4 {
+                #expect(try await fleet.depth(fleet.topology.queue(partition: p)) == 0)
+                let topo = WorkerTopology(name: fleet.name, routingKeys: [], partitions: 4, retryDelaysMS: [200, 400, 800])
+                for d in topo.retryDelaysMS { #expect(try await fleet.depth(topo.retryQueue(delayMS: d, partition: p)) == 0) }
+            }
+            #expect(try await fleet.depth(fleet.topology.dlq) == 0)
+            #expect(try await ingest.outbox.relayPause() == nil)
+            let work = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state").filter { $0.contains(".resize-2to4-") }
+            #expect(work.count == 1)
+            if let w = work.first {
+                let kept = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state/\(w)/old").sorted()
+                #expect(kept == ["\(fleet.name).p0.sqlite", "\(fleet.name).p1.sqlite"])
+            }
+            print("resize run: \(events.count) events (\(sentBefore) before, \(sentDuring) during the command), \(again.count) redelivered, "
+                + "rows per file \(files.map(\.count)), merchants per file \((0..<4).map { p in fileOf.values.filter { $0 == p }.count })")
+            // Clean up the extra queues of partitions 2–3 (the fleet knows only 2).
+            let s = try await AMQPSession.connect(fleet.amqp)
+            let topo = WorkerTopology(name: fleet.name, routingKeys: [], partitions: 4, retryDelaysMS: [200, 400, 800])
+            _ = try? await s.declare { d in for q in topo.declarations.queues.map(\.name) { try d.delete(queue: q) } }
+            await s.close()
+        }
+    }
+
+    @Test("refused with a clear error and nothing changed: DLQ not empty, relay not answering, no rules, same count")
+    func refusals() async throws {
+        try await WorkerFleet.with(Self.options(prefix: "rszno")) { fleet in
+            try await fleet.declare()
+            // State files for both partitions (an instance creates its file at start).
+            let w = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
+            let created = await eventually(timeout: .seconds(30)) {
+                FileManager.default.fileExists(atPath: fleet.dbPath(partition: 0)) && FileManager.default.fileExists(atPath: fleet.dbPath(partition: 1))
+            }
+            #expect(created)
+            for c in w { c.signal(SIGTERM) }
+            for c in w { _ = await c.wait(timeout: .seconds(10)) }
+            let ingest = try await Ingest.start(fleet, relay: false)
+
+            let same = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "2"])
+            #expect(same.status != 0 && same.stderr.contains("already has 2 partitions"), "\(same.stderr)")
+            let noRules = try await fleet.cli(["partitions", "resize", "ledger-writer", "--to", "2"])
+            #expect(noRules.status != 0 && noRules.stderr.contains("no partition rules for 'ledger-writer'"), "\(noRules.stderr)")
+
+            // Ingest's relay not running: the pause is never acknowledged, and is lifted again.
+            let silent = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "4", "--pause-timeout", "1s"])
+            #expect(silent.status != 0 && silent.stderr.contains("did not acknowledge the pause within 1s"), "\(silent.stderr)")
+            #expect(try await ingest.outbox.relayPause() == nil)
+
+            // A dead letter: refused before anything is paused.
+            let s = try await AMQPSession.connect(fleet.amqp)
+            try await s.publish(AMQPOutgoing(exchange: "", routingKey: fleet.topology.dlq, message: AMQPMessage(body: Array("{}".utf8), messageID: "x")))
+            await s.close()
+            let dlq = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "4"])
+            #expect(dlq.status != 0 && dlq.stderr.contains("\(fleet.topology.dlq) holds 1 dead letter"), "\(dlq.stderr)")
+            #expect(try await ingest.outbox.relayPause() == nil)
+            _ = try await fleet.cli(["dlq", "purge", "demo-worker", "--all", "--yes-discard"])
+            #expect(try await fleet.depth(fleet.topology.dlq) == 0)
+
+            // Nothing changed: the 2-partition layout and files as they were, no new queue, no work dir.
+            for p in 0..<2 { #expect(try await fleet.depth(fleet.topology.queue(partition: p)) == 0) }
+            let probe = try await AMQPSession.connect(fleet.amqp)
+            let p2 = WorkerTopology(name: fleet.name, routingKeys: [], partitions: 4).queue(partition: 2)
+            await #expect(throws: (any Error).self) { _ = try await probe.inspect(queue: p2) }
+            await probe.close()
+            let left = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state").filter { $0.contains(".resize-") }
+            #expect(left.isEmpty)
+        }
+    }
+
+    @Test("refused while an instance keeps consuming: the pause is lifted and events flow again")
+    func stillConsuming() async throws {
+        try await WorkerFleet.with(Self.options(prefix: "rszbusy")) { fleet in
+            try await fleet.declare()
+            let w = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
+            defer { for c in w { c.signal(SIGKILL) } }
+            let ingest = try await Ingest.start(fleet)
+            defer { ingest.stop() }
+            let first = (0..<100).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_busy\($0 % 8)") }
+            try await ingest.accept(first)
+            let hundred = try await eventually(timeout: .seconds(30)) { try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } == 100 }
+            #expect(hundred)
+            let run = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "4", "--stop-timeout", "2s"])
+            #expect(run.status != 0)
+            #expect(run.stderr.contains("still consume after 2s"), "\(run.stderr)")
+            #expect(run.stderr.contains("(1 consumer)") && run.stderr.contains("nothing was changed, the relay publishes again"), "\(run.stderr)")
+            #expect(try await ingest.outbox.relayPause() == nil)
+            let more = (100..<150).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_busy\($0 % 8)") }
+            try await ingest.accept(more)
+            let all = try await eventually(timeout: .seconds(30)) { try Self.applied(fleet, partitions: 2).reduce(0) { $0 + $1.count } == 150 }
+            #expect(all)
+            let left = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state").filter { $0.contains(".resize-") }
+            #expect(left.isEmpty)
+        }
+    }
+}
