@@ -57,7 +57,7 @@ public struct Merchant: Sendable, Equatable, Codable {
         var days = local >= 0 ? local / 86_400 : (local - 86_399) / 86_400
         let minutes = Int((local - days * 86_400) / 60)
         if minutes < cutoffMinutes { days -= 1 }
-        let (y, m, d) = Merchant.civilDate(daysSince1970: days)
+        let (y, m, d) = RFC3339.civil(fromDays: days)
         return Merchant.dayString(y, m, d)
     }
 
@@ -70,21 +70,8 @@ public struct Merchant: Sendable, Equatable, Codable {
         return z
     }
 
-    /// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-    static func civilDate(daysSince1970 z0: Int64) -> (Int64, Int64, Int64) {
-        let z = z0 + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
-    }
-
-    static func dayString(_ y: Int64, _ m: Int64, _ d: Int64) -> String {
-        func pad(_ v: Int64, _ w: Int) -> String {
+    static func dayString(_ y: Int, _ m: Int, _ d: Int) -> String {
+        func pad(_ v: Int, _ w: Int) -> String {
             let s = String(v)
             return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
         }
