@@ -59,6 +59,10 @@ public struct AdminServer: Service {
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port)),
             onServerRunning: { channel in onBound?(channel.localAddress?.port ?? 0) }, logger: logger)
-        try await app.runService()
+        // `run()`, not `runService()`: the latter installs its own SIGTERM handler, and when it
+        // wins the race with the worker's service group the listener ends "unexpectedly" (the
+        // group then cancels the runtime instead of draining it, and the process exits 1).
+        // Under `run()` the listener stops when the enclosing group shuts it down gracefully.
+        try await app.run()
     }
 }

@@ -164,9 +164,9 @@ public enum WorkerMain {
                     }
                 },
                 routes: { router in handler.adminRoutes(router, store: runtime.store) })
-            // Shut down in reverse: the admin listener first (Hummingbird also stops it on SIGTERM
-            // by itself, so it must be the one the group expects to finish first), then the
-            // worker's own services, the runtime last.
+            // Shut down in reverse: the admin listener first, then the worker's own services, the
+            // runtime last. Only this group handles SIGTERM/SIGINT (AdminServer runs Hummingbird
+            // without signal handlers of its own).
             var configs: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: runtime, successTerminationBehavior: .gracefullyShutdownGroup)
             ]

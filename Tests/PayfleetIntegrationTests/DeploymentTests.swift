@@ -170,7 +170,8 @@ struct DeploymentTests {
             let pings = messages.filter { $0 == "WATCHDOG=1" }.count
             #expect(pings >= 3, "WATCHDOG=1 every 200 ms for 2 s, got \(pings): \(messages)")
             fleet.process?.signal(SIGTERM)
-            #expect(await fleet.process?.wait(timeout: .seconds(20)) == 0)
+            let status = await fleet.process?.wait(timeout: .seconds(20))
+            #expect(status == 0, "exit \(status.map(String.init) ?? "none") (\(fleet.process.map { "\($0.process.terminationReason == .uncaughtSignal ? "signal" : "exit")" } ?? "")); log: \(fleet.process?.log.suffix(3000) ?? "")")
             messages += socket.drain()
             #expect(messages.contains("STOPPING=1"), "\(messages)")
         }
