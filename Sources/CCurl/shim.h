@@ -1,6 +1,8 @@
 #ifndef PAYFLEET_CCURL_SHIM_H
 #define PAYFLEET_CCURL_SHIM_H
 #include <curl/curl.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
 /* curl_easy_setopt and curl_easy_getinfo are variadic: Swift cannot call them directly. */
 static inline CURLcode payfleet_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
@@ -26,4 +28,7 @@ static inline CURLSH *payfleet_curl_share_connections(void) {
     return s;
 }
 static inline CURLcode payfleet_curl_setopt_share(CURL *h, CURLSH *s) { return curl_easy_setopt(h, CURLOPT_SHARE, s); }
+/* syncfs(2) (Glibc declares it only under _GNU_SOURCE, which Swift's Glibc module does not
+   set): the receipts sandbox makes a group of written files durable with one call. */
+static inline int payfleet_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }
 #endif

@@ -81,6 +81,10 @@ public struct CRMHandler: WorkerHandler {
 
     public var migrations: [Migration] { CRMSchema.migrations }
 
+    /// The sandbox connector appends to a local file (its writes grouped under one fsync): a
+    /// whole batch at once. A CRM's API gets `effect_concurrency` (8) calls at a time.
+    public var localEffectConcurrency: Int? { connector is SandboxConnector ? 256 : nil }
+
     public func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> CRMChange? {
         do { try event.validate() } catch { throw HandlerError.permanent("InvalidEvent", "\(error)") }
         if !checkedStore.current {

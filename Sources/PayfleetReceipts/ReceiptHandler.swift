@@ -115,6 +115,12 @@ public struct ReceiptHandler: WorkerHandler {
         ]
     }
 
+    /// Sandbox transports write local files: a whole batch at once. An SMTP server or an SMS
+    /// provider gets `effect_concurrency` (8) messages at a time.
+    public var localEffectConcurrency: Int? {
+        (email == nil || email is SandboxTransport) && (sms == nil || sms is SandboxTransport) ? 256 : nil
+    }
+
     public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {
         let m = ReceiptMetrics(registry: registry)
         attached.withLock { $0 = Attached(store: store, journal: GroupCommit(store: store), metrics: m) }

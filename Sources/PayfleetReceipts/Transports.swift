@@ -1,5 +1,6 @@
 import CCurl
 import Foundation
+import Glibc
 import PayfleetCore
 import PayfleetWorker
 
@@ -88,9 +89,21 @@ public actor RateLimiter {
 /// Writes each email as `<mail_dir>/receipt.<hash>.eml` (RFC 5322 bytes) and each SMS as
 /// `<mail_dir>/receipt.<hash>.sms.json`; names derive from the Message-ID, so a resend replaces
 /// the same file. Written to a temporary name and renamed, so readers never see half a file.
-public struct SandboxTransport: EmailTransport, SMSTransport {
+///
+/// Files are written on the transport's own thread, never on the cooperative pool, as a group:
+/// every send waiting while one group is written goes into the next, which is made durable with
+/// one `syncfs(2)` (not one fsync per file); each `send` returns once its file is on disk.
+public final class SandboxTransport: EmailTransport, SMSTransport, @unchecked Sendable {
     public let name = "sandbox"
     public let directory: String
+    private let writer = BlockingThread(name: "receipt-sandbox")
+    private let queue = Locked<(pending: [Pending], flushing: Bool)>(([], false))
+
+    struct Pending: Sendable {
+        let file: String
+        let bytes: [UInt8]
+        let done: CheckedContinuation<Void, any Error>
+    }
 
     /// The directory is created on the first write (so `--check-config` leaves no trace); a
     /// path that exists and is not a directory is refused at once.
@@ -98,9 +111,12 @@ public struct SandboxTransport: EmailTransport, SMSTransport {
         self.directory = directory
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), !isDir.boolValue {
+            writer.shutdown()
             throw TransportError(.permanent, .notSent, "SandboxDir", "\(directory) is not a directory")
         }
     }
+
+    deinit { writer.shutdown() }
 
     /// `receipt.<hex>` from `<receipt.<hex>@domain>`.
     static func stem(_ messageID: String) -> String {
@@ -109,29 +125,84 @@ public struct SandboxTransport: EmailTransport, SMSTransport {
         return String(local.filter { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" })
     }
 
-    func write(_ bytes: [UInt8], to file: String) throws(TransportError) {
-        let path = directory + "/" + file
-        let tmp = directory + "/.tmp." + file
+    func write(_ bytes: [UInt8], to file: String) async throws(TransportError) {
+        do {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let lead = queue.withLock { q -> Bool in
+                    q.pending.append(Pending(file: file, bytes: bytes, done: c))
+                    if q.flushing { return false }
+                    q.flushing = true
+                    return true
+                }
+                if lead { writer.submit { self.flush() } }
+            }
+        } catch let e as TransportError {
+            throw e
+        } catch {
+            throw TransportError(.transient, .notSent, "SandboxWrite", "\(directory)/\(file): \(error)")
+        }
+    }
+
+    /// Writes every file waiting (temporary name, then rename), then one syncfs for all of them.
+    private func flush() {
+        let batch = queue.withLock { q -> [Pending] in
+            let b = q.pending
+            q.pending.removeAll()
+            if b.isEmpty { q.flushing = false }
+            return b
+        }
+        if batch.isEmpty { return }
+        var failed: [Int: TransportError] = [:]
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try Data(bytes).write(to: URL(fileURLWithPath: tmp))
-            if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-            try FileManager.default.moveItem(atPath: tmp, toPath: path)
         } catch {
-            throw TransportError(.transient, .notSent, "SandboxWrite", "\(path): \(error.localizedDescription)")
+            let e = TransportError(.transient, .notSent, "SandboxWrite", "\(directory): \(error.localizedDescription)")
+            for p in batch { p.done.resume(throwing: e) }
+            writer.submit { self.flush() }
+            return
         }
+        for (i, p) in batch.enumerated() {
+            let path = directory + "/" + p.file
+            let tmp = directory + "/.tmp." + p.file
+            let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+            var ok = fd >= 0
+            if ok {
+                let n = p.bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress, raw.count) }
+                ok = n == p.bytes.count
+                close(fd)
+            }
+            if ok { ok = rename(tmp, path) == 0 }
+            if !ok {
+                failed[i] = TransportError(.transient, .notSent, "SandboxWrite", "\(path): errno \(errno)")
+                unlink(tmp)
+            }
+        }
+        // One syncfs makes the whole group's contents and renames durable.
+        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let synced = dfd >= 0 && payfleet_syncfs(dfd) == 0
+        if dfd >= 0 { close(dfd) }
+        for (i, p) in batch.enumerated() {
+            if let e = failed[i] {
+                p.done.resume(throwing: e)
+            } else if !synced {
+                p.done.resume(throwing: TransportError(.transient, .notSent, "SandboxWrite", "syncfs \(directory): errno \(errno)"))
+            } else {
+                p.done.resume()
+            }
+        }
+        writer.submit { self.flush() }
     }
 
     public func send(_ message: MIMEMessage) async throws(TransportError) {
         do { try message.validate() } catch { throw .invalid(error) }
-        try write(message.bytes, to: Self.stem(message.messageID) + ".eml")
+        try await write(message.bytes, to: Self.stem(message.messageID) + ".eml")
     }
 
     public func send(_ message: SMSMessage) async throws(TransportError) {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         let data = (try? enc.encode(message)) ?? Data()
-        try write(Array(data) + [10], to: Self.stem(message.messageID) + ".sms.json")
+        try await write(Array(data) + [10], to: Self.stem(message.messageID) + ".sms.json")
     }
 }
 

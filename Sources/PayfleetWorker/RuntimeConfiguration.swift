@@ -12,7 +12,8 @@ import PayfleetCore
 /// - `retry_delays` (list of durations, `[1s, 10s, 1m, 10m]`)
 /// - `delivery_limit` (int, 20): broker redeliveries before the broker dead-letters by itself
 /// - `processed_retention` (duration, `35d`): how long processed event ids are kept
-/// - `effect_concurrency` (int, 8): external effects performed at once
+/// - `effect_concurrency` (int): external effects performed at once; default 8, or what the handler
+///   asks for when its effects only write local files (sandbox connectors: the whole batch)
 /// - `state_dir` (string, the top-level `state_dir`): this worker's directory (production: one per
 ///   process, `/var/lib/payfleet/<worker>`, each owned by the process's own user)
 /// - `state_file` (string): SQLite path, default `<state_dir>/<worker>[.pN].sqlite`
@@ -27,12 +28,13 @@ public struct RuntimeConfiguration: Sendable {
     public var adminPort: Int
     public var batchSize: Int
     public var processedRetentionMS: Int
-    public var effectConcurrency: Int
+    /// nil: not configured (`WorkerHandler.localEffectConcurrency`, else 8).
+    public var effectConcurrency: Int?
 
     public init(
         worker: String, partition: Int = 0, amqp: AMQPConfiguration, topology: WorkerTopology, statePath: String,
         adminHost: String = "127.0.0.1", adminPort: Int = 0, batchSize: Int = 200,
-        processedRetentionMS: Int = 35 * 86_400_000, effectConcurrency: Int = 8
+        processedRetentionMS: Int = 35 * 86_400_000, effectConcurrency: Int? = nil
     ) {
         self.worker = worker
         self.partition = partition
@@ -115,6 +117,6 @@ public struct RuntimeConfiguration: Sendable {
             adminPort: basePort == 0 ? 0 : basePort + partition,
             batchSize: try s.int("batch_size", default: 200, range: 1...5000),
             processedRetentionMS: try s.durationMS("processed_retention", default: 35 * 86_400_000),
-            effectConcurrency: try s.int("effect_concurrency", default: 8, range: 1...256))
+            effectConcurrency: s.has("effect_concurrency") ? try s.int("effect_concurrency", default: 8, range: 1...256) : nil)
     }
 }

@@ -34,6 +34,11 @@ public protocol WorkerHandler: Sendable {
     /// the same store from `perform`, and registers its own metrics on the worker's registry.
     func attach(store: Store, registry: PrometheusCollectorRegistry) async throws
 
+    /// How many effects to perform at once when `effect_concurrency` is not configured: nil (8)
+    /// for effects that call another system; a handler whose configured transports only write
+    /// local files (sandbox connectors) answers more, so a batch's outcomes share a commit.
+    var localEffectConcurrency: Int? { get }
+
     /// Adds the worker's own routes (read APIs) to its admin listener, beside `/healthz`,
     /// `/readyz` and `/metrics`; `store` is the worker's database (optional).
     func adminRoutes(_ router: Router<BasicRequestContext>, store: Store)
@@ -43,6 +48,7 @@ extension WorkerHandler {
     public var migrations: [Migration] { [] }
     public func completed(_ effect: Effect, event: PaymentEvent, db: SQLiteConnection) throws {}
     public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {}
+    public var localEffectConcurrency: Int? { nil }
     public func adminRoutes(_ router: Router<BasicRequestContext>, store: Store) {}
 }
 

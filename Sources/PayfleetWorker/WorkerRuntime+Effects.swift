@@ -4,6 +4,13 @@ import PayfleetAMQP
 import PayfleetCore
 import PayfleetStore
 
+/// One effect of a batch (by its position in the batch's effects): its call returned, or its
+/// outcome was recorded (true) or could not be (false).
+enum EffectStep: Sendable {
+    case performed(Int, HandlerError?)
+    case recorded(Int, HandlerError?, Bool)
+}
+
 /// Step 2 of a batch: the external effects, after the commit, with bounded concurrency; each
 /// outcome recorded through the `BatchApplier` as soon as its effect returns.
 extension WorkerRuntime {
@@ -16,30 +23,40 @@ extension WorkerRuntime {
         }
         guard !work.isEmpty else { return }
         let applier = self.applier
-        let limit = configuration.effectConcurrency
+        let limit = configuration.effectConcurrency ?? handler.localEffectConcurrency ?? 8
         for w in work where w.4 { metrics.effectsOutcomeUnknown.increment() }
         // Each outcome is recorded as soon as its effect returns, not at the end of the batch: a
         // crash mid-batch then leaves only the calls actually in flight with an unknown outcome
         // (an SMTP batch of 200 takes seconds; all of it would otherwise be "unknown").
+        // `limit` bounds the calls in flight, not the outcomes waiting for their commit: a slot
+        // frees when the call returns, so the outcomes of fast effects pile up behind the
+        // running commit and share the next one (one fsync for many, not one per `limit`).
+        // By position in `work`.
         var results: [Int: (err: HandlerError?, recorded: Bool)] = [:]
-        await withTaskGroup(of: (Int, HandlerError?, Bool).self) { group in
+        await withTaskGroup(of: EffectStep.self) { group in
             var next = 0
-            func add() {
-                let (i, effect, event, attempts, unknown) = work[next]
+            func perform() {
+                let j = next
+                let (_, effect, event, attempts, unknown) = work[j]
                 next += 1
-                group.addTask { [self] in
-                    let err = await applier.perform(effect, event: event, attempts: attempts, outcomeUnknown: unknown)
-                    return (i, err, await recordOutcome(effect, event: event, error: err))
+                group.addTask {
+                    .performed(j, await applier.perform(effect, event: event, attempts: attempts, outcomeUnknown: unknown))
                 }
             }
-            while next < min(limit, work.count) { add() }
-            for await (i, err, recorded) in group {
-                results[i] = (err, recorded)
-                if next < work.count { add() }
+            while next < min(limit, work.count) { perform() }
+            for await step in group {
+                switch step {
+                case .performed(let j, let err):
+                    let (_, effect, event, _, _) = work[j]
+                    group.addTask { [self] in .recorded(j, err, await recordOutcome(effect, event: event, error: err)) }
+                    if next < work.count { perform() }
+                case .recorded(let j, let err, let ok):
+                    results[j] = (err, ok)
+                }
             }
         }
-        for (i, _, _, _, _) in work {
-            guard let r = results[i], r.recorded else {
+        for (j, (i, _, _, _, _)) in work.enumerated() {
+            guard let r = results[j], r.recorded else {
                 // The outcome could not be recorded: the journal stays at 'intent' and the delivery
                 // is requeued, so redelivery sees an unknown outcome rather than repeating blindly.
                 items[i].ack = false
