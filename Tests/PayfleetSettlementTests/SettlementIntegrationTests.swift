@@ -167,8 +167,8 @@ extension WorkerFleet {
         let closer = DayCloser(
             store: store, amqp: amqp, merchants: [:], settings: SettlementSettings(graceMS: 0, closeIntervalMS: 100, dayClosedQueue: nil),
             logger: .init(label: "test"))
-        defer { closer.publisher.close() }
-        #expect(await closer.publisher.waitUntilConnected())
+        defer { closer.relay.publisher.close() }
+        #expect(await closer.relay.publisher.waitUntilConnected())
         let first = await closer.tick()
         #expect(first.closed == 1 && first.published == 0)
         let pending = try await store.withConnection { db in
