@@ -7,6 +7,7 @@ import PayfleetSettlement
 import PayfleetStore
 import PayfleetTestKit
 import PayfleetWorker
+import Prometheus
 import Testing
 
 /// Issue 16 item 2: ingest's outbox and settlement's day closes go through the one
@@ -18,9 +19,8 @@ import Testing
         let dir = TestEnvironment.makeTempDir("one-relay")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL)
-        let queue = TestEnvironment.uniqueName("one-relay")
         // A type nothing else on the broker binds: unroutable until this test binds it.
-        let ingestType = "x.one_relay." + queue
+        let ingestType = "x.one_relay." + TestEnvironment.uniqueName("one-relay")
         let merchant = "m_onerelay_\(UInt32.random(in: 0...999_999))"
         let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -44,9 +44,11 @@ import Testing
         try await LocalSettlement.apply(
             [event("\(merchant)-1", .paymentSucceeded, merchant: merchant, at: "2026-11-20T10:00:00Z", amount: 1_000, currency: "EUR", fee: 30)],
             handler: SettlementHandler(merchants: SettlementStream.merchants), store: store)
+        let registry = PrometheusCollectorRegistry()
         let closer = DayCloser(
             store: store, amqp: amqp, merchants: [:],
-            settings: SettlementSettings(graceMS: 0, closeIntervalMS: 100, dayClosedQueue: nil), logger: .init(label: "test"))
+            settings: SettlementSettings(graceMS: 0, closeIntervalMS: 100, dayClosedQueue: nil), logger: .init(label: "test"),
+            registry: registry)
         defer { closer.relay.publisher.close() }
         #expect(await relay.publisher.waitUntilConnected())
         #expect(await closer.relay.publisher.waitUntilConnected())
@@ -63,16 +65,7 @@ import Testing
         }
         #expect(closesPending == 1)
 
-        let s = try await AMQPSession.connect(amqp)
-        var failure: Error?
-        do {
-            try await s.declare { d in
-                try d.exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
-                try d.queue(QueueSpec(name: queue, arguments: ["x-queue-type": .string("quorum")]))
-                for key in [ingestType, "settlement.day_closed"] {
-                    try d.bind(BindingSpec(source: Topology.eventsExchange, destination: queue, destinationType: .queue, routingKey: key))
-                }
-            }
+        try await withEventsQueue(amqp, prefix: "one-relay", keys: [ingestType, "settlement.day_closed"]) { s, queue in
             // The refused ingest row waits for its own retry (1 s), then goes out; the day close
             // goes out on the closer's next round.
             var ingestSent = 0
@@ -127,9 +120,7 @@ import Testing
             #expect(closed.merchantID == merchant && closed.amount.value == 970 && closed.amount.currency.code == "EUR")
             // Counted as before: ingest's and settlement's own published counters.
             #expect(metrics.text().contains("payfleet_ingest_published_total 1"))
-        } catch { failure = error }
-        _ = try? await s.declare { try $0.delete(queue: queue) }
-        await s.close()
-        if let failure { throw failure }
+            #expect(registry.emitToString().contains("payfleet_settlement_day_closed_published_total 1"))
+        }
     }
 }
