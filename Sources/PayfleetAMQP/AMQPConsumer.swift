@@ -166,7 +166,7 @@ public final class AMQPConsumer: @unchecked Sendable {
                 let delay = backoff.delayMS(attempt: attempt)
                 attempt += 1
                 logger.warning("consumer cannot connect; retrying", metadata: [
-                    "amqp.queue": "\(queue)", "amqp.error": "\(e)", "amqp.retry_in_ms": "\(delay)",
+                    LogKey.amqpQueue: "\(queue)", LogKey.amqpError: "\(e)", LogKey.amqpRetryInMS: "\(delay)",
                 ])
                 sleep(ms: delay)
                 continue
@@ -186,7 +186,7 @@ public final class AMQPConsumer: @unchecked Sendable {
                 pending.removeAll()
             }
             continuation.yield(.connected(generation: generation))
-            logger.info("consuming", metadata: ["amqp.queue": "\(queue)", "amqp.prefetch": "\(prefetch)"])
+            logger.info("consuming", metadata: [LogKey.amqpQueue: "\(queue)", LogKey.amqpPrefetch: "\(prefetch)"])
             do {
                 try serve(conn, generation: generation)
                 conn.close()
@@ -197,7 +197,7 @@ public final class AMQPConsumer: @unchecked Sendable {
                     connected = false
                     lastErrorText = error.description
                 }
-                logger.warning("consumer lost its connection", metadata: ["amqp.queue": "\(queue)", "amqp.error": "\(error)"])
+                logger.warning("consumer lost its connection", metadata: [LogKey.amqpQueue: "\(queue)", LogKey.amqpError: "\(error)"])
                 continuation.yield(.disconnected(error))
                 sleep(ms: backoff.delayMS(attempt: 0))
             }
@@ -237,7 +237,7 @@ public final class AMQPConsumer: @unchecked Sendable {
                     demanded = true
                 case .stopConsuming:
                     if !cancelled {
-                        logger.info("stopping consumption", metadata: ["amqp.queue": "\(queue)"])
+                        logger.info("stopping consumption", metadata: [LogKey.amqpQueue: "\(queue)"])
                         try conn.cancel(tag: consumerTag)
                         cancelled = true
                     }

@@ -161,7 +161,7 @@ public final class AMQPPublisher: @unchecked Sendable {
                 let delay = backoff.delayMS(attempt: attempt)
                 attempt += 1
                 logger.warning("publisher cannot connect; retrying", metadata: [
-                    "amqp.host": "\(config.host):\(config.port)", "amqp.error": "\(e)", "amqp.retry_in_ms": "\(delay)",
+                    LogKey.amqpHost: "\(config.host):\(config.port)", LogKey.amqpError: "\(e)", LogKey.amqpRetryInMS: "\(delay)",
                 ])
                 sleepUnlessClosed(ms: delay)
                 continue
@@ -172,7 +172,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             state.lastError = nil
             state.generation += 1
             condition.unlock()
-            logger.info("publisher connected", metadata: ["amqp.host": "\(conn.config.host):\(conn.config.port)"])
+            logger.info("publisher connected", metadata: [LogKey.amqpHost: "\(conn.config.host):\(conn.config.port)"])
             do {
                 try serve(conn)
                 conn.close()
@@ -180,7 +180,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             } catch {
                 conn.abandon()
                 setDisconnected(error.description)
-                logger.warning("publisher lost its connection", metadata: ["amqp.error": "\(error)"])
+                logger.warning("publisher lost its connection", metadata: [LogKey.amqpError: "\(error)"])
                 sleepUnlessClosed(ms: backoff.delayMS(attempt: 0))
             }
         }

@@ -67,14 +67,14 @@ public struct CRMHandler: WorkerHandler {
         let token = try AdminToken.read(s)
         if !token.isConfigured {
             logger.notice(
-                "GET /customers is disabled: no admin token", metadata: ["config.key": "\(token.key)"])
+                "GET /customers is disabled: no admin token", metadata: [LogKey.configKey: "\(token.key)"])
         }
         if let http = connector as? HTTPConnector, !http.customers.url.fields.contains("merchant_id") {
             // Two merchants may use the same customer id: a CRM keyed by customer id alone
             // merges them. Not refused (one CRM per merchant is a valid set-up), but said.
             logger.warning(
                 "the customers URL has no {merchant_id}: customers of different merchants with the same id share a CRM record",
-                metadata: ["config.key": "\(s.dotted("http"))"])
+                metadata: [LogKey.configKey: "\(s.dotted("http"))"])
         }
         self.init(connector: connector, adminToken: token, logger: logger)
     }
@@ -93,14 +93,14 @@ public struct CRMHandler: WorkerHandler {
             if shared > 0 {
                 logger.warning(
                     "customer profiles shared by several merchants before migration crm.2 were cleared; each refills from its merchant's next event",
-                    metadata: ["crm.profiles_cleared": "\(shared)"])
+                    metadata: [LogKey.crmProfilesCleared: "\(shared)"])
             }
         }
         if CRMState.noCustomerEffect.contains(event.type) {
             // Not bound to crm-sync; arrives only by a replay. Acknowledged, said, not booked.
             logger.info(
                 "event changes no customer; acknowledged without a CRM change",
-                metadata: ["payfleet.event.id": "\(event.id)", "payfleet.event.type": "\(event.type.rawValue)"])
+                metadata: [LogKey.eventID: "\(event.id)", LogKey.eventType: "\(event.type.rawValue)"])
             return nil
         }
         guard let change = try CRMState.apply(event, db: db) else { return nil }

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PayfleetCore
+import PayfleetWorker
 import ServiceLifecycle
 
 /// Builds the ingest HTTP application: the routes of DESIGN §3 and, when a broker is
@@ -113,7 +114,7 @@ struct IngestHandlers: Sendable {
             metrics.rejected(source, code: e.code)
             if e.status != .serviceUnavailable {
                 logger.info("request rejected", metadata: [
-                    "ingest.source": "\(source)", "http.status": "\(e.status.code)", "ingest.error": "\(e.code)",
+                    LogKey.ingestSource: "\(source)", LogKey.httpStatus: "\(e.status.code)", LogKey.ingestError: "\(e.code)",
                 ])
             }
             var r = e.response
@@ -122,7 +123,7 @@ struct IngestHandlers: Sendable {
             return r
         } catch {
             metrics.rejected(source, code: "internal")
-            logger.error("request failed", metadata: ["ingest.source": "\(source)", "error": "\(error)"])
+            logger.error("request failed", metadata: [LogKey.ingestSource: "\(source)", LogKey.error: "\(error)"])
             return IngestError(.serviceUnavailable, "unavailable", "the event could not be made durable; retry").response
         }
     }
@@ -148,7 +149,7 @@ struct IngestHandlers: Sendable {
         if let stripeFees {
             // Queued before the answer: if this fails Stripe retries, and the retry queues it.
             do { try await stripeFees.enqueue(stripeMapper.feeRequests(event, mapped: mapped, duplicate: first.duplicate)) } catch {
-                logger.error("stripe fee request not stored", metadata: ["error": "\(error)"])
+                logger.error("stripe fee request not stored", metadata: [LogKey.error: "\(error)"])
                 throw IngestError(.serviceUnavailable, "not_durable", "the fee request could not be stored")
             }
         }
@@ -325,7 +326,7 @@ struct IngestHandlers: Sendable {
             outcome = try await outbox.accept(
                 items, traceparent: Self.traceparent(req), idempotency: idempotency, redactions: redactions)
         } catch {
-            logger.error("outbox commit failed", metadata: ["ingest.source": "\(source)", "error": "\(error)"])
+            logger.error("outbox commit failed", metadata: [LogKey.ingestSource: "\(source)", LogKey.error: "\(error)"])
             throw IngestError(.serviceUnavailable, "unavailable", "the event could not be made durable; retry")
         }
         if case .accepted(let ids) = outcome {
@@ -333,7 +334,7 @@ struct IngestHandlers: Sendable {
                 metrics.accepted(source, duplicate: r.duplicate)
                 if case .recordOnly(_, _, let type, _) = item, !r.duplicate { metrics.unmapped(source, type: type) }
                 logger.debug("event accepted", metadata: [
-                    "payfleet.event.id": "\(r.id)", "ingest.source": "\(source)", "ingest.duplicate": "\(r.duplicate)",
+                    LogKey.eventID: "\(r.id)", LogKey.ingestSource: "\(source)", LogKey.ingestDuplicate: "\(r.duplicate)",
                 ])
             }
         }
@@ -343,7 +344,7 @@ struct IngestHandlers: Sendable {
     func reportRedactions(_ source: String, _ fields: [String]) {
         for f in fields {
             metrics.panRedacted(source, field: PANGuard.label(f))
-            logger.warning("card number masked in provider webhook", metadata: ["ingest.source": "\(source)", "ingest.field": "\(f)"])
+            logger.warning("card number masked in provider webhook", metadata: [LogKey.ingestSource: "\(source)", LogKey.ingestField: "\(f)"])
         }
     }
 

@@ -24,7 +24,7 @@ public enum IngestMain {
         do {
             let readyFile = env["PAYFLEET_READY_FILE"]
             let app = try await buildApplication(configuration: configuration, logger: logger) { port in
-                logger.info("ingest listening", metadata: ["http.port": "\(port)"])
+                logger.info("ingest listening", metadata: [LogKey.httpPort: "\(port)"])
                 WorkerMain.announceReady(
                     readyFile: readyFile, portKey: "port", port: port, status: "accepting on port \(port)")
             }
@@ -36,7 +36,7 @@ public enum IngestMain {
             try await group.run()
             return 0
         } catch {
-            logger.critical("ingest failed", metadata: ["error": "\(error)"])
+            logger.critical("ingest failed", metadata: [LogKey.error: "\(error)"])
             return 1
         }
     }

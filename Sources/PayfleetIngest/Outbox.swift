@@ -450,14 +450,8 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The operator's pause of the relay, if one is set.
-    public struct RelayPause: Sendable, Equatable {
-        public let holder: String
-        public let reason: String
-        public let pausedMS: Int64
-        /// When the relay confirmed it stopped publishing (nil: not yet).
-        public let acknowledgedMS: Int64?
-    }
+    /// The operator's pause of the relay (`relay_pause`), if one is set.
+    public typealias RelayPause = OutboxPause
 
     public func relayPause() async throws -> RelayPause? {
         try await store.withConnection { db in

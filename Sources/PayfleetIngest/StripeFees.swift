@@ -247,7 +247,7 @@ public final class StripeFeeFetcher: Service, Sendable {
                 try await queue.finish(bt, state: "done", eventID: e.id)
                 logger.info(
                     "stripe fee accepted",
-                    metadata: ["payfleet.event.id": "\(e.id)", "stripe.balance_transaction": "\(bt)"])
+                    metadata: [LogKey.eventID: "\(e.id)", LogKey.stripeBalanceTransaction: "\(bt)"])
             } catch let e as StripeAPIError where e.transient {
                 // Integer milliseconds: doubling per attempt up to the cap, or Stripe's Retry-After.
                 let base = Int64(api.configuration.backoffMS) << Int64(min(attempts, 20))
@@ -255,10 +255,10 @@ public final class StripeFeeFetcher: Service, Sendable {
                 try await queue.retry(bt, atMS: StripeFeeQueue.nowMS() + delayMS, error: e.message)
                 logger.info(
                     "stripe fee fetch will be retried",
-                    metadata: ["stripe.balance_transaction": "\(bt)", "error": "\(e.message)", "retry.ms": "\(delayMS)"])
+                    metadata: [LogKey.stripeBalanceTransaction: "\(bt)", LogKey.error: "\(e.message)", LogKey.retryInMS: "\(delayMS)"])
             } catch let e as StripeAPIError {
                 try await queue.finish(bt, state: "failed", eventID: nil, error: e.message)
-                logger.error("stripe fee fetch failed", metadata: ["stripe.balance_transaction": "\(bt)", "error": "\(e.message)"])
+                logger.error("stripe fee fetch failed", metadata: [LogKey.stripeBalanceTransaction: "\(bt)", LogKey.error: "\(e.message)"])
             }
         }
         return rows.count
@@ -274,7 +274,7 @@ public final class StripeFeeFetcher: Service, Sendable {
             var handled = 0
             do { handled = try await drain() } catch {
                 // The queue or the outbox could not be written: the row stays due.
-                logger.error("stripe fee queue failed", metadata: ["error": "\(error)"])
+                logger.error("stripe fee queue failed", metadata: [LogKey.error: "\(error)"])
             }
             await reportQueue()
             if handled == 0 { try? await Task.sleep(for: .milliseconds(api.configuration.pollIntervalMS)) }

@@ -152,7 +152,7 @@ public struct ReceiptHandler: WorkerHandler {
             attached.current?.metrics.skipped(reason: "no_receipt_for_type")
             logger.info(
                 "no receipt for this event type",
-                metadata: ["payfleet.event.id": "\(event.id)", "payfleet.event.type": "\(event.type.rawValue)"])
+                metadata: [LogKey.eventID: "\(event.id)", LogKey.eventType: "\(event.type.rawValue)"])
             return nil
         }
         guard rule.enabled, rule.types.contains(event.type.rawValue) else {
@@ -319,8 +319,8 @@ public struct ReceiptHandler: WorkerHandler {
             logger.warning(
                 "receipt outcome unknown after an interrupted send",
                 metadata: [
-                    "payfleet.event.id": "\(eventID)", "receipt.channel": "\(channel)",
-                    "receipt.action": "\(flag ? "flag for review" : "resend with the same Message-ID")",
+                    LogKey.eventID: "\(eventID)", LogKey.receiptChannel: "\(channel)",
+                    LogKey.receiptAction: "\(flag ? "flag for review" : "resend with the same Message-ID")",
                 ])
             _ = try await a.store.write { db in
                 try db.execute(

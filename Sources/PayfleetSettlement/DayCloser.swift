@@ -158,21 +158,65 @@ public enum DayClosing {
     }
 }
 
+/// `settlement_outbox` as the one `OutboxRelay` reads it: the `settlement.day_closed` events of
+/// the closing transactions, oldest first. A refused close (no queue bound yet) keeps no count
+/// and no deferral: it stays pending and the next round, a close interval later, publishes it
+/// again. A day close has no customer: both partition keys are the merchant.
+struct SettlementOutbox: OutboxStorage {
+    let store: Store
+    let clock: @Sendable () -> Date
+
+    func unsent(limit: Int) async throws -> [OutboxRow<String>] {
+        try await store.withConnection { db in
+            try db.query(
+                """
+                SELECT event_id, body, merchant_id FROM settlement_outbox WHERE published_at IS NULL
+                ORDER BY created_at, event_id LIMIT ?
+                """, [.int(Int64(limit))]
+            ).compactMap { r in
+                r.string(0).map { id in
+                    OutboxRow(
+                        key: id,
+                        event: OutboxEvent(
+                            id: id, type: PaymentEvent.EventType.settlementDayClosed.rawValue, merchant: r.string(2) ?? "",
+                            body: r.blob(1) ?? []))
+                }
+            }
+        }
+    }
+
+    func markSent(_ keys: [String]) async throws {
+        guard !keys.isEmpty else { return }
+        let at = RFC3339.format(clock())
+        try await store.write { db in
+            for id in keys {
+                try db.execute("UPDATE settlement_outbox SET published_at = ? WHERE event_id = ?", [.text(at), .text(id)])
+            }
+        }
+    }
+
+    func counts() async throws -> (pending: Int, parked: Int) {
+        let n = try await store.withConnection { db in
+            try db.queryOne("SELECT COUNT(*) FROM settlement_outbox WHERE published_at IS NULL")?.int(0) ?? 0
+        }
+        return (Int(n), 0)
+    }
+}
+
 /// The worker's timer: every `close_interval` it closes due days through the runtime's store
-/// (its one write thread, so closes serialize with event batches) and publishes pending
-/// `settlement.day_closed` events to `payfleet.events` with confirm and `mandatory`, marking
-/// each published only after the broker confirmed it.
+/// (its one write thread, so closes serialize with event batches) and runs a round of the
+/// outbox relay on `settlement_outbox` (`OutboxRelay`: confirms, `mandatory`, the one header
+/// set), which marks each event published only after the broker confirmed it. After a round
+/// the connection failed, the next comes after the relay's backoff (at most 5 s) instead.
 public final class DayCloser: Service, @unchecked Sendable {
     let store: Store
     let merchants: [String: Merchant]
     let settings: SettlementSettings
-    /// The closer's own publisher (confirms, `mandatory`), declared with the feed queue on connect.
-    public let publisher: AMQPPublisher
+    /// The day closes' relay; its publisher declares the feed queue (`day_closed_queue`) on connect.
+    public let relay: OutboxRelay
     let logger: Logger
     let clock: @Sendable () -> Date
     let daysClosed: Counter
-    let published: Counter
-    let pendingGauge: Gauge
     let registry: PrometheusCollectorRegistry
     /// `payfleet_settlement_day_overdue_seconds{merchant}` per merchant seen.
     let overdueGauges = Locked<[String: Gauge]>([:])
@@ -188,11 +232,12 @@ public final class DayCloser: Service, @unchecked Sendable {
     ) {
         daysClosed = registry.makeCounter(
             name: "payfleet_settlement_days_closed_total", help: "Merchant business days closed (totals frozen)")
-        published = registry.makeCounter(
-            name: "payfleet_settlement_day_closed_published_total",
-            help: "settlement.day_closed events confirmed by the broker")
-        pendingGauge = registry.makeGauge(
-            name: "payfleet_settlement_outbox_pending", help: "settlement.day_closed events not yet confirmed")
+        let metrics = OutboxRelayMetrics(
+            published: registry.makeCounter(
+                name: "payfleet_settlement_day_closed_published_total",
+                help: "settlement.day_closed events confirmed by the broker"),
+            pending: registry.makeGauge(
+                name: "payfleet_settlement_outbox_pending", help: "settlement.day_closed events not yet confirmed"))
         self.registry = registry
         self.store = store
         self.merchants = merchants
@@ -200,17 +245,19 @@ public final class DayCloser: Service, @unchecked Sendable {
         self.logger = logger
         self.clock = clock
         let feed = settings.dayClosedQueue
-        self.publisher = AMQPPublisher(
-            configuration: amqp, name: "settlement-close", logger: logger,
-            onConnect: { d in
-                try d.eventsExchange()
-                if let feed {
-                    try d.queue(QueueSpec(name: feed, arguments: ["x-queue-type": .string("quorum")]))
-                    try d.bind(
-                        BindingSpec(
-                            source: Topology.eventsExchange, destination: feed, destinationType: .queue,
-                            routingKey: PaymentEvent.EventType.settlementDayClosed.rawValue))
-                }
+        relay = OutboxRelay(
+            storage: SettlementOutbox(store: store, clock: clock), amqp: amqp, name: "settlement-close",
+            appID: "settlement-aggregator", batchSize: 500, metrics: metrics, logger: logger,
+            // Every round counts (it runs once a close interval); a round waits for the
+            // connection (a close made at start-up goes out in the first round).
+            countInterval: .zero, connectWait: .seconds(5),
+            declare: { d in
+                guard let feed else { return }
+                try d.queue(QueueSpec(name: feed, arguments: ["x-queue-type": .string("quorum")]))
+                try d.bind(
+                    BindingSpec(
+                        source: Topology.eventsExchange, destination: feed, destinationType: .queue,
+                        routingKey: PaymentEvent.EventType.settlementDayClosed.rawValue))
             })
         for id in merchants.keys.sorted() { _ = overdueGauge(id) }
     }
@@ -218,16 +265,18 @@ public final class DayCloser: Service, @unchecked Sendable {
     public func run() async throws {
         await cancelWhenGracefulShutdown { [self] in
             while !Task.isCancelled {
-                await tick()
-                do { try await Task.sleep(for: .milliseconds(settings.closeIntervalMS)) } catch { break }
+                let round = await tick()
+                let wait = round.retryAfter.map { min($0, .milliseconds(settings.closeIntervalMS)) }
+                do { try await Task.sleep(for: wait ?? .milliseconds(settings.closeIntervalMS)) } catch { break }
             }
         }
-        publisher.close()
+        relay.publisher.close()
     }
 
-    /// One round: close what is due, then publish what is pending. Returns (closed days, published events).
+    /// One round: close what is due, then publish what is pending. Returns the closed days, the
+    /// events published, and, when the connection failed, the relay's backoff.
     @discardableResult
-    public func tick() async -> (closed: Int, published: Int) {
+    public func tick() async -> (closed: Int, published: Int, retryAfter: Duration?) {
         var closedCount = 0
         do {
             let merchants = self.merchants
@@ -236,7 +285,7 @@ public final class DayCloser: Service, @unchecked Sendable {
             let logger = self.logger
             let closed = try await store.write { db in
                 try DayClosing.closeDue(db, merchants: merchants, graceMS: grace, now: now) { problem in
-                    logger.error("settlement close problem", metadata: ["error": "\(problem)"])
+                    logger.error("settlement close problem", metadata: [LogKey.error: "\(problem)"])
                 }
             }
             closedCount = closed.count
@@ -244,14 +293,15 @@ public final class DayCloser: Service, @unchecked Sendable {
             for c in closed {
                 logger.info(
                     "settlement day closed",
-                    metadata: ["payfleet.merchant": "\(c.merchantID)", "settlement.day": "\(c.day)",
-                               "settlement.events": "\(c.events.count)"])
+                    metadata: [LogKey.merchant: "\(c.merchantID)", LogKey.settlementDay: "\(c.day)",
+                               LogKey.settlementEvents: "\(c.events.count)"])
             }
         } catch {
-            logger.warning("closing settlement days failed", metadata: ["error": "\(error)"])
+            logger.warning("closing settlement days failed", metadata: [LogKey.error: "\(error)"])
         }
         await updateOverdue()
-        return (closedCount, await publishPending())
+        let round = await relay.round()
+        return (closedCount, round.sent, round.connectionFailed ? round.next : nil)
     }
 
     func overdueGauge(_ merchant: String) -> Gauge {
@@ -276,67 +326,7 @@ public final class DayCloser: Service, @unchecked Sendable {
             }
             for m in Set(late.keys).union(overdueGauges.current.keys) { overdueGauge(m).set(late[m] ?? 0) }
         } catch {
-            logger.warning("reading open settlement days failed", metadata: ["error": "\(error)"])
+            logger.warning("reading open settlement days failed", metadata: [LogKey.error: "\(error)"])
         }
-    }
-
-    func publishPending() async -> Int {
-        let pending: [(String, [UInt8], String)]
-        do {
-            let waiting = try await store.withConnection { db in
-                try db.queryOne("SELECT COUNT(*) FROM settlement_outbox WHERE published_at IS NULL")?.int(0) ?? 0
-            }
-            pendingGauge.set(Double(waiting))
-            pending = try await store.withConnection { db in
-                try db.query(
-                    """
-                    SELECT event_id, body, merchant_id FROM settlement_outbox WHERE published_at IS NULL
-                    ORDER BY created_at, event_id LIMIT 500
-                    """
-                ).compactMap { r in r.string(0).map { ($0, r.blob(1) ?? [], r.string(2) ?? "") } }
-            }
-        } catch {
-            logger.warning("reading the settlement outbox failed", metadata: ["error": "\(error)"])
-            return 0
-        }
-        guard !pending.isEmpty else { return 0 }
-        var connected = publisher.isConnected
-        if !connected { connected = await publisher.waitUntilConnected(timeout: .seconds(5)) }
-        guard connected else { return 0 }
-        // A day close has no customer: both partition keys are the merchant.
-        let events = pending.map { p in
-            OutboxEvent(id: p.0, type: PaymentEvent.EventType.settlementDayClosed.rawValue, merchant: p.2, body: p.1)
-        }
-        let result = await OutboxPublishing.publish(events, via: publisher, appID: "settlement-aggregator")
-        let done = result.sent.map { pending[$0].0 }
-        // A refused close (no queue bound yet) and a lost connection alike: it stays pending and
-        // the next round, a close interval later, publishes it again.
-        for (i, e) in result.refused {
-            logger.warning(
-                "publishing settlement.day_closed failed; will retry",
-                metadata: ["payfleet.event.id": "\(pending[i].0)", "error": "\(e)"])
-        }
-        if let e = result.connectionError {
-            logger.warning(
-                "publishing settlement.day_closed failed; will retry",
-                metadata: ["settlement.unsent": "\(pending.count - done.count - result.refused.count)", "error": "\(e)"])
-        }
-        guard !done.isEmpty else { return 0 }
-        published.increment(by: Int64(done.count))
-        let at = RFC3339.format(clock())
-        let marked = done
-        do {
-            try await store.write { db in
-                for id in marked {
-                    try db.execute(
-                        "UPDATE settlement_outbox SET published_at = ? WHERE event_id = ?", [.text(at), .text(id)])
-                }
-            }
-        } catch {
-            // Published but not marked: the next round publishes again with the same message id
-            // and event id, which consumers dedupe (at-least-once, never lost).
-            logger.warning("marking settlement.day_closed published failed", metadata: ["error": "\(error)"])
-        }
-        return done.count
     }
 }

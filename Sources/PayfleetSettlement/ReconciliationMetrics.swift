@@ -52,13 +52,13 @@ public final class ReconciliationMetrics: Service, Sendable {
     public func run() async throws {
         let store: Store
         do { store = try await ReconciliationStore.open(path: path, logger: logger) } catch {
-            logger.error("reconciliation store cannot be opened", metadata: ["store.path": "\(path)", "error": "\(error)"])
+            logger.error("reconciliation store cannot be opened", metadata: [LogKey.storePath: "\(path)", LogKey.error: "\(error)"])
             return
         }
         await cancelWhenGracefulShutdown { [self] in
             while !Task.isCancelled {
                 do { try await refresh(store) } catch {
-                    logger.error("reconciliation store cannot be read", metadata: ["error": "\(error)"])
+                    logger.error("reconciliation store cannot be read", metadata: [LogKey.error: "\(error)"])
                 }
                 do { try await Task.sleep(for: .milliseconds(intervalMS)) } catch { break }
             }

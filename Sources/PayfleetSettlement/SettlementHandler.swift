@@ -354,7 +354,7 @@ public struct SettlementHandler: WorkerHandler {
                  .text(ownDay), .text(arrived)])
             logger.info(
                 "fee for a payment not seen yet: waiting for it",
-                metadata: ["payfleet.event.id": "\(event.id)", "payfleet.merchant": "\(event.merchantID)"])
+                metadata: [LogKey.eventID: "\(event.id)", LogKey.merchant: "\(event.merchantID)"])
             return false
         }
         let adjustment = try SettlementPosting.book(
@@ -363,8 +363,8 @@ public struct SettlementHandler: WorkerHandler {
         if adjustment {
             logger.info(
                 "late event for a closed day recorded as an adjustment",
-                metadata: ["payfleet.event.id": "\(event.id)", "settlement.day": "\(day)",
-                           "payfleet.merchant": "\(event.merchantID)"])
+                metadata: [LogKey.eventID: "\(event.id)", LogKey.settlementDay: "\(day)",
+                           LogKey.merchant: "\(event.merchantID)"])
         }
         if event.type == .paymentSucceeded, let paymentID {
             try SettlementPosting.resolveFees(

@@ -58,7 +58,7 @@ public final class Store: Sendable {
         let all = Store.runtimeMigrations + migrations
         let applied = try await self.withConnection { db in try Store.migrate(db, all) }
         if !applied.isEmpty {
-            logger.info("applied migrations", metadata: ["store.path": "\(path)", "store.migrations": "\(applied)"])
+            logger.info("applied migrations", metadata: [LogKey.storePath: "\(path)", LogKey.storeMigrations: "\(applied)"])
         }
     }
 

@@ -132,7 +132,7 @@ public enum WorkerMain {
         let env = ProcessInfo.processInfo.environment
         let loaded = loadConfiguration(process: worker) { root, options -> (RuntimeConfiguration, H, Logger) in
             var logger = Logger(label: "payfleet.\(worker)")
-            logger[metadataKey: "payfleet.worker"] = "\(worker)"
+            logger[metadataKey: LogKey.worker] = "\(worker)"
             let section = try root.section(worker)
             let config = try RuntimeConfiguration.read(
                 root: root, section: section, worker: worker, routingKeys: routingKeys, partitionKey: partitionKey,
@@ -151,7 +151,7 @@ public enum WorkerMain {
                 host: runtimeConfig.adminHost, port: runtimeConfig.adminPort, logger: logger,
                 readiness: { await runtime.readiness() }, metrics: { runtime.metrics.text() },
                 onBound: { port in
-                    logger.info("admin listener up", metadata: ["admin.port": "\(port)"])
+                    logger.info("admin listener up", metadata: [LogKey.adminPort: "\(port)"])
                     // READY=1 once the broker connections (topology declared on connect) and the
                     // database answer, not merely when the admin port is bound.
                     Task {
@@ -180,7 +180,7 @@ public enum WorkerMain {
             try await group.run()
             return 0
         } catch {
-            logger.critical("worker failed", metadata: ["error": "\(error)"])
+            logger.critical("worker failed", metadata: [LogKey.error: "\(error)"])
             return 1
         }
     }

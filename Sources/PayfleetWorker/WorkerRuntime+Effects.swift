@@ -91,13 +91,13 @@ extension WorkerRuntime {
             metrics.storeWritable.set(Double(0))
             if storeAttempts == 1 {
                 logger.critical("state file refuses writes; holding an effect's outcome", metadata: [
-                    "store.error": "\(e)", "payfleet.event.id": "\(event.id)",
+                    LogKey.storeError: "\(e)", LogKey.eventID: "\(event.id)",
                 ])
             }
             batchStartedAt.withLock { $0 = .now }
             try? await Task.sleep(for: .milliseconds(min(10_000, 500 << min(storeAttempts, 5))))
         } catch {
-            logger.error("recording an effect outcome failed", metadata: ["store.error": "\(error)", "payfleet.event.id": "\(event.id)"])
+            logger.error("recording an effect outcome failed", metadata: [LogKey.storeError: "\(error)", LogKey.eventID: "\(event.id)"])
             return false
         }
         }

@@ -41,8 +41,8 @@ extension WorkerRuntime {
             logger.warning(
                 target == topo.dlq ? "event dead-lettered" : "event scheduled for retry",
                 metadata: [
-                    "payfleet.event.id": "\(eventID)", "payfleet.error": "\(err.description)",
-                    "payfleet.attempts": "\(attempts)", "amqp.queue": "\(target)",
+                    LogKey.eventID: "\(eventID)", LogKey.failure: "\(err.description)",
+                    LogKey.attempts: "\(attempts)", LogKey.amqpQueue: "\(target)",
                 ])
             lastErrorText.withLock { $0 = err.description }
         }
@@ -52,7 +52,7 @@ extension WorkerRuntime {
             if case .failure(let e) = r {
                 // Not safely republished: leave it on the main queue (requeue), never drop it.
                 items[indices[k]].ack = false
-                logger.error("republish failed; requeueing", metadata: ["amqp.error": "\(e)"])
+                logger.error("republish failed; requeueing", metadata: [LogKey.amqpError: "\(e)"])
                 metrics.requeued.increment()
             }
         }

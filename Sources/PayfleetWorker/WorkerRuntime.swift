@@ -37,8 +37,8 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         self.configuration = configuration
         self.handler = handler
         var logger = logger
-        logger[metadataKey: "payfleet.worker"] = "\(configuration.worker)"
-        if configuration.topology.isPartitioned { logger[metadataKey: "payfleet.partition"] = "\(configuration.partition)" }
+        logger[metadataKey: LogKey.worker] = "\(configuration.worker)"
+        if configuration.topology.isPartitioned { logger[metadataKey: LogKey.partition] = "\(configuration.partition)" }
         self.logger = logger
         self.metrics = WorkerMetrics(worker: configuration.worker, partition: configuration.partition)
         self.store = try await Store(
@@ -91,9 +91,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                     do {
                         let n = try await store.pruneProcessed(olderThan: retention)
                         let m = try await EffectJournal.prune(olderThan: retention, store: store)
-                        if n + m > 0 { logger.info("pruned processed ids", metadata: ["store.pruned": "\(n + m)"]) }
+                        if n + m > 0 { logger.info("pruned processed ids", metadata: [LogKey.storePruned: "\(n + m)"]) }
                     } catch {
-                        logger.warning("pruning failed", metadata: ["store.error": "\(error)"])
+                        logger.warning("pruning failed", metadata: [LogKey.storeError: "\(error)"])
                     }
                     try? await Task.sleep(for: .seconds(3600))
                 }
@@ -142,7 +142,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                 consumer.requestDeliveries()
             case .connected(let generation):
                 consumer.requestDeliveries()
-                logger.info("consumer connected", metadata: ["amqp.generation": "\(generation)"])
+                logger.info("consumer connected", metadata: [LogKey.amqpGeneration: "\(generation)"])
             case .disconnected(let error):
                 lastErrorText.withLock { $0 = error.description }
             case .stopped:
@@ -191,7 +191,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                 storeAttempts += 1
                 if storeAttempts == 1 {
                     logger.critical("state file refuses writes; consumption paused until it is writable", metadata: [
-                        "store.error": "\(e)", "store.path": "\(configuration.statePath)",
+                        LogKey.storeError: "\(e)", LogKey.storePath: "\(configuration.statePath)",
                     ])
                 }
                 storeFailure.withLock { $0 = e.description }
@@ -207,7 +207,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             } catch {
                 // The transaction failed otherwise (a lock timeout): nothing was applied. Requeue
                 // the whole batch after a pause; the delivery limit bounds how often.
-                logger.error("batch transaction failed; requeueing", metadata: ["store.error": "\(error)"])
+                logger.error("batch transaction failed; requeueing", metadata: [LogKey.storeError: "\(error)"])
                 lastErrorText.withLock { $0 = "transaction failed: \(error)" }
                 try? await Task.sleep(for: .seconds(1))
                 for d in batch { consumer.nack(d, requeue: true) }
@@ -215,7 +215,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             }
         }
         if storeAttempts > 0 {
-            logger.notice("state file writable again; consumption resumed", metadata: ["store.attempts": "\(storeAttempts)"])
+            logger.notice("state file writable again; consumption resumed", metadata: [LogKey.storeAttempts: "\(storeAttempts)"])
             storeFailure.withLock { $0 = nil }
             metrics.storeWritable.set(Double(1))
         }

@@ -5,6 +5,7 @@ import PayfleetCore
 import PayfleetIngest
 import PayfleetStore
 import PayfleetTestKit
+import PayfleetWorker
 import Testing
 
 /// `payfleet partitions resize` against the private broker: the demo worker (table `applied`,

@@ -167,8 +167,8 @@ extension WorkerFleet {
         let closer = DayCloser(
             store: store, amqp: amqp, merchants: [:], settings: SettlementSettings(graceMS: 0, closeIntervalMS: 100, dayClosedQueue: nil),
             logger: .init(label: "test"))
-        defer { closer.publisher.close() }
-        #expect(await closer.publisher.waitUntilConnected())
+        defer { closer.relay.publisher.close() }
+        #expect(await closer.relay.publisher.waitUntilConnected())
         let first = await closer.tick()
         #expect(first.closed == 1 && first.published == 0)
         let pending = try await store.withConnection { db in
@@ -176,15 +176,7 @@ extension WorkerFleet {
         }
         #expect(pending == 1)
 
-        let queue = TestEnvironment.uniqueName("settle-feed")
-        let s = try await AMQPSession.connect(amqp)
-        var failure: Error?
-        do {
-            try await s.declare { d in
-                try d.exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
-                try d.queue(QueueSpec(name: queue, arguments: ["x-queue-type": .string("quorum")]))
-                try d.bind(BindingSpec(source: Topology.eventsExchange, destination: queue, destinationType: .queue, routingKey: "settlement.day_closed"))
-            }
+        try await withEventsQueue(amqp, prefix: "settle-feed", keys: ["settlement.day_closed"]) { s, queue in
             let second = await closer.tick()
             #expect(second.closed == 0 && second.published == 1)
             let third = await closer.tick()
@@ -196,9 +188,6 @@ extension WorkerFleet {
             #expect(e.merchantID == merchant && e.amount.value == 735 && e.type == .settlementDayClosed)
             #expect(m.message.headers["x-payfleet-merchant"]?.stringValue == merchant)
             try await s.ack(m.deliveryTag)
-        } catch { failure = error }
-        _ = try? await s.declare { try $0.delete(queue: queue) }
-        await s.close()
-        if let failure { throw failure }
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PayfleetAMQP
 import PayfleetCore
 import PayfleetSettlement
 import PayfleetStore
@@ -244,4 +245,27 @@ struct SettlementAt: WorkerHandler {
         _ = try handler.apply(event, db: db, now: now)
         return nil
     }
+}
+
+/// A quorum queue on the private broker bound to `payfleet.events` by `keys` for the length of
+/// `body`, then deleted (also when `body` throws).
+func withEventsQueue(
+    _ amqp: AMQPConfiguration, prefix: String, keys: [String], _ body: (AMQPSession, String) async throws -> Void
+) async throws {
+    let queue = TestEnvironment.uniqueName(prefix)
+    let s = try await AMQPSession.connect(amqp)
+    var failure: Error?
+    do {
+        try await s.declare { d in
+            try d.exchange(ExchangeSpec(name: Topology.eventsExchange, type: "topic"))
+            try d.queue(QueueSpec(name: queue, arguments: ["x-queue-type": .string("quorum")]))
+            for key in keys {
+                try d.bind(BindingSpec(source: Topology.eventsExchange, destination: queue, destinationType: .queue, routingKey: key))
+            }
+        }
+        try await body(s, queue)
+    } catch { failure = error }
+    _ = try? await s.declare { try $0.delete(queue: queue) }
+    await s.close()
+    if let failure { throw failure }
 }
