@@ -85,11 +85,25 @@ struct DLQIndexBenchmarkTests {
             let plainTime = ContinuousClock.now - t
             #expect(plain.stdout.split(separator: "\n").count == n + 2)
 
+            // replay --max 1000: the replay reads the whole queue (the source of truth), then the
+            // index is what it found; the next list answers from the index again.
+            t = ContinuousClock.now
+            let replay = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--max", "1000", "--json"])
+            let replayTime = ContinuousClock.now - t
+            #expect(((replay.json as? [String: Any])?["replayed"] as? [String])?.count == 1_000, "\(replay.stderr)")
+            #expect(try await fleet.depth(fleet.topology.dlq) == n - 1_000)
+            t = ContinuousClock.now
+            let after = try await fleet.cli(["dlq", "list", fleet.name, "--group-by", "error", "--json"])
+            let afterTime = ContinuousClock.now - t
+            #expect(after.stderr.isEmpty, "\(after.stderr)")
+            #expect((after.json as? [[String: Any]] ?? []).reduce(0) { $0 + ($1["count"] as? Int ?? 0) } == n - 1_000)
+
             print("BENCH dlq index, \(n) letters: index written in \(indexTime), published in \(publishTime)")
             print("BENCH dlq list --group-by error --json, \(n) letters: \(groupTime)")
             print("BENCH dlq list --group-by error (table), \(n) letters: \(tableTime)")
             print("BENCH dlq list --merchant m_b3 --json, \(n) letters: \(merchantTime)")
             print("BENCH dlq list (all rows, table), \(n) letters: \(plainTime)")
+            print("BENCH dlq replay --all --max 1000, \(n) letters: \(replayTime); list --group-by error after it: \(afterTime)")
             #expect(groupTime < .seconds(10))
         }
     }

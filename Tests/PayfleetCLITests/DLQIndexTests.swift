@@ -193,6 +193,12 @@ struct DLQIndexTests {
             #expect(purge.status == 0, "\(purge.stderr)")
             #expect(Set(try Self.indexed(fleet).keys) == Set([letters[1].id, letters[2].id]))
             #expect(try Self.indexed(fleet) == (try await Self.queued(fleet)))
+            // Edited to a fault that no longer fails: replayed, applied, out of queue and index.
+            let edit = try await fleet.cli(["dlq", "edit", fleet.name, letters[1].id, "--set", "metadata.demo_fault=transient:0"])
+            #expect(edit.status == 0, "\(edit.stderr)")
+            #expect(try await eventually(timeout: .seconds(30)) { try fleet.appliedIDs().ids.contains(letters[1].id) })
+            #expect(Set(try Self.indexed(fleet).keys) == Set([letters[2].id]))
+            #expect(try Self.indexed(fleet) == (try await Self.queued(fleet)))
         }
     }
 }
