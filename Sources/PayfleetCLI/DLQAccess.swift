@@ -142,7 +142,11 @@ public final class DLQAccess {
     }
 
     /// Requeues every held message in the order read, then closes (releasing the lock).
+    private var released = false
+
     public func release() async {
+        guard !released else { return }
+        released = true
         if consuming {
             // Stop deliveries first: a requeued message would come straight back to us.
             // Deliveries already on their way are held too (after the others, as they came).
@@ -221,6 +225,9 @@ public final class DLQAccess {
         public var replayed: [String] = []
         public var failed: [(id: String, error: String)] = []
         public var read = 0
+        /// Every letter read and left in the DLQ (not selected, dry run, not confirmed, or back
+        /// from this very run): with `replayed`, the whole queue as read, for the index.
+        public var remaining: [DeadLetter] = []
     }
 
     /// Republishes every selected message with confirm, then acks its DLQ copy — per batch,
@@ -251,11 +258,13 @@ public final class DLQAccess {
                 let letter = DeadLetter(f.message)
                 if letter.message.headers[DLQAccess.replayRunHeader]?.stringValue == runID {
                     hold(f)  // replayed by this run and failed again: not in a loop
+                    result.remaining.append(letter)
                 } else if select(letter) {
                     result.selected.append(letter.id)
-                    if dryRun { hold(f) } else { batch.append((f, letter)) }
+                    if dryRun { hold(f); result.remaining.append(letter) } else { batch.append((f, letter)) }
                 } else {
                     hold(f)
+                    result.remaining.append(letter)
                 }
             }
             guard let publisher, !batch.isEmpty else { continue }
@@ -268,6 +277,7 @@ public final class DLQAccess {
                     // Not confirmed: it stays in the DLQ (requeued at the end), and may also
                     // have reached the queue — the worker dedupes.
                     hold(batch[k].0)
+                    result.remaining.append(batch[k].1)
                     result.failed.append((batch[k].1.id, e.description))
                 }
             }

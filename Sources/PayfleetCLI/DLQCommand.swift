@@ -66,15 +66,23 @@ public struct DLQCommand: AsyncParsableCommand {
 
     public struct List: AsyncParsableCommand {
         public static let configuration = CommandConfiguration(
-            abstract: "List dead letters (id, type, merchant, attempts, first failed, error), or groups by error.")
+            abstract: "List dead letters (id, type, merchant, attempts, first failed, error), or groups by error.",
+            discussion: """
+                Answers from the dead-letter index in the worker's state file (runtime.3) when it holds as many \
+                letters as the queue; otherwise reads the whole queue (the source of truth), says so on stderr, \
+                and brings the index in line. --from index|queue forces one source.
+                """)
         @OptionGroup public var common: Common
         @OptionGroup public var filter: Filter
         @Option(name: .customLong("group-by"), help: "Group by: error (class + normalized message).")
         public var groupBy: GroupBy?
-        @Option(help: "Read at most N messages.") public var limit: Int?
+        @Option(help: "Show at most N letters.") public var limit: Int?
+        @Option(help: "Where to read: auto (the index when it agrees with the queue depth), index, queue.")
+        public var from: Source = .auto
         public init() {}
 
         public enum GroupBy: String, ExpressibleByArgument, Sendable { case error }
+        public enum Source: String, ExpressibleByArgument, Sendable { case auto, index, queue }
 
         public func validate() throws {
             if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
@@ -82,23 +90,57 @@ public struct DLQCommand: AsyncParsableCommand {
 
         public func run() async throws {
             let (ctx, access) = try await common.open()
-            let letters: [DeadLetter]
-            do { letters = try await access.readAll(limit: limit) } catch {
+            let index = DLQIndex(worker: access.worker)
+            var letters: [LetterSummary]
+            let total: Int
+            do {
+                let indexed = from == .queue ? nil : try await index.count()
+                if from == .index && indexed == nil {
+                    throw CLIFailure("no dead-letter index in \(index.paths.joined(separator: ", ")) (a worker older than runtime.3, or the file is on another host): use --from queue")
+                }
+                if let n = indexed, n == access.snapshot || from == .index {
+                    await access.release()
+                    if n != access.snapshot {
+                        FileHandle.standardError.write(Data(
+                            "warning: the dead-letter index holds \(n) letters, \(access.dlq) \(access.snapshot): the list is the index's (--from index)\n".utf8))
+                    }
+                    letters = try await index.letters(
+                        merchant: filter.merchant, type: filter.type, customer: filter.customer,
+                        sinceMS: try filter.cutoff().map { Int64(($0.timeIntervalSince1970 * 1000).rounded(.up)) }, limit: limit)
+                    total = n
+                } else {
+                    let started = Int64(Date().timeIntervalSince1970 * 1000)
+                    let all = try await access.readAll()
+                    await access.release()
+                    total = access.read
+                    let keep = try filter.matcher()
+                    letters = all.filter(keep).map(\.summary)
+                    if let limit { letters = Array(letters.prefix(limit)) }
+                    var known = indexed
+                    if known == nil { known = try await index.count() }
+                    if let n = known {
+                        let (removed, added) = try await index.reconcile(with: all, readStartedMS: started)
+                        if from == .auto {
+                            FileHandle.standardError.write(Data((
+                                "the dead-letter index held \(n) letters, \(access.dlq) \(access.snapshot): read the queue (the source of truth); "
+                                + "index brought in line (\(removed) removed, \(added) added)\n").utf8))
+                        }
+                    }
+                }
+            } catch {
                 await access.release()
                 throw error
             }
-            await access.release()
-            let keep = try filter.matcher()
             let statuses = groupBy == nil ? [:] : try DLQGroupStatus.current(auditPath: ctx.auditLogPath, worker: access.worker.worker)
             print(try DLQCommand.renderList(
-                letters.filter(keep), total: access.read, grouped: groupBy != nil, json: common.global.json, statuses: statuses))
+                letters, total: total, grouped: groupBy != nil, json: common.global.json, statuses: statuses))
         }
     }
 
     /// The groups of `--group-by error`, largest first (ties by fingerprint text).
-    public static func groups(_ letters: [DeadLetter]) -> [(fingerprint: ErrorFingerprint, letters: [DeadLetter])] {
+    public static func groups(_ letters: [LetterSummary]) -> [(fingerprint: ErrorFingerprint, letters: [LetterSummary])] {
         var order: [ErrorFingerprint] = []
-        var by: [ErrorFingerprint: [DeadLetter]] = [:]
+        var by: [ErrorFingerprint: [LetterSummary]] = [:]
         for l in letters {
             if by[l.fingerprint] == nil { order.append(l.fingerprint) }
             by[l.fingerprint, default: []].append(l)
@@ -108,7 +150,7 @@ public struct DLQCommand: AsyncParsableCommand {
 
     /// `statuses`: each group's investigation status (`DLQGroupStatus`), by group id.
     static func renderList(
-        _ letters: [DeadLetter], total: Int, grouped: Bool, json: Bool, statuses: [String: DLQGroupStatus] = [:]
+        _ letters: [LetterSummary], total: Int, grouped: Bool, json: Bool, statuses: [String: DLQGroupStatus] = [:]
     ) throws -> String {
         if json {
             let value: Any = grouped
@@ -272,6 +314,7 @@ public struct DLQCommand: AsyncParsableCommand {
             let audit: AuditLog?
             let result: DLQAccess.ReplayResult
             let started = ContinuousClock.now
+            let readStartedMS = Int64(Date().timeIntervalSince1970 * 1000)
             do {
                 audit = try dryRun ? nil : AuditLog(path: ctx.auditLogPath)
                 try audit?.record(action: "dlq.replay", worker: access.worker.worker, outcome: "started")
@@ -286,6 +329,20 @@ public struct DLQCommand: AsyncParsableCommand {
                 throw error
             }
             await access.release()
+            // The replay read the whole queue: the index becomes what it found (the replayed
+            // letters leave it, letters it lacked join it). The queue is already right if this fails.
+            var indexNote: String?
+            do {
+                let index = DLQIndex(worker: access.worker)
+                if try await index.count() != nil {
+                    let (removed, added) = try await index.reconcile(with: result.remaining, readStartedMS: readStartedMS)
+                    if added > 0 || removed > result.replayed.count {
+                        indexNote = "dead-letter index brought in line with \(access.dlq): \(removed) removed, \(added) added"
+                    }
+                }
+            } catch {
+                indexNote = "warning: the dead-letter index was not updated (\(error)); `payfleet dlq list` reads the queue until it agrees"
+            }
             let elapsed = ContinuousClock.now - started
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             let missing = idSet.subtracting(result.selected).subtracting(tooOld.current).sorted()
@@ -314,6 +371,7 @@ public struct DLQCommand: AsyncParsableCommand {
                     + "their ids may have left the worker's dedupe window, so a copy already applied would be applied again. "
                     + "Check each against the books, then replay with --force: \(refused.prefix(10).joined(separator: ", "))\n").utf8))
             }
+            if let indexNote { FileHandle.standardError.write(Data((indexNote + "\n").utf8)) }
             if !missing.isEmpty {
                 FileHandle.standardError.write(Data("not in \(access.dlq): \(missing.joined(separator: ", "))\n".utf8))
             }
@@ -396,6 +454,7 @@ public struct DLQCommand: AsyncParsableCommand {
                         "target": out.exchange.isEmpty ? out.routingKey : out.exchange])
             for (f, _) in copies { try await access.ack(f) }
             access.forget(copies.map { $0.0 })
+            try? await DLQIndex(worker: access.worker).remove([id])
             if common.global.json {
                 try printJSON(["id": id, "changes": changes.map(\.json), "archive": archivePath, "replayed": true])
             } else {
@@ -481,6 +540,9 @@ public struct DLQCommand: AsyncParsableCommand {
                 throw error
             }
             await access.release()
+            do { try await DLQIndex(worker: access.worker).remove(purged) } catch {
+                FileHandle.standardError.write(Data("warning: the dead-letter index was not updated (\(error)); `payfleet dlq list` reads the queue until it agrees\n".utf8))
+            }
             let missing = idSet.subtracting(purged).sorted()
             if common.global.json {
                 try printJSON(["purged": purged, "archive": orNull(archive), "not_found": missing])

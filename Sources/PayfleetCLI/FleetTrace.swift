@@ -14,7 +14,8 @@ import PayfleetStore
 ///   invoice's events through the `(merchant_id, payment_id)` / `(merchant_id, invoice_id)`
 ///   indexes (crm.1, settlement.2, ledger.5), probed once per merchant of the file (the
 ///   merchants themselves read off the index's first column, not off the rows);
-/// - the dead-letter index (`<state_dir>/dlq-index.sqlite`), when the fleet keeps one.
+/// - each worker file's dead-letter index (`dead_letters`, runtime.3) by event id: the letters the
+///   runtime confirmed in the worker's DLQ and that no replay, edit or purge has removed since.
 /// Files are opened read-only; a missing file or table is reported, not an error.
 ///
 /// What no file keeps is not shown: ingest records no duplicate answers (the original is
@@ -23,7 +24,7 @@ import PayfleetStore
 public struct FleetTrace: Sendable {
     /// One SQLite file the trace reads.
     public struct Source: Sendable, Equatable {
-        /// `ingest`, a worker's config section (`crm-sync`), or `dlq-index`.
+        /// `ingest` or a worker's config section (`crm-sync`).
         public var process: String
         public var partition: Int?
         public var path: String
@@ -36,23 +37,22 @@ public struct FleetTrace: Sendable {
 
     public var ingest: Source?
     public var workers: [Source]
-    public var dlqIndex: Source?
 
-    public init(ingest: Source?, workers: [Source], dlqIndex: Source? = nil) {
+    public init(ingest: Source?, workers: [Source]) {
         self.ingest = ingest
         self.workers = workers
-        self.dlqIndex = dlqIndex
     }
 
     /// The files of the configured fleet: `ingest.state_file`, every worker partition's file
-    /// (`<name>.sqlite`, or `<name>.pN.sqlite` per partition) and the dead-letter index.
+    /// (`<name>.sqlite`, or `<name>.pN.sqlite` per partition; each holds its dead-letter index).
     public static func sources(configPath: String) throws -> FleetTrace {
         let ctx = try CLIContext.load(configPath: configPath)
         let root = try ConfigSection.load(file: configPath)
         let ingestPath = try root.section("ingest").string(
             "state_file", default: (ctx.stateDir as NSString).appendingPathComponent("ingest.sqlite"))
         var workers: [Source] = []
-        for w in Topology.fleet.map(\.name) {
+        // The fleet's workers, and the runtime's demonstration worker when it is configured.
+        for w in Topology.fleet.map(\.name) + (root.has(CLIContext.demoWorker) ? [CLIContext.demoWorker] : []) {
             guard let rc = ctx.runtime[w] else { continue }
             let partitions = rc.topology.partitions
             if partitions <= 1 {
@@ -65,9 +65,7 @@ public struct FleetTrace: Sendable {
                 }
             }
         }
-        return FleetTrace(
-            ingest: Source(process: "ingest", path: ingestPath), workers: workers,
-            dlqIndex: Source(process: "dlq-index", path: (ctx.stateDir as NSString).appendingPathComponent("dlq-index.sqlite")))
+        return FleetTrace(ingest: Source(process: "ingest", path: ingestPath), workers: workers)
     }
 
     // MARK: Result
@@ -193,13 +191,10 @@ public struct FleetTrace: Sendable {
                 let detail = s.fields.keys.sorted().map { "\($0)=\(s.fields[$0]!.text)" }.joined(separator: " ")
                 lines.append("\(FleetTrace.format(ms: s.atMS))  \(s.eventID)  \(who)  \(s.step)  \(detail)")
             }
-            let missing = sources.filter { !$0.present && $0.source.process != "dlq-index" }
+            let missing = sources.filter { !$0.present }
             if !missing.isEmpty {
                 lines.append("")
                 lines.append("not found (not read): " + missing.map(\.source.path).joined(separator: ", "))
-            }
-            if let dlq = sources.first(where: { $0.source.process == "dlq-index" }), !dlq.present {
-                lines.append("dead letters: no index at \(dlq.source.path) (see `payfleet dlq list`)")
             }
             return lines.joined(separator: "\n")
         }
@@ -220,21 +215,18 @@ public struct FleetTrace: Sendable {
             throw CLIFailure("trace: the id must be 1–255 characters without control characters")
         }
         var files: [(Source, SQLiteConnection?)] = []
-        for s in ([ingest].compactMap { $0 } + workers + [dlqIndex].compactMap { $0 }) {
+        for s in ([ingest].compactMap { $0 } + workers) {
             files.append((s, Self.open(s.path)))
         }
         let ingestDB = files.first { $0.0.process == "ingest" }?.1
         let workerDBs = files.filter { f in workers.contains(f.0) }.compactMap { f in f.1.map { (f.0, $0) } }
-        let dlqDB = files.first { $0.0.process == "dlq-index" }?.1
 
         // 1. Which events the id names.
         var found = Found()
         if let db = ingestDB { try Self.resolveIngest(id, db: db, into: &found) }
         for (s, db) in workerDBs { try Self.resolveWorker(id, process: s.process, db: db, into: &found) }
-        if let db = dlqDB, try Self.has(db, table: "dlq_index"),
-            try db.queryOne("SELECT 1 FROM dlq_index WHERE event_id = ? LIMIT 1", [.text(id)]) != nil
-        {
-            found.add(id, as: "event_id")
+        for (_, db) in workerDBs {
+            if try Self.has(db, table: "dead_letters"), try db.queryOne("SELECT 1 FROM dead_letters WHERE event_id = ?", [.text(id)]) != nil { found.add(id, as: "event_id") }
         }
         // An invoice's payments bring their refunds and disputes (one step, no more).
         if found.matchedAs.contains("invoice_id") {
@@ -259,7 +251,7 @@ public struct FleetTrace: Sendable {
             var e = Event(id: eid)
             if let db = ingestDB, let s = ingest { steps += try Self.ingestSteps(eid, source: s, db: db, event: &e) }
             for (s, db) in workerDBs { steps += try Self.workerSteps(eid, source: s, db: db, event: &e) }
-            if let db = dlqDB, let s = dlqIndex { steps += try Self.deadLetterSteps(eid, source: s, db: db) }
+            for (s, db) in workerDBs { steps += try Self.deadLetterSteps(eid, source: s, db: db) }
             events[eid] = e
         }
         steps.sort { ($0.atMS, $0.rank, $0.eventID, $0.process, $0.partition ?? -1) < ($1.atMS, $1.rank, $1.eventID, $1.process, $1.partition ?? -1) }
@@ -628,17 +620,21 @@ public struct FleetTrace: Sendable {
     }
 
     static func deadLetterSteps(_ eid: String, source: Source, db: SQLiteConnection) throws -> [Step] {
-        guard try has(db, table: "dlq_index") else { return [] }
+        guard try has(db, table: "dead_letters") else { return [] }
         return try db.query(
-            "SELECT worker, queue, error, attempts, first_failed_at_ms, indexed_at_ms, state FROM dlq_index WHERE event_id = ? ORDER BY indexed_at_ms",
+            """
+            SELECT queue, error, error_class, fingerprint, attempts, first_failed_at, dead_lettered_at_ms, copies
+            FROM dead_letters WHERE event_id = ?
+            """,
             [.text(eid)]
         ).map { r in
             Step(
-                atMS: r.int(4) ?? r.int(5) ?? 0, eventID: eid, process: r.string(0) ?? "?", partition: nil, file: source.path,
+                atMS: r.int(6) ?? 0, eventID: eid, process: source.process, partition: source.partition, file: source.path,
                 step: "dead_letter",
                 fields: [
-                    "queue": Value(r.string(1)), "error": Value(r.string(2)), "attempts": Value(r.int(3)),
-                    "state": Value(r.string(6)),
+                    "queue": Value(r.string(0)), "error": Value(r.string(1)), "error_class": Value(r.string(2)),
+                    "group": Value(r.string(3)), "attempts": Value(r.int(4)), "first_failed_at": Value(r.string(5)),
+                    "copies": Value(r.int(7)),
                 ], rank: 5)
         }
     }

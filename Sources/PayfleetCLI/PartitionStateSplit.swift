@@ -16,6 +16,9 @@ import PayfleetStore
 ///   will see again (a redelivery after the resize) would apply it twice. So every new file gets
 ///   the union of the old files' rows; pruning by `processed_retention` shrinks them again.
 /// - `schema`: `schema_migrations` and SQLite's own tables, recreated with the schema.
+/// - `rebuilt`: the dead-letter index (`dead_letters`, runtime.3): created empty. The resize
+///   refuses a non-empty DLQ, so the index has nothing to carry; a stale row would only be a
+///   divergence the CLI repairs from the queue (see `DLQIndex`).
 ///
 /// A table without a rule stops the resize before anything changes: the command cannot know
 /// where its rows belong.
@@ -24,6 +27,7 @@ public struct PartitionStateRules: Sendable {
         case keyed(column: String, renumber: String?)
         case everywhere
         case schema
+        case rebuilt
     }
 
     public let section: String
@@ -32,6 +36,7 @@ public struct PartitionStateRules: Sendable {
 
     static let runtime: [String: Rule] = [
         "processed": .everywhere, "effect_journal": .everywhere, "schema_migrations": .schema, "sqlite_sequence": .schema,
+        "dead_letters": .rebuilt,
     ]
 
     /// The workers whose state the command can split: the demo worker (`applied`) and
@@ -174,6 +179,8 @@ struct PartitionStateSplit: Sendable {
                             if table == "schema_migrations" {
                                 try db.execute("INSERT OR IGNORE INTO main.schema_migrations SELECT * FROM src.schema_migrations")
                             }
+                        case .rebuilt:
+                            break
                         case .everywhere:
                             let list = cols.map { "\"\($0)\"" }.joined(separator: ", ")
                             try db.execute("INSERT OR IGNORE INTO main.\(table) (\(list)) SELECT \(list) FROM src.\(table)")

@@ -27,7 +27,7 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
 
     /// The runtime's tables beside `processed` (the effect journal); every store a handler's
     /// events are applied to needs them, before the handler's own.
-    public static var migrations: [Migration] { EffectJournal.migrations }
+    public static var migrations: [Migration] { EffectJournal.migrations + DeadLetterIndex.migrations }
 
     public init(handler: Handler, store: Store) {
         self.handler = handler

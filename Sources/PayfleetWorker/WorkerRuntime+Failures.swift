@@ -13,6 +13,7 @@ extension WorkerRuntime {
         var outgoing: [AMQPOutgoing] = []
         var retried = 0
         var dead = 0
+        var summaries: [Int: DeadLetterIndex.Summary] = [:]
         for i in items.indices {
             guard case .failed(let err) = items[i].outcome, items[i].ack else { continue }
             let d = items[i].delivery
@@ -35,6 +36,9 @@ extension WorkerRuntime {
             var m = d.message
             m.headers = headers
             m.persistent = true
+            if target == topo.dlq {
+                summaries[outgoing.count] = DeadLetterIndex.Summary(message: m, worker: configuration.worker, queue: target)
+            }
             outgoing.append(AMQPOutgoing(exchange: "", routingKey: target, message: m, mandatory: true))
             indices.append(i)
             let eventID = items[i].event?.id ?? d.message.messageID ?? "?"
@@ -48,12 +52,23 @@ extension WorkerRuntime {
         }
         guard !outgoing.isEmpty else { return }
         let results = await publisher.publish(batch: outgoing)
+        var indexed: [DeadLetterIndex.Summary] = []
         for (k, r) in results.enumerated() {
+            if case .success = r, let s = summaries[k] { indexed.append(s) }
             if case .failure(let e) = r {
                 // Not safely republished: leave it on the main queue (requeue), never drop it.
                 items[indices[k]].ack = false
                 logger.error("republish failed; requeueing", metadata: [LogKey.amqpError: "\(e)"])
                 metrics.requeued.increment()
+            }
+        }
+        // The index of what is now confirmed in the DLQ, committed before the acks. The queue
+        // stays the source of truth: if this write fails the letters are still dead-lettered
+        // (and acked), and the CLI sees the index disagree with the queue depth and reads the queue.
+        if !indexed.isEmpty {
+            let rows = indexed
+            do { try await store.write { db in try DeadLetterIndex.record(rows, db: db) } } catch {
+                logger.error("dead-letter index not written", metadata: ["store.error": "\(error)", "payfleet.dead_letters": "\(rows.count)"])
             }
         }
         metrics.retried.increment(by: Int64(retried))

@@ -3,6 +3,7 @@ import Foundation
 import PayfleetAMQP
 @testable import PayfleetCLI
 import PayfleetCore
+import PayfleetWorker
 import PayfleetTestKit
 import Testing
 
