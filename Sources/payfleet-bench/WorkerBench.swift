@@ -29,10 +29,6 @@ struct WorkerBench: AsyncParsableCommand {
     var keep = false
     @Flag(help: "Count fsync/fdatasync syscalls with perf stat (root).")
     var fsyncs = false
-    @Option(help: "Profile each worker (not the demo worker) with perf record -g for --profile-seconds after it starts; perf.data files and a perf report go to this directory.")
-    var profile: String?
-    @Option(help: "Seconds of perf record sampling per worker.")
-    var profileSeconds = 3
 
     struct Figures {
         var rate: Double
@@ -100,16 +96,12 @@ struct WorkerBench: AsyncParsableCommand {
             try fleet.start()
             let pid = fleet.process!.pid
             let perf = fsyncs ? PerfSyscalls(pid: pid) : nil
-            let recorder = executable == "payfleet-demo-worker" ? nil : profile.flatMap {
-                PerfRecord(pid: pid, output: $0 + "/\(executable).perf.data", seconds: profileSeconds)
-            }
             let ok = await eventually(timeout: .seconds(900), every: .milliseconds(100)) {
                 guard (try? fleet.count("processed")) == events.count else { return false }
                 let inFlight = (try? fleet.count("effect_journal", where: "state = 'intent'")) ?? 0
                 return inFlight == 0
             }
             let fsyncs = perf?.stop()
-            if let recorder, let dir = profile { recorder.finish(report: dir + "/\(executable).report.txt") }
             guard ok else { throw CLIError("\(executable) did not drain \(events.count) events; log \(fleet.process?.logPath ?? "")") }
             guard let db = try fleet.database(),
                 let row = try db.queryOne("SELECT MIN(processed_ms), MAX(processed_ms) FROM processed"),
@@ -157,40 +149,5 @@ final class PerfSyscalls {
             if let v = Int(line.split(separator: ",").first ?? "") { total += v; seen = true }
         }
         return seen ? total : nil
-    }
-}
-
-/// `perf record -g` on one process for a fixed time (`timeout -s INT`: perf finalizes its file on
-/// SIGINT; `perf record -p PID -- sleep N` does not end here), then `perf report --stdio`.
-final class PerfRecord {
-    let process = Process()
-    let output: String
-
-    init?(pid: Int32, output: String, seconds: Int) {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/perf") else { return nil }
-        self.output = output
-        try? FileManager.default.createDirectory(
-            atPath: (output as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["-s", "INT", "-k", "10", String(seconds), "/usr/bin/perf", "record", "-g", "-F", "999", "-o", output, "-p", String(pid)]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return nil }
-    }
-
-    /// Waits for the recording to end and writes the report (self time by symbol, then with callers).
-    func finish(report: String) {
-        // Polled, not waitUntilExit (which hung here with perf as the child).
-        let deadline = Date().addingTimeInterval(60)
-        while process.isRunning && Date() < deadline { usleep(100_000) }
-        let r = Process()
-        r.executableURL = URL(fileURLWithPath: "/bin/sh")
-        r.arguments = [
-            "-c",
-            "perf report -i '\(output)' --stdio --no-children --percent-limit 0.7 --sort dso,symbol -g none 2>/dev/null > '\(report)'",
-        ]
-        try? r.run()
-        let until = Date().addingTimeInterval(120)
-        while r.isRunning && Date() < until { usleep(100_000) }
     }
 }
