@@ -24,13 +24,15 @@ public protocol CRMConnector: Sendable {
 public final class SandboxConnector: CRMConnector, @unchecked Sendable {
     public let name = "sandbox"
     public let path: String
-    private let written = Locked<[String: Int64]>([:])
-    /// The file is written and fsync'd here, never on the cooperative pool.
-    private let writer = BlockingThread(name: "crm-sandbox")
-    private let queue = Locked<(pending: [Pending], flushing: Bool)>(([], false))
+    private let written: Locked<[String: Int64]>
+    /// The file is written and fsync'd on the writer's own thread, pushes grouped under one fsync.
+    private let writer: WriteGroups<Pending>
 
     public init(path: String) throws {
         self.path = path
+        let written = Locked<[String: Int64]>([:])
+        self.written = written
+        writer = WriteGroups(name: "crm-sandbox") { Self.append($0, path: path, written: written) }
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         if let data = FileManager.default.contents(atPath: path) {
@@ -47,8 +49,6 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
         }
     }
 
-    deinit { writer.shutdown() }
-
     public static func line(_ s: CustomerSnapshot, eventID: String) -> Data {
         let o: [String: Any] = [
             "event_id": eventID, "customer_id": s.customerID, "merchant_id": s.merchantID, "currency": s.currency,
@@ -64,38 +64,22 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
     }
 
     public func push(_ change: CRMChange, customers: [CustomerSnapshot], outcomeUnknown: Bool) async throws {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            let lead = queue.withLock { q -> Bool in
-                q.pending.append(Pending(change: change, customers: customers, done: c))
-                if q.flushing { return false }
-                q.flushing = true
-                return true
-            }
-            if lead { writer.submit { self.flush() } }
-        }
+        try await writer.submit(Pending(change: change, customers: customers))
     }
 
     struct Pending: Sendable {
         let change: CRMChange
         let customers: [CustomerSnapshot]
-        let done: CheckedContinuation<Void, any Error>
     }
 
-    /// Appends every push waiting, in arrival order, with one write(2) and one fsync on the
-    /// connector's own thread (group commit of the file): each `push` returns once its lines are
-    /// on disk, and pushes that arrive while one fsync runs share the next. A line older than
-    /// what the file already has for that customer is left out (one step with the write).
-    private func flush() {
-        let batch = queue.withLock { q -> [Pending] in
-            let b = q.pending
-            q.pending.removeAll()
-            if b.isEmpty { q.flushing = false }
-            return b
-        }
-        if batch.isEmpty { return }
+    /// Appends a group of pushes, in arrival order, with one write(2) and one fsync (group commit
+    /// of the file): each `push` returns once its lines are on disk, and pushes that arrive while
+    /// one fsync runs share the next. A line older than what the file already has for that
+    /// customer is left out (one step with the write).
+    private static func append(_ group: [Pending], path: String, written: Locked<[String: Int64]>) -> [(any Error)?] {
         var current = written.current
         var out = Data()
-        for p in batch {
+        for p in group {
             for s in p.customers where s.version > (current[s.key] ?? 0) {
                 out.append(Self.line(s, eventID: p.change.eventID))
                 current[s.key] = s.version
@@ -115,13 +99,9 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
                 close(fd)
             }
         }
-        if let failure {
-            for p in batch { p.done.resume(throwing: failure) }
-        } else {
-            written.withLock { $0 = current }
-            for p in batch { p.done.resume() }
-        }
-        writer.submit { self.flush() }
+        if let failure { return group.map { _ in failure } }
+        written.withLock { $0 = current }
+        return group.map { _ in nil }
     }
 }
 

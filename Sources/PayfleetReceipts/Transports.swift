@@ -96,27 +96,23 @@ public actor RateLimiter {
 public final class SandboxTransport: EmailTransport, SMSTransport, @unchecked Sendable {
     public let name = "sandbox"
     public let directory: String
-    private let writer = BlockingThread(name: "receipt-sandbox")
-    private let queue = Locked<(pending: [Pending], flushing: Bool)>(([], false))
+    private let writer: WriteGroups<File>
 
-    struct Pending: Sendable {
-        let file: String
+    struct File: Sendable {
+        let name: String
         let bytes: [UInt8]
-        let done: CheckedContinuation<Void, any Error>
     }
 
     /// The directory is created on the first write (so `--check-config` leaves no trace); a
     /// path that exists and is not a directory is refused at once.
     public init(directory: String) throws(TransportError) {
         self.directory = directory
+        writer = WriteGroups(name: "receipt-sandbox") { Self.write($0, directory: directory) }
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), !isDir.boolValue {
-            writer.shutdown()
             throw TransportError(.permanent, .notSent, "SandboxDir", "\(directory) is not a directory")
         }
     }
-
-    deinit { writer.shutdown() }
 
     /// `receipt.<hex>` from `<receipt.<hex>@domain>`.
     static func stem(_ messageID: String) -> String {
@@ -127,15 +123,7 @@ public final class SandboxTransport: EmailTransport, SMSTransport, @unchecked Se
 
     func write(_ bytes: [UInt8], to file: String) async throws(TransportError) {
         do {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                let lead = queue.withLock { q -> Bool in
-                    q.pending.append(Pending(file: file, bytes: bytes, done: c))
-                    if q.flushing { return false }
-                    q.flushing = true
-                    return true
-                }
-                if lead { writer.submit { self.flush() } }
-            }
+            try await writer.submit(File(name: file, bytes: bytes))
         } catch let e as TransportError {
             throw e
         } catch {
@@ -143,54 +131,39 @@ public final class SandboxTransport: EmailTransport, SMSTransport, @unchecked Se
         }
     }
 
-    /// Writes every file waiting (temporary name, then rename), then one syncfs for all of them.
-    private func flush() {
-        let batch = queue.withLock { q -> [Pending] in
-            let b = q.pending
-            q.pending.removeAll()
-            if b.isEmpty { q.flushing = false }
-            return b
-        }
-        if batch.isEmpty { return }
-        var failed: [Int: TransportError] = [:]
+    /// Writes a group of files (temporary name, then rename), then one syncfs for all of them.
+    private static func write(_ group: [File], directory: String) -> [(any Error)?] {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             let e = TransportError(.transient, .notSent, "SandboxWrite", "\(directory): \(error.localizedDescription)")
-            for p in batch { p.done.resume(throwing: e) }
-            writer.submit { self.flush() }
-            return
+            return group.map { _ in e }
         }
-        for (i, p) in batch.enumerated() {
-            let path = directory + "/" + p.file
-            let tmp = directory + "/.tmp." + p.file
+        var results: [(any Error)?] = group.map { f in
+            let path = directory + "/" + f.name
+            let tmp = directory + "/.tmp." + f.name
             let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
             var ok = fd >= 0
             if ok {
-                let n = p.bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress, raw.count) }
-                ok = n == p.bytes.count
+                let n = f.bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress, raw.count) }
+                ok = n == f.bytes.count
                 close(fd)
             }
             if ok { ok = rename(tmp, path) == 0 }
-            if !ok {
-                failed[i] = TransportError(.transient, .notSent, "SandboxWrite", "\(path): errno \(errno)")
-                unlink(tmp)
-            }
+            if ok { return nil }
+            let e = TransportError(.transient, .notSent, "SandboxWrite", "\(path): errno \(errno)")
+            unlink(tmp)
+            return e
         }
         // One syncfs makes the whole group's contents and renames durable.
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         let synced = dfd >= 0 && payfleet_syncfs(dfd) == 0
         if dfd >= 0 { close(dfd) }
-        for (i, p) in batch.enumerated() {
-            if let e = failed[i] {
-                p.done.resume(throwing: e)
-            } else if !synced {
-                p.done.resume(throwing: TransportError(.transient, .notSent, "SandboxWrite", "syncfs \(directory): errno \(errno)"))
-            } else {
-                p.done.resume()
-            }
+        if !synced {
+            let e = TransportError(.transient, .notSent, "SandboxWrite", "syncfs \(directory): errno \(errno)")
+            results = results.map { $0 ?? e }
         }
-        writer.submit { self.flush() }
+        return results
     }
 
     public func send(_ message: MIMEMessage) async throws(TransportError) {
