@@ -33,6 +33,22 @@ public struct Merchant: Sendable, Equatable, Codable {
     /// Sanitizes an id into an account-name segment hledger, ledger and beancount all accept:
     /// first letter upper-cased, every character outside `[A-Za-z0-9-]` replaced by `-`.
     public static func accountSegment(_ raw: String) -> String {
+        // Plain ASCII without a CR LF pair (one Character of two bytes) maps byte by byte, with
+        // the same result as the Character walk below and a tenth of its cost.
+        var bytes = Array(raw.utf8)
+        if !bytes.isEmpty, bytes.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "\r") }) {
+            for i in bytes.indices {
+                let b = bytes[i]
+                let keep = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D
+                if !keep { bytes[i] = 0x2D }
+            }
+            if bytes[0] >= 0x61 && bytes[0] <= 0x7A {
+                bytes[0] -= 0x20
+            } else if bytes[0] == 0x2D {
+                bytes.insert(UInt8(ascii: "X"), at: 0)
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
         var out = String(raw.map { c -> Character in
             (c.isASCII && (c.isLetter || c.isNumber)) || c == "-" ? c : "-"
         })

@@ -56,10 +56,43 @@ public struct ChartOfAccounts: Sendable, Equatable {
         return chart
     }
 
+    /// The template with each `{merchant}`, `{provider}` and `{customer}` replaced, in one pass
+    /// over its UTF-8 (Foundation's `replacingOccurrences` was 17 % of ledger-writer's time); a
+    /// filled-in value is never scanned again for placeholders.
     static func fill(_ template: String, merchant: String, provider: String = "", customer: String = "") -> String {
-        template.replacingOccurrences(of: "{merchant}", with: merchant)
-            .replacingOccurrences(of: "{provider}", with: provider)
-            .replacingOccurrences(of: "{customer}", with: customer)
+        var out: [UInt8] = []
+        out.reserveCapacity(template.utf8.count + merchant.utf8.count + provider.utf8.count + customer.utf8.count)
+        template.utf8.withContiguousStorageIfAvailable { t in
+            var i = 0
+            while i < t.count {
+                if t[i] == UInt8(ascii: "{") {
+                    if let value = placeholder(t, at: i, merchant: merchant, provider: provider, customer: customer) {
+                        out.append(contentsOf: value.utf8)
+                        i += 10  // every placeholder name has eight letters
+                        continue
+                    }
+                }
+                out.append(t[i])
+                i += 1
+            }
+        } ?? {
+            out = Array(
+                template.replacingOccurrences(of: "{merchant}", with: merchant)
+                    .replacingOccurrences(of: "{provider}", with: provider)
+                    .replacingOccurrences(of: "{customer}", with: customer).utf8)
+        }()
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func placeholder(
+        _ t: UnsafeBufferPointer<UInt8>, at i: Int, merchant: String, provider: String, customer: String
+    ) -> String? {
+        guard i + 10 <= t.count, t[i + 9] == UInt8(ascii: "}") else { return nil }
+        let name = UnsafeBufferPointer(rebasing: t[(i + 1)..<(i + 9)])
+        if name.elementsEqual("merchant".utf8) { return merchant }
+        if name.elementsEqual("provider".utf8) { return provider }
+        if name.elementsEqual("customer".utf8) { return customer }
+        return nil
     }
 
     /// True for names every target tool accepts (beancount is the strictest).

@@ -46,6 +46,8 @@ public struct LedgerHandler: WorkerHandler {
     public let chart: ChartOfAccounts
     public let merchants: [String: Merchant]
     public let unknownCustomer: String
+    /// The `<Merchant>` segment of each configured merchant, computed once.
+    let ledgerNames: [String: String]
     let logger: Logger
 
     public init(
@@ -56,6 +58,7 @@ public struct LedgerHandler: WorkerHandler {
         var byID: [String: Merchant] = [:]
         for m in merchants { byID[m.id] = m }
         self.merchants = byID
+        ledgerNames = byID.mapValues { Merchant.accountSegment($0.ledgerName) }
         self.unknownCustomer = Merchant.accountSegment(unknownCustomer)
         self.logger = logger
     }
@@ -88,7 +91,9 @@ public struct LedgerHandler: WorkerHandler {
     public func merchant(_ id: String) -> Merchant { merchants[id] ?? Merchant(id: id) }
 
     /// The `<Merchant>` account segment: the configured `ledger_name`, sanitized.
-    public func ledgerName(_ merchantID: String) -> String { Merchant.accountSegment(merchant(merchantID).ledgerName) }
+    public func ledgerName(_ merchantID: String) -> String {
+        ledgerNames[merchantID] ?? Merchant.accountSegment(merchant(merchantID).ledgerName)
+    }
 
     public func businessDay(_ event: PaymentEvent) -> String { merchant(event.merchantID).businessDay(for: event.occurredAt) }
 
@@ -571,6 +576,8 @@ public struct LedgerHandler: WorkerHandler {
             "INSERT INTO transaction_checks (txid, postings) VALUES (?, ?)", [.text(txid), .int(Int64(postings.count))])
     }
 
+    static let safePunctuation = Set(" _.:/#-+@".utf8)
+
     /// A short payee/narration: type and references, never customer names or card data.
     func describe(_ event: PaymentEvent) -> String {
         var parts = [event.type.rawValue]
@@ -584,7 +591,14 @@ public struct LedgerHandler: WorkerHandler {
 
     /// Keeps text that every export format can quote without escaping.
     static func safeText(_ s: String) -> String {
-        String(s.prefix(200).map { c -> Character in
+        // ASCII without CR (where a Character is a byte): the same mapping on the bytes.
+        if s.utf8.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "\r") }) {
+            return String(decoding: s.utf8.prefix(200).map { b -> UInt8 in
+                let alnum = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                return alnum || Self.safePunctuation.contains(b) ? b : UInt8(ascii: "_")
+            }, as: UTF8.self)
+        }
+        return String(s.prefix(200).map { c -> Character in
             c.isASCII && (c.isLetter || c.isNumber || " _.:/#-+@".contains(c)) ? c : "_"
         })
     }

@@ -11,8 +11,10 @@ import PayfleetTestKit
 /// starts with sandbox connectors and drains it. The demo worker drains the same events in the
 /// same run, as the runtime's own figure. Printed per worker: events/s (first to last commit,
 /// the worker's own `processed_ms`), events per batch transaction, fsyncs per 1,000 events
-/// (`perf stat` on the process's fsync/fdatasync syscalls, when perf can attach), and the ratio
-/// to the demo worker.
+/// (`perf stat` on the process's fsync/fdatasync syscalls, when perf can attach), the process's
+/// CPU time per 1,000 events and bytes it wrote per event (`/proc/PID/stat` utime+stime and
+/// `/proc/PID/io` wchar over its whole life: figures that stay comparable when other work shares
+/// the cores, unlike events/s), and the ratio to the demo worker.
 struct WorkerBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker", abstract: "One worker's drain rate against the demo worker on the same events.")
@@ -35,6 +37,8 @@ struct WorkerBench: AsyncParsableCommand {
         var perBatch: Double
         var fsyncsPer1000: Double?
         var rssMiB: Double
+        var cpuMSPer1000: Double = 0
+        var writtenKiBPerEvent: Double = 0
     }
 
     func run() async throws {
@@ -50,7 +54,7 @@ struct WorkerBench: AsyncParsableCommand {
             throw ValidationError("unknown worker \(worker); one of \(Topology.fleet.map(\.name).joined(separator: ", ")) or all")
         }
         print("payfleet-bench worker: \(count) events each, batch \(batchSize), release binaries in \(TestEnvironment.binDir)")
-        print("worker                    events/s   events/batch   fsyncs/1000 ev   RSS MiB   ratio to demo")
+        print("worker                    events/s   events/batch   fsyncs/1000 ev   RSS MiB   CPU ms/1000 ev   written KiB/ev   ratio to demo")
         for name in names {
             let spec = Topology.fleet.first { $0.name == name }!
             var mix = EventMix(seed: 17, prefix: "b\(UInt32.random(in: 0...UInt32.max))")
@@ -64,7 +68,9 @@ struct WorkerBench: AsyncParsableCommand {
             func row(_ label: String, _ f: Figures, ratio: String) {
                 let fs = f.fsyncsPer1000.map { String(format: "%8.1f", $0) } ?? "     n/a"
                 print(label.padding(toLength: 24, withPad: " ", startingAt: 0)
-                    + String(format: "%10.0f %14.1f   %@ %14.1f   %@", f.rate, f.perBatch, fs, f.rssMiB, ratio))
+                    + String(
+                        format: "%10.0f %14.1f   %@ %14.1f %16.0f %16.1f   %@", f.rate, f.perBatch, fs, f.rssMiB,
+                        f.cpuMSPer1000, f.writtenKiBPerEvent, ratio))
             }
             row(name, w, ratio: String(format: "%.2f", w.rate / demo.rate))
             row("  demo worker, same events", demo, ratio: "1.00")
@@ -117,8 +123,33 @@ struct WorkerBench: AsyncParsableCommand {
             figures.perBatch = batches > 0 ? Double(events.count) / batches : 0
             figures.fsyncsPer1000 = fsyncs.map { Double($0) * 1000 / Double(events.count) }
             figures.rssMiB = FleetBench.memory(pid: pid).0
+            let usage = Self.usage(pid: pid)
+            figures.cpuMSPer1000 = usage.cpuMS * 1000 / Double(events.count)
+            figures.writtenKiBPerEvent = usage.writtenBytes / 1024 / Double(events.count)
         }
         return figures
+    }
+
+    /// The process's CPU time (user + system, ms) and bytes written (`wchar`: every write and
+    /// pwrite, page cache and sockets) since it started.
+    static func usage(pid: Int32) -> (cpuMS: Double, writtenBytes: Double) {
+        var cpu = 0.0
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        {
+            // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) {
+                cpu = (u + s) * 1000 / Double(sysconf(Int32(_SC_CLK_TCK)))
+            }
+        }
+        var written = 0.0
+        if let io = try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8) {
+            for line in io.split(separator: "\n") where line.hasPrefix("wchar:") {
+                written = Double(line.split(separator: " ").last ?? "0") ?? 0
+            }
+        }
+        return (cpu, written)
     }
 }
 

@@ -114,5 +114,13 @@ struct BusinessDayTests {
         #expect(Merchant.accountSegment("m_acme") == "M-acme")
         #expect(Merchant.accountSegment("acme corp") == "Acme-corp")
         #expect(Merchant.accountSegment("_x") == "X-x")
+        // The byte-wise ASCII path and the Character walk (non-ASCII, CR) agree on what they map.
+        #expect(Merchant.accountSegment("") == "X")
+        #expect(Merchant.accountSegment("7-eleven") == "7-eleven")
+        #expect(Merchant.accountSegment("zürich") == "Z-rich")
+        #expect(Merchant.accountSegment("é") == "X-")
+        #expect(Merchant.accountSegment("a\r\nb") == "A-b")
+        #expect(Merchant.accountSegment("a\rb") == "A-b")
+        #expect(Merchant.accountSegment("{merchant}") == "X-merchant-")
     }
 }
