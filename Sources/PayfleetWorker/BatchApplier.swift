@@ -36,7 +36,7 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
 
     /// Decodes one delivery's body; a body that is no event is a permanent failure.
     public static func decode(_ body: [UInt8]) -> Result<PaymentEvent, HandlerError> {
-        do { return .success(try EventCodec.decode(Data(body))) } catch { return .failure(HandlerError.classify(error)) }
+        do { return .success(try EventCodec.decode(bytes: body)) } catch { return .failure(HandlerError.classify(error)) }
     }
 
     /// One transaction for the batch, each event in its own savepoint; one outcome per event, in
