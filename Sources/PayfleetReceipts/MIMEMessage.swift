@@ -1,4 +1,5 @@
 import Crypto
+import PayfleetCore
 import Foundation
 
 /// An RFC 5322 / MIME email: headers with RFC 2047 encoded words where needed, and a
@@ -72,17 +73,25 @@ public struct MIMEMessage: Sendable, Equatable {
     /// `<receipt.<32 hex>@domain>`: the same event always gets the same Message-ID.
     public static func messageID(eventID: String, channel: String, domain: String) -> String {
         let digest = SHA256.hash(data: Data("\(channel):\(eventID)".utf8))
-        let hex = digest.prefix(16).map { String(format: "%02x", $0) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        let hex = String(decoding: digest.prefix(16).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
         return "<receipt.\(hex)@\(domain)>"
     }
 
-    /// RFC 5322 §3.3 date-time, always in UTC (`Tue, 24 Nov 2026 10:15:00 +0000`).
+    /// RFC 5322 §3.3 date-time, always in UTC (`Tue, 24 Nov 2026 10:15:00 +0000`). Written out
+    /// by hand: a `DateFormatter` per message (an ICU formatter opened each time) was an eighth
+    /// of receipt-sender's time.
     public static func rfc5322Date(_ date: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss '+0000'"
-        return f.string(from: date)
+        let t = Int64(date.timeIntervalSince1970.rounded(.down))
+        let days = t >= 0 ? t / 86_400 : (t - 86_399) / 86_400
+        let secs = Int(t - days * 86_400)
+        let (y, m, d) = RFC3339.civil(fromDays: days)
+        // 1970-01-01 was a Thursday.
+        let weekday = Int(((days % 7) + 7 + 3) % 7)
+        let names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : String(n) }
+        return "\(names[weekday]), \(two(d)) \(months[m - 1]) \(y) \(two(secs / 3600)):\(two(secs / 60 % 60)):\(two(secs % 60)) +0000"
     }
 
     /// The wire form: CRLF line ends, 7-bit clean (quoted-printable bodies, encoded-word headers).
@@ -261,31 +270,44 @@ enum MIMEEncoding {
 
     /// RFC 2045 §6.7 quoted-printable with CRLF hard line breaks and soft breaks at 76 columns.
     static func quotedPrintable(_ text: String) -> String {
-        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
-        var out: [String] = []
-        for line in normalized.split(separator: "\n", omittingEmptySubsequences: false) {
-            let bytes = Array(line.utf8)
-            var encoded: [String] = []
-            for (i, b) in bytes.enumerated() {
-                let last = i == bytes.count - 1
-                if (b >= 33 && b <= 126 && b != 61) || ((b == 32 || b == 9) && !last) {
-                    encoded.append(String(UnicodeScalar(b)))
-                } else {
-                    encoded.append(String(format: "=%02X", b))
-                }
+        let hex = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count + text.utf8.count / 8)
+        // Lines end at CRLF, CR or LF; each becomes a CRLF hard break.
+        var lines: [ArraySlice<UInt8>] = []
+        let all = Array(text.utf8)
+        var start = 0
+        var i = 0
+        while i < all.count {
+            if all[i] == 0x0D || all[i] == 0x0A {
+                lines.append(all[start..<i])
+                i += all[i] == 0x0D && i + 1 < all.count && all[i + 1] == 0x0A ? 2 : 1
+                start = i
+            } else {
+                i += 1
             }
-            var current = ""
-            var lines: [String] = []
-            for token in encoded {
-                if current.utf8.count + token.utf8.count > 75 {
-                    lines.append(current + "=")
-                    current = ""
-                }
-                current += token
-            }
-            lines.append(current)
-            out.append(lines.joined(separator: "\r\n"))
         }
-        return out.joined(separator: "\r\n")
+        lines.append(all[start..<all.count])
+        for (n, line) in lines.enumerated() {
+            if n > 0 { out += [0x0D, 0x0A] }
+            var column = 0
+            for (k, b) in zip(line.indices, line) {
+                let last = k == line.endIndex - 1
+                let plain = (b >= 33 && b <= 126 && b != 61) || ((b == 32 || b == 9) && !last)
+                let width = plain ? 1 : 3
+                // A soft break keeps every line at most 76 characters, the "=" included.
+                if column + width > 75 {
+                    out += [UInt8(ascii: "="), 0x0D, 0x0A]
+                    column = 0
+                }
+                if plain {
+                    out.append(b)
+                } else {
+                    out += [UInt8(ascii: "="), hex[Int(b >> 4)], hex[Int(b & 0x0F)]]
+                }
+                column += width
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

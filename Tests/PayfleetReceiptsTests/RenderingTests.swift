@@ -111,6 +111,50 @@ import Testing
         #expect(qp.hasSuffix("end=20"))
     }
 
+    /// Quoted-printable decodes back to the text with CRLF line ends (RFC 2045 §6.7 decoding
+    /// written here: soft breaks removed, =XX decoded).
+    @Test func quotedPrintableRoundTrips() {
+        let texts = ["Total: £12.50\r\nThank you", "tab\tend\t", "a=b\rc\nd", String(repeating: "日本", count: 40), "x ", ""]
+        for t in texts {
+            let qp = MIMEEncoding.quotedPrintable(t)
+            #expect(qp.utf8.allSatisfy { $0 < 0x80 })
+            for line in qp.components(separatedBy: "\r\n") {
+                #expect(line.utf8.count <= 76)
+                #expect(!line.hasSuffix(" ") && !line.hasSuffix("\t"))
+            }
+            var bytes: [UInt8] = []
+            let raw = Array(qp.replacingOccurrences(of: "=\r\n", with: "").utf8)
+            var i = 0
+            while i < raw.count {
+                if raw[i] == UInt8(ascii: "="), let v = UInt8(String(decoding: raw[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
+                    bytes.append(v)
+                    i += 3
+                } else {
+                    bytes.append(raw[i])
+                    i += 1
+                }
+            }
+            let expected = t.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+                .replacingOccurrences(of: "\n", with: "\r\n")
+            #expect(String(decoding: bytes, as: UTF8.self) == expected, "\(t)")
+        }
+    }
+
+    /// The hand-written RFC 5322 date equals Foundation's formatter with the RFC's pattern.
+    @Test func rfc5322DatesMatchTheCalendar() {
+        #expect(MIMEMessage.rfc5322Date(Date(timeIntervalSince1970: 0)) == "Thu, 01 Jan 1970 00:00:00 +0000")
+        #expect(MIMEMessage.rfc5322Date(Date(timeIntervalSince1970: -1)) == "Wed, 31 Dec 1969 23:59:59 +0000")
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss '+0000'"
+        var rng = SplitMix64(seed: 5322)
+        for _ in 0..<2_000 {
+            let d = Date(timeIntervalSince1970: Double(rng.next() % 4_102_444_800) + 0.75)
+            #expect(MIMEMessage.rfc5322Date(d) == f.string(from: d))
+        }
+    }
+
     @Test func addressesAndNumbersAreValidated() {
         #expect(MailAddress.isValid("ada@example.com"))
         #expect(MailAddress.isValid("a.b+tag@mail.example.co.uk"))
