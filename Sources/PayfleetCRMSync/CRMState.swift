@@ -157,6 +157,29 @@ public struct CustomerSnapshot: Codable, Sendable, Equatable {
     public var version: Int64
     public var at: Date
 
+    public init(
+        customerID: String, merchantID: String, currency: String, outstanding: Int64, paid: Int64, refunded: Int64,
+        disputed: Int64, status: String, lastPaymentID: String?, lastPaymentAmount: Int64?, lastPaymentAt: Date?,
+        name: String?, email: String?, phone: String?, version: Int64, at: Date
+    ) {
+        self.customerID = customerID
+        self.merchantID = merchantID
+        self.currency = currency
+        self.outstanding = outstanding
+        self.paid = paid
+        self.refunded = refunded
+        self.disputed = disputed
+        self.status = status
+        self.lastPaymentID = lastPaymentID
+        self.lastPaymentAmount = lastPaymentAmount
+        self.lastPaymentAt = lastPaymentAt
+        self.name = name
+        self.email = email
+        self.phone = phone
+        self.version = version
+        self.at = at
+    }
+
     public var key: String { "\(customerID)\u{1f}\(merchantID)\u{1f}\(currency)" }
     /// The customer's identity: merchant + customer.
     public var customerKey: String { "\(merchantID)\u{1f}\(customerID)" }

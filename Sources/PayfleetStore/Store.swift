@@ -93,6 +93,18 @@ public final class Store: Sendable {
         return try await thread.run { try body(conn.value) }
     }
 
+    /// Copies the write-ahead log into the database file and truncates it to zero bytes
+    /// (`wal_checkpoint(TRUNCATE)`). After a write failed for want of space the log may be what
+    /// fills the disk: it only shrinks at a checkpoint, and the automatic one runs after a commit
+    /// that the full disk refuses. Returns whether the checkpoint completed.
+    @discardableResult
+    public func reclaimJournalSpace() async -> Bool {
+        (try? await withConnection { db in
+            guard let row = try db.queryOne("PRAGMA wal_checkpoint(TRUNCATE)") else { return false }
+            return row.int(0) == 0
+        }) ?? false
+    }
+
     /// Runs `body` in one `BEGIN IMMEDIATE` transaction on the store's thread.
     public func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
         try await withConnection { db in try db.transaction { try body(db) } }

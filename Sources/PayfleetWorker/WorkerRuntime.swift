@@ -204,6 +204,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
                 // The loop is alive and waiting on purpose: keep the watchdog fed.
                 batchStartedAt.withLock { $0 = .now }
                 try? await Task.sleep(for: .milliseconds(min(10_000, 500 << min(storeAttempts, 5))))
+                // The write-ahead log may be what holds the space: fold it into the database
+                // file (which needs far fewer pages) before the same transaction is tried again.
+                await applier.store.reclaimJournalSpace()
             } catch {
                 // The transaction failed otherwise (a lock timeout): nothing was applied. Requeue
                 // the whole batch after a pause; the delivery limit bounds how often.

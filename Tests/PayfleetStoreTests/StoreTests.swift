@@ -37,6 +37,21 @@ struct StoreTests {
         #expect(sync == 2)  // FULL
     }
 
+    @Test("reclaimJournalSpace folds the WAL into the database and truncates it to 0 bytes; the rows stay")
+    func reclaimTruncatesTheLog() async throws {
+        let path = tempPath()
+        let s = try await Store(path: path, migrations: [Migration("t.1", "CREATE TABLE a (x INTEGER, pad BLOB)")])
+        for i in 0..<50 {
+            _ = try await s.write { db in try db.execute("INSERT INTO a VALUES (?, zeroblob(4000))", [.int(Int64(i))]) }
+        }
+        func walSize() throws -> Int { (try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? -1 }
+        #expect(try walSize() > 50 * 4_000)
+        #expect(await s.reclaimJournalSpace())
+        #expect(try walSize() == 0)
+        let n = try await s.withConnection { db in try db.queryOne("SELECT COUNT(*) FROM a")?.int(0) }
+        #expect(n == 50)
+    }
+
     @Test func processedIdsAndPruning() async throws {
         let s = try await Store(path: tempPath())
         let old = Date(timeIntervalSinceNow: -40 * 86_400)
