@@ -45,20 +45,16 @@ public struct CLIContext: Sendable {
         var runtime: [String: RuntimeConfiguration] = [:]
         var configured: [String] = []
         // The fleet's workers, plus the runtime's demonstration worker when it is configured.
-        var known = Topology.fleet.enumerated().map { i, w in (w.name, w.routingKeys, w.partitionKey, 9101 + i * 10) }
-        if root.has(demoWorker) {
-            known.append((demoWorker, PaymentEvent.EventType.allCases.map(\.rawValue), .merchant, 9190))
-        }
-        for (name, keys, partitionKey, port) in known {
+        let known = WorkerIdentity.fleet + (root.has(demoWorker) ? [.demoWorker] : [])
+        for identity in known {
+            let name = identity.configSection
             if root.has(name) { configured.append(name) }
             let s = try root.section(name)
-            let rc = try RuntimeConfiguration.read(
-                root: root, section: s, worker: name, routingKeys: keys, partitionKey: partitionKey,
-                defaultAdminPort: port, partition: 0)
-            if name != demoWorker { workers.append(rc.topology) }
+            let rc = try RuntimeConfiguration.read(root: root, section: s, identity: identity, partition: 0)
+            if identity != .demoWorker { workers.append(rc.topology) }
             runtime[name] = rc
         }
-        let stateDir = try root.string("state_dir", default: ".payfleet/dev/state")
+        let stateDir = try root.stateDir()
         let cli = try root.section("cli")
         return CLIContext(
             amqp: amqp, managementURL: management, workers: workers, runtime: runtime, stateDir: stateDir,
@@ -67,7 +63,7 @@ public struct CLIContext: Sendable {
                 "audit_log", default: (stateDir as NSString).appendingPathComponent("audit.jsonl")))
     }
 
-    static let demoWorker = "demo-worker"
+    static let demoWorker = WorkerIdentity.demoWorker.configSection
 
     /// A worker by its config section (`ledger-writer`) or its queue-name stem (`name:`).
     public func worker(_ name: String) throws -> RuntimeConfiguration {

@@ -48,12 +48,7 @@ final class DLQIndex: @unchecked Sendable {
 
     deinit { thread.shutdown() }
 
-    static func paths(_ rc: RuntimeConfiguration) -> [String] {
-        let n = rc.topology.partitions
-        guard n > 1 else { return [rc.statePath] }
-        let dir = (rc.statePath as NSString).deletingLastPathComponent
-        return (0..<n).map { (dir as NSString).appendingPathComponent("\(rc.worker).p\($0).sqlite") }
-    }
+    static func paths(_ rc: RuntimeConfiguration) -> [String] { rc.partitionStatePaths }
 
     static func hasTable(_ db: SQLiteConnection) throws -> Bool {
         try db.queryOne("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dead_letters'") != nil

@@ -212,9 +212,7 @@ struct DevInfo {
 /// Where `payfleet dev` keeps things: `DIR/payfleet.yaml` (the generated config later commands
 /// take), `DIR/broker`, `DIR/state` (SQLite files and sandbox outputs), `DIR/logs`, `DIR/run`.
 struct DevLayout: Sendable {
-    static let workers: [(name: String, defaultPort: Int)] = [
-        ("crm-sync", 9101), ("ledger-writer", 9111), ("receipt-sender", 9121), ("settlement-aggregator", 9131),
-    ]
+    static let workers = WorkerIdentity.fleet
 
     let stateDir: String
     let repoRoot: String
@@ -282,7 +280,7 @@ struct DevLayout: Sendable {
         doc["state_dir"] = stateDir + "/state"
         // The dev fleet runs ingest and the four workers only: a section of a process it does
         // not run would make `payfleet status` report that process as down.
-        doc["demo-worker"] = nil
+        doc[WorkerIdentity.demoWorker.configSection] = nil
         if let merchantsFile {
             let list = try Self.readMerchants(merchantsFile)
             doc["merchants"] = list
@@ -336,7 +334,7 @@ struct DevLayout: Sendable {
         let ingestHost = try ingest.string("host", default: "127.0.0.1")
         var processes = [DevProcess(name: "ingest", port: ingestPort)]
         for w in Self.workers where FileManager.default.isExecutableFile(atPath: binDir + "/" + w.name) {
-            processes.append(DevProcess(name: w.name, port: try root.section(w.name).int("admin_port", default: w.defaultPort)))
+            processes.append(DevProcess(name: w.name, port: try root.section(w.configSection).int("admin_port", default: w.defaultAdminPort)))
         }
         let state = try root.string("state_dir", default: stateDir + "/state")
         return DevInfo(

@@ -1,5 +1,6 @@
 import Foundation
 import PayfleetCore
+import PayfleetIngest
 import PayfleetLedger
 import PayfleetStore
 
@@ -48,21 +49,13 @@ public struct FleetTrace: Sendable {
     public static func sources(configPath: String) throws -> FleetTrace {
         let ctx = try CLIContext.load(configPath: configPath)
         let root = try ConfigSection.load(file: configPath)
-        let ingestPath = try root.section("ingest").string(
-            "state_file", default: (ctx.stateDir as NSString).appendingPathComponent("ingest.sqlite"))
+        let ingestPath = try IngestConfiguration.statePath(root: root, section: try root.section("ingest"))
         var workers: [Source] = []
         // The fleet's workers, and the runtime's demonstration worker when it is configured.
-        for w in Topology.fleet.map(\.name) + (root.has(CLIContext.demoWorker) ? [CLIContext.demoWorker] : []) {
+        for w in WorkerIdentity.fleet.map(\.configSection) + (root.has(CLIContext.demoWorker) ? [CLIContext.demoWorker] : []) {
             guard let rc = ctx.runtime[w] else { continue }
-            let partitions = rc.topology.partitions
-            if partitions <= 1 {
-                workers.append(Source(process: w, partition: 0, path: rc.statePath))
-            } else {
-                let dir = (rc.statePath as NSString).deletingLastPathComponent
-                for p in 0..<partitions {
-                    workers.append(
-                        Source(process: w, partition: p, path: (dir as NSString).appendingPathComponent("\(rc.worker).p\(p).sqlite")))
-                }
+            for (p, path) in rc.partitionStatePaths.enumerated() {
+                workers.append(Source(process: w, partition: p, path: path))
             }
         }
         return FleetTrace(ingest: Source(process: "ingest", path: ingestPath), workers: workers)

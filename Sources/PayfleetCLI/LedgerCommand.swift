@@ -98,12 +98,10 @@ extension LedgerBook {
     /// The state files of the configured `ledger-writer`: `<state_dir>/<name>.sqlite`, or one
     /// `<name>.pN.sqlite` per partition.
     public static func stateFiles(_ context: CLIContext) -> [String] {
-        guard let rc = context.runtime["ledger-writer"] else {
-            return [(context.stateDir as NSString).appendingPathComponent("ledger-writer.sqlite")]
+        let identity = WorkerIdentity.ledgerWriter
+        guard let rc = context.runtime[identity.configSection] else {
+            return [(context.stateDir as NSString).appendingPathComponent(identity.stateFileName(partition: 0, partitions: 1))]
         }
-        let partitions = rc.topology.partitions
-        guard partitions > 1 else { return [rc.statePath] }
-        let dir = (rc.statePath as NSString).deletingLastPathComponent
-        return (0..<partitions).map { (dir as NSString).appendingPathComponent("\(rc.worker).p\($0).sqlite") }
+        return rc.partitionStatePaths
     }
 }

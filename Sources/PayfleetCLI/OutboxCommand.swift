@@ -17,9 +17,7 @@ public struct OutboxCommand: AsyncParsableCommand {
     static func statePath(_ global: GlobalOptions, override: String?) throws -> String {
         if let override { return override }
         let root = try ConfigSection.load(file: global.configPath, environment: ProcessInfo.processInfo.environment)
-        let stateDir = try root.string("state_dir", default: ".payfleet/dev/state")
-        return try root.section("ingest").string(
-            "state_file", default: (stateDir as NSString).appendingPathComponent("ingest.sqlite"))
+        return try IngestConfiguration.statePath(root: root, section: try root.section("ingest"))
     }
 
     static func open(_ path: String) async throws -> Outbox {

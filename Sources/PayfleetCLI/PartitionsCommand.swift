@@ -113,7 +113,7 @@ struct Resizer {
         // File names: the runtime's defaults in the worker's state directory.
         let dir = (rc.statePath as NSString).deletingLastPathComponent
         func file(_ p: Int, of n: Int) -> String {
-            (dir as NSString).appendingPathComponent(n > 1 ? "\(rc.worker).p\(p).sqlite" : "\(rc.worker).sqlite")
+            (dir as NSString).appendingPathComponent(WorkerIdentity.stateFileName(name: rc.worker, partition: p, partitions: n))
         }
         guard rc.statePath == file(0, of: old.partitions) else {
             throw CLIFailure("\(section).state_file is set (\(rc.statePath)): the resize needs the default per-partition names in the state directory; nothing was changed")

@@ -18,13 +18,11 @@ public struct SettlementCommand: AsyncParsableCommand {
     /// The state files of the configured `settlement-aggregator`: `<state_dir>/<name>.sqlite`,
     /// or one `<name>.pN.sqlite` per partition.
     public static func stateFiles(_ context: CLIContext) -> [String] {
-        guard let rc = context.runtime["settlement-aggregator"] else {
-            return [(context.stateDir as NSString).appendingPathComponent("settlement-aggregator.sqlite")]
+        let identity = WorkerIdentity.settlementAggregator
+        guard let rc = context.runtime[identity.configSection] else {
+            return [(context.stateDir as NSString).appendingPathComponent(identity.stateFileName(partition: 0, partitions: 1))]
         }
-        let partitions = rc.topology.partitions
-        guard partitions > 1 else { return [rc.statePath] }
-        let dir = (rc.statePath as NSString).deletingLastPathComponent
-        return (0..<partitions).map { (dir as NSString).appendingPathComponent("\(rc.worker).p\($0).sqlite") }
+        return rc.partitionStatePaths
     }
 
     static func book(_ global: GlobalOptions, stateFiles: [String]) throws -> SettlementBook {

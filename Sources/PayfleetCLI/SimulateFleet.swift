@@ -72,7 +72,7 @@ public struct SimConfig: Sendable {
         if let k = ingest.apiKeys.first(where: { $0.sha256 == hash }) {
             channels.api = (apiKey, k.source, k.merchants)
         }
-        let stateDir = try root.string("state_dir", default: ".payfleet/dev/state")
+        let stateDir = try root.stateDir()
         let crm = try root.section("crm-sync").string("crm_file", default: (stateDir as NSString).appendingPathComponent("crm.jsonl"))
         let mail = try root.section("receipt-sender").string("mail_dir", default: (stateDir as NSString).appendingPathComponent("mail"))
         let host = ingest.host == "0.0.0.0" ? "127.0.0.1" : ingest.host

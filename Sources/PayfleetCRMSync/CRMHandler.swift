@@ -44,7 +44,7 @@ public struct CRMHandler: WorkerHandler {
     public init(section s: ConfigSection, root: ConfigSection, logger: Logger) throws(ConfigError) {
         let kind = try s.string("connector", default: "sandbox")
         // The worker's own directory (`<section>.state_dir`) where production gives each process one.
-        let stateDir = try s.string("state_dir", default: try root.string("state_dir", default: ".payfleet/dev/state"))
+        let stateDir = try s.string("state_dir", default: try root.stateDir())
         let file = try s.string("crm_file", default: (stateDir as NSString).appendingPathComponent("crm.jsonl"))
         let timeout = try s.durationMS("timeout", default: 10_000)
         guard timeout > 0 else { throw ConfigError(key: s.dotted("timeout"), message: "must be positive") }

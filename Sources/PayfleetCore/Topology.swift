@@ -15,8 +15,6 @@ public enum Topology {
         [WorkerTopology.PartitionKey.customer.header: customerKey,
          WorkerTopology.PartitionKey.merchant.header: merchantID]
     }
-
-    public static let workerNames = ["crm-sync", "ledger-writer", "receipt-sender", "settlement-aggregator"]
 }
 
 /// What a worker's queues look like: routing keys, partitions, retry tiers, delivery limit.
@@ -167,22 +165,11 @@ public struct BindingSpec: Sendable, Equatable {
 }
 
 extension Topology {
-    /// The fleet's workers with their routing keys and partition keys (DESIGN §4).
-    public static let fleet: [(name: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey)] = [
-        ("crm-sync",
-         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "invoice.issued",
-          "refund.failed", "payment.reversed"],
-         .customer),
-        ("ledger-writer",
-         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "invoice.issued",
-          "payout.paid", "refund.failed", "payment.reversed", "payout.failed", "fee.assessed"],
-         .merchant),
-        ("receipt-sender", ["payment.succeeded", "payment.refunded"], .customer),
-        ("settlement-aggregator",
-         ["payment.succeeded", "payment.failed", "payment.refunded", "payment.disputed", "dispute.closed", "payout.paid",
-          "refund.failed", "payment.reversed", "payout.failed", "fee.assessed"],
-         .merchant),
-    ]
+    /// The fleet's workers (`WorkerIdentity.fleet`) as name / routing keys / partition key
+    /// tuples, for callers written before `WorkerIdentity` (payfleet-bench).
+    public static var fleet: [(name: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey)] {
+        WorkerIdentity.fleet.map { ($0.name, $0.routingKeys, $0.partitionKey) }
+    }
 
     /// A RabbitMQ definitions document (the format `rabbitmqctl import_definitions` and the
     /// management API accept) for the events exchange and the given workers.
@@ -244,7 +231,7 @@ extension Topology {
     /// to its retry tiers and DLQ; workers in `publishers` (settlement-aggregator's
     /// `settlement.day_closed`) may also write `payfleet.events`. The operator user (the CLI:
     /// topology, DLQ replay) has everything.
-    public static func permissions(workers: [WorkerTopology], publishers: Set<String> = ["settlement-aggregator"])
+    public static func permissions(workers: [WorkerTopology], publishers: Set<String> = [WorkerIdentity.settlementAggregator.name])
         -> [BrokerPermission]
     {
         let events = escape(eventsExchange)

@@ -74,13 +74,17 @@ public struct IngestConfiguration: Sendable {
 
     public init(statePath: String) { self.statePath = statePath }
 
+    /// `ingest.state_file`, else `<state_dir>/ingest.sqlite` (the outbox and the dedupe table).
+    public static func statePath(root: ConfigSection, section s: ConfigSection) throws(ConfigError) -> String {
+        try s.string("state_file", default: (try root.stateDir() as NSString).appendingPathComponent("ingest.sqlite"))
+    }
+
     /// Reads `ingest:` plus the shared `broker:`, `state_dir` and `merchants:` (passed in).
     public static func read(
         root: ConfigSection, section s: ConfigSection, merchants: [Merchant], amqp: AMQPConfiguration?
     ) throws(ConfigError) -> IngestConfiguration {
-        let stateDir = try root.string("state_dir", default: ".payfleet/dev/state")
-        var c = IngestConfiguration(
-            statePath: try s.string("state_file", default: (stateDir as NSString).appendingPathComponent("ingest.sqlite")))
+        let stateDir = try root.stateDir()
+        var c = IngestConfiguration(statePath: try statePath(root: root, section: s))
         c.host = try s.string("host", default: c.host)
         c.port = try s.int("port", default: 8080, range: 0...65535)
         c.bodyLimit = try s.int("body_limit", default: c.bodyLimit, range: 1024...(64 << 20))

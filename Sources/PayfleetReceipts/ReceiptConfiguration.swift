@@ -97,7 +97,7 @@ public struct ReceiptConfiguration: Sendable {
 
     public static func read(section s: ConfigSection, root: ConfigSection) throws(ConfigError) -> ReceiptConfiguration {
         // The worker's own directory (`<section>.state_dir`) where production gives each process one.
-        let stateDir = try s.string("state_dir", default: try root.string("state_dir", default: ".payfleet/dev/state"))
+        let stateDir = try s.string("state_dir", default: try root.stateDir())
         let emailText = try s.string("email_transport", default: "sandbox")
         guard let email = EmailTransportKind(rawValue: emailText) else {
             throw ConfigError(key: s.dotted("email_transport"), message: "'\(emailText)' is not sandbox, smtp or none")

@@ -46,9 +46,9 @@ public final class WorkerFleet: @unchecked Sendable {
             self.partitionKey = partitionKey
         }
 
-        /// The options for one of the fleet's workers (`Topology.fleet`), with its routing keys.
+        /// The options for one of the fleet's workers (`WorkerIdentity`), with its routing keys.
         public static func worker(_ name: String, prefix: String) -> Options {
-            let spec = Topology.fleet.first { $0.name == name }!
+            let spec = WorkerIdentity(rawValue: name)!
             return Options(
                 executable: name, section: name, prefix: prefix, routingKeys: spec.routingKeys,
                 partitionKey: spec.partitionKey)
@@ -119,9 +119,10 @@ public final class WorkerFleet: @unchecked Sendable {
         await fleet.cleanup()
     }
 
-    public var dbPath: String { dir + "/state/\(name).sqlite" }
+    /// The unpartitioned state file (`<name>.sqlite`).
+    public var dbPath: String { dir + "/state/" + WorkerIdentity.stateFileName(name: name, partition: 0, partitions: 1) }
     public func dbPath(partition: Int) -> String {
-        options.partitions > 1 ? dir + "/state/\(name).p\(partition).sqlite" : dbPath
+        dir + "/state/" + WorkerIdentity.stateFileName(name: name, partition: partition, partitions: options.partitions)
     }
     public var queue: String { topology.queue(partition: 0) }
     public var adminURL: String { "http://127.0.0.1:\(adminPort)" }

@@ -48,6 +48,18 @@ public struct RuntimeConfiguration: Sendable {
         self.effectConcurrency = effectConcurrency
     }
 
+    /// Every partition's state file: `statePath` for an unpartitioned worker, else
+    /// `<name>.pN.sqlite` for each partition in `statePath`'s directory.
+    public var partitionStatePaths: [String] {
+        let n = topology.partitions
+        guard n > 1 else { return [statePath] }
+        let dir = (statePath as NSString).deletingLastPathComponent
+        return (0..<n).map {
+            (dir as NSString).appendingPathComponent(
+                WorkerIdentity.stateFileName(name: worker, partition: $0, partitions: n))
+        }
+    }
+
     /// Reads the broker section: `url` or `url_file` (secret), `heartbeat` (duration, 30s),
     /// `ca_file`, `cert_file`, `key_file`, `verify_peer` (bool, true). `management_url` is read by the CLI.
     public static func readBroker(_ root: ConfigSection) throws(ConfigError) -> AMQPConfiguration {
@@ -81,6 +93,15 @@ public struct RuntimeConfiguration: Sendable {
         return amqp
     }
 
+    /// Reads the runtime keys of `section` for the worker `identity`.
+    public static func read(
+        root: ConfigSection, section: ConfigSection, identity: WorkerIdentity, partition: Int
+    ) throws(ConfigError) -> RuntimeConfiguration {
+        try read(
+            root: root, section: section, worker: identity.name, routingKeys: identity.routingKeys,
+            partitionKey: identity.partitionKey, defaultAdminPort: identity.defaultAdminPort, partition: partition)
+    }
+
     /// Reads the runtime keys of `section` for worker `worker`.
     public static func read(
         root: ConfigSection, section s: ConfigSection, worker: String, routingKeys: [String],
@@ -88,7 +109,7 @@ public struct RuntimeConfiguration: Sendable {
     ) throws(ConfigError) -> RuntimeConfiguration {
         let amqp = try readBroker(root)
         let worker = try s.string("name", default: worker)
-        let stateDir = try s.string("state_dir", default: try root.string("state_dir", default: ".payfleet/dev/state"))
+        let stateDir = try s.string("state_dir", default: try root.stateDir())
         let partitions = try s.int("partitions", default: 1, range: 1...256)
         guard (0..<partitions).contains(partition) else {
             throw ConfigError(key: s.dotted("partitions"),
@@ -108,7 +129,7 @@ public struct RuntimeConfiguration: Sendable {
         let topo = WorkerTopology(
             name: worker, routingKeys: routingKeys, partitions: partitions, partitionKey: partitionKey,
             retryDelaysMS: delays, deliveryLimit: try s.int("delivery_limit", default: 20, range: 1...1000))
-        let file = partitions > 1 ? "\(worker).p\(partition).sqlite" : "\(worker).sqlite"
+        let file = topo.stateFileName(partition: partition)
         let basePort = try s.int("admin_port", default: defaultAdminPort, range: 0...65535)
         return RuntimeConfiguration(
             worker: worker, partition: partition, amqp: amqp, topology: topo,

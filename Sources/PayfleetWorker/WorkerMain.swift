@@ -5,10 +5,9 @@ import ServiceLifecycle
 
 /// Top-level sections of `config/payfleet.yaml`; each process reads its own and the shared ones.
 public enum ConfigSections {
-    public static let all = [
-        "broker", "state_dir", "log_level", "merchants", "ingest", "crm-sync", "ledger-writer", "receipt-sender",
-        "settlement-aggregator", "demo-worker", "cli", "dev",
-    ]
+    public static let all =
+        ["broker", "state_dir", "log_level", "merchants", "ingest"] + WorkerIdentity.allCases.map(\.configSection)
+        + ["cli", "dev"]
 }
 
 /// Command-line options every worker executable takes.
@@ -125,18 +124,18 @@ public enum WorkerMain {
     /// same service group (e.g. a timer that closes settlement days through the runtime's store);
     /// they stop with the group on SIGTERM.
     public static func run<H: WorkerHandler>(
-        worker: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey, defaultAdminPort: Int,
+        _ identity: WorkerIdentity,
         makeHandler: HandlerFactory<H>,
         services: (@Sendable (_ runtime: WorkerRuntime<H>, _ logger: Logger) -> [any Service])? = nil
     ) async -> Int32 {
         let env = ProcessInfo.processInfo.environment
+        let worker = identity.name
         let loaded = loadConfiguration(process: worker) { root, options -> (RuntimeConfiguration, H, Logger) in
             var logger = Logger(label: "payfleet.\(worker)")
             logger[metadataKey: LogKey.worker] = "\(worker)"
-            let section = try root.section(worker)
+            let section = try root.section(identity.configSection)
             let config = try RuntimeConfiguration.read(
-                root: root, section: section, worker: worker, routingKeys: routingKeys, partitionKey: partitionKey,
-                defaultAdminPort: defaultAdminPort, partition: options.partition)
+                root: root, section: section, identity: identity, partition: options.partition)
             let handler = try makeHandler(section, root, try readMerchants(root), logger)
             return (config, handler, logger)
         }
@@ -222,8 +221,9 @@ public enum SystemdNotify {
 
 extension WorkerMain {
     /// A worker executable's `--help` text: the options every worker takes, around its summary.
-    public static func usage(worker: String, defaultAdminPort: Int, summary: String) -> String {
-        """
+    public static func usage(_ identity: WorkerIdentity, summary: String) -> String {
+        let worker = identity.name, defaultAdminPort = identity.defaultAdminPort
+        return """
         USAGE: \(worker) [--config FILE] [--partition N] [--check-config]
 
         \(summary)

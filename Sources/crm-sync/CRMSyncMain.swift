@@ -8,7 +8,7 @@ import PayfleetWorker
 struct CRMSyncMain {
     /// `--help` answers before any configuration is read (DESIGN §1: usage and exit 0).
     static let usage = WorkerMain.usage(
-        worker: "crm-sync", defaultAdminPort: 9101,
+        .crmSync,
         summary: """
             Per-customer payment history and outstanding balance, pushed to the configured CRM connector
             (DESIGN §5a): consumes payment events from its RabbitMQ queue into crm-sync[.pN].sqlite.
@@ -16,10 +16,7 @@ struct CRMSyncMain {
 
     static func main() async {
         WorkerMain.exitOnHelp(usage)
-        let routingKeys = Topology.fleet.first { $0.name == "crm-sync" }?.routingKeys ?? []
-        let code = await WorkerMain.run(
-            worker: "crm-sync", routingKeys: routingKeys, partitionKey: .customer, defaultAdminPort: 9101
-        ) { section, root, _, logger in
+        let code = await WorkerMain.run(.crmSync) { section, root, _, logger in
             try CRMHandler(section: section, root: root, logger: logger)
         }
         exit(code)

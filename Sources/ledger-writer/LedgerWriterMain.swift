@@ -8,7 +8,7 @@ import PayfleetWorker
 struct LedgerWriterMain {
     /// `--help` answers before any configuration is read (DESIGN §1: usage and exit 0).
     static let usage = WorkerMain.usage(
-        worker: "ledger-writer", defaultAdminPort: 9111,
+        .ledgerWriter,
         summary: """
             Immutable, balanced double-entry postings in integer minor units (DESIGN §5a): consumes
             payment events from its RabbitMQ queue into ledger-writer[.pN].sqlite.
@@ -16,10 +16,7 @@ struct LedgerWriterMain {
 
     static func main() async {
         WorkerMain.exitOnHelp(usage)
-        let routingKeys = Topology.fleet.first { $0.name == "ledger-writer" }?.routingKeys ?? []
-        let code = await WorkerMain.run(
-            worker: "ledger-writer", routingKeys: routingKeys, partitionKey: .merchant, defaultAdminPort: 9111
-        ) { section, _, merchants, logger in
+        let code = await WorkerMain.run(.ledgerWriter) { section, _, merchants, logger in
             try LedgerHandler(section: section, merchants: merchants, logger: logger)
         }
         exit(code)

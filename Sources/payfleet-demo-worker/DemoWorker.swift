@@ -6,11 +6,7 @@ import PayfleetWorker
 @main
 struct DemoWorker {
     static func main() async {
-        let code = await WorkerMain.run(
-            worker: "demo-worker",
-            routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue),
-            partitionKey: .merchant, defaultAdminPort: 9190
-        ) { _, _, _, _ in DemoHandler() }
+        let code = await WorkerMain.run(.demoWorker) { _, _, _, _ in DemoHandler() }
         exit(code)
     }
 }

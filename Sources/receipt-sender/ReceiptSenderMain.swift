@@ -8,7 +8,7 @@ import PayfleetWorker
 struct ReceiptSenderMain {
     /// `--help` answers before any configuration is read (DESIGN §1: usage and exit 0).
     static let usage = WorkerMain.usage(
-        worker: "receipt-sender", defaultAdminPort: 9121,
+        .receiptSender,
         summary: """
             Email and SMS receipts, exactly once per payment.succeeded / payment.refunded: consumes
             payment events from its RabbitMQ queue; state in receipt-sender[.pN].sqlite.
@@ -16,10 +16,7 @@ struct ReceiptSenderMain {
 
     static func main() async {
         WorkerMain.exitOnHelp(usage)
-        let routingKeys = Topology.fleet.first { $0.name == "receipt-sender" }?.routingKeys ?? []
-        let code = await WorkerMain.run(
-            worker: "receipt-sender", routingKeys: routingKeys, partitionKey: .customer, defaultAdminPort: 9121
-        ) { section, root, merchants, logger in
+        let code = await WorkerMain.run(.receiptSender) { section, root, merchants, logger in
             try ReceiptHandler(section: section, root: root, merchants: merchants, logger: logger)
         }
         exit(code)

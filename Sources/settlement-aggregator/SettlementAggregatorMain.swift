@@ -9,7 +9,7 @@ import PayfleetWorker
 struct SettlementAggregatorMain {
     /// `--help` answers before any configuration is read (DESIGN §1: usage and exit 0).
     static let usage = WorkerMain.usage(
-        worker: "settlement-aggregator", defaultAdminPort: 9131,
+        .settlementAggregator,
         summary: """
             Daily totals per merchant / currency / business day, closed at each merchant's cut-off
             (DESIGN §5a): consumes payment events into settlement-aggregator[.pN].sqlite.
@@ -17,9 +17,8 @@ struct SettlementAggregatorMain {
 
     static func main() async {
         WorkerMain.exitOnHelp(usage)
-        let routingKeys = Topology.fleet.first { $0.name == "settlement-aggregator" }?.routingKeys ?? []
         let code = await WorkerMain.run(
-            worker: "settlement-aggregator", routingKeys: routingKeys, partitionKey: .merchant, defaultAdminPort: 9131,
+            .settlementAggregator,
             makeHandler: { section, _, merchants, logger in
                 try SettlementHandler(section: section, merchants: merchants, logger: logger)
             },

@@ -13,7 +13,7 @@ import Yams
 /// build directory.
 @Suite(.serialized)
 struct OperabilityTests {
-    static let fleetWorkers = Topology.fleet.map(\.name)
+    static let fleetWorkers = WorkerIdentity.fleet.map(\.name)
 
     /// Runs an executable of the build directory; stdout and stderr separately.
     static func run(_ executable: String, _ args: [String], environment: [String: String] = [:], dir: String)

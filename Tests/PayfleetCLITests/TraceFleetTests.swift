@@ -16,7 +16,7 @@ import Yams
 /// sandbox outputs (the `.eml` files, `crm.jsonl`) and what the test sent — not from the trace.
 @Suite(.serialized)
 struct TraceFleetTests {
-    static let workers = Topology.fleet.map(\.name)
+    static let workers = WorkerIdentity.fleet.map(\.name)
 
     final class Fleet: @unchecked Sendable {
         let dir = TestEnvironment.makeTempDir("trace-fleet")

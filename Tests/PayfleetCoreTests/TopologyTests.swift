@@ -32,7 +32,7 @@ struct TopologyTests {
     }
 
     @Test func definitionsFileHasEveryQueueOnce() throws {
-        let workers = Topology.fleet.map { WorkerTopology(name: $0.name, routingKeys: $0.routingKeys) }
+        let workers = WorkerIdentity.fleet.map { WorkerTopology(name: $0.name, routingKeys: $0.routingKeys) }
         let defs = Topology.definitions(workers: workers)
         let data = try JSONSerialization.data(withJSONObject: defs)
         let back = try JSONSerialization.jsonObject(with: data) as! [String: Any]

@@ -93,7 +93,7 @@ struct DeploymentTests {
         #expect(try root.section("cli").string("audit_log") == "/var/log/payfleet/audit.jsonl")
         let amqp = try RuntimeConfiguration.readBroker(root)
         #expect(amqp.declareEventsExchange == false)
-        for w in Topology.fleet {
+        for w in WorkerIdentity.fleet {
             for partition in [0, 1] {
                 var s = try root.section(w.name)
                 if partition == 1 {
@@ -360,7 +360,7 @@ struct DeploymentTests {
     func repartitioningRefused() async throws {
         let dir = TestEnvironment.makeTempDir("repart")
         let base = TestEnvironment.uniqueName("rp")
-        let names = Topology.fleet.map { ($0.name, "\(base)-\($0.name)") }
+        let names = WorkerIdentity.fleet.map { ($0.name, "\(base)-\($0.name)") }
         func write(partitions: Int) throws {
             var yaml = "broker:\n  url: \(TestEnvironment.amqpURL)\nstate_dir: \(dir)\n"
             for (section, name) in names {

@@ -15,7 +15,7 @@ extension WorkerFleet {
         var o = Options(
             executable: isLedger ? "ledger-writer" : "payfleet-demo-worker", section: worker, prefix: prefix,
             routingKeys: isLedger
-                ? Topology.fleet.first { $0.name == "ledger-writer" }!.routingKeys
+                ? WorkerIdentity.ledgerWriter.routingKeys
                 : PaymentEvent.EventType.allCases.map(\.rawValue))
         let merchants = LedgerStream.merchants.map { m -> String in
             var s = "  - id: \(m.id)\n    timezone: \(m.timeZone)\n"
