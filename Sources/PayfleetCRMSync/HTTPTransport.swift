@@ -20,7 +20,7 @@ public final class HTTPTransport: Sendable {
     let session: URLSession
     public let timeout: TimeInterval
     public let maxRetryAfter: TimeInterval
-    private let pauseUntil = LockedDate()
+    private let pauseUntil = Locked(Date.distantPast)
     /// Credentials the connectors use: never repeated in an error, whatever a CRM echoes.
     private let secrets = Locked<[String]>([])
 
@@ -49,7 +49,7 @@ public final class HTTPTransport: Sendable {
     /// `HandlerError` for connection failures and timeouts.
     public func exchange(_ request: URLRequest) async throws -> Response {
         // A CRM that asked for a pause (Retry-After) gets it before anything else is sent.
-        let wait = pauseUntil.get().timeIntervalSinceNow
+        let wait = pauseUntil.current.timeIntervalSinceNow
         if wait > 0 { try await Task.sleep(for: .milliseconds(Int(wait * 1000))) }
         var r = request
         r.timeoutInterval = timeout
@@ -91,7 +91,7 @@ public final class HTTPTransport: Sendable {
             if let ra = r.headers["retry-after"], let seconds = Self.retryAfter(ra) {
                 message += " (Retry-After \(ra))"
                 let until = Date().addingTimeInterval(min(seconds, maxRetryAfter))
-                pauseUntil.raise(to: until)
+                pauseUntil.withLock { if until > $0 { $0 = until } }
             }
             throw HandlerError.transient("HTTP\(r.status)", message)
         }
@@ -131,21 +131,5 @@ public final class HTTPTransport: Sendable {
         c.path = ""
         let decoded = path.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? " " : String($0) }.joined()
         return (c.string ?? "?") + decoded
-    }
-}
-
-/// A date behind a lock that only moves forward.
-final class LockedDate: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = Date.distantPast
-    func get() -> Date {
-        lock.lock()
-        defer { lock.unlock() }
-        return value
-    }
-    func raise(to d: Date) {
-        lock.lock()
-        defer { lock.unlock() }
-        if d > value { value = d }
     }
 }
