@@ -148,7 +148,9 @@ let package = Package(
             ],
             resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "PayfleetIntegrationTests",
+            // The runtime against a real broker: AMQP, the demo worker's fleet, store failures,
+            // deployment files, clusters.
+            name: "PayfleetRuntimeTests",
             dependencies: [
                 "PayfleetWorker", "PayfleetTestKit", "PayfleetCLI", "payfleet-demo-worker", "payfleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -159,6 +161,8 @@ let package = Package(
                 "PayfleetCLI", "PayfleetTestKit", "PayfleetAMQP", "PayfleetCore", "PayfleetWorker", "payfleet",
                 "payfleet-demo-worker", "PayfleetIngest", "PayfleetLedger", "PayfleetSettlement", "PayfleetCRMSync",
                 "PayfleetStore", .product(name: "Logging", package: "swift-log"),
+                // Simulate/: `payfleet simulate` against ingest and ledger-writer.
+                "ingest", "ledger-writer",
             ]),
         .testTarget(
             name: "PayfleetLedgerTests",
@@ -183,11 +187,6 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             resources: [.copy("Fixtures")]),
-        .testTarget(
-            name: "PayfleetSimulateTests",
-            dependencies: [
-                "PayfleetCLI", "PayfleetIngest", "PayfleetTestKit", "PayfleetCore", "ingest", "ledger-writer", "payfleet",
-            ]),
         .testTarget(
             name: "PayfleetCRMSyncTests",
             dependencies: [

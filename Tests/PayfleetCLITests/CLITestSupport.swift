@@ -4,9 +4,9 @@ import PayfleetCore
 import PayfleetTestKit
 
 /// The demo worker (`payfleet-demo-worker`, table `applied`) under test for the CLI's suites.
-extension WorkerFleet {
+extension WorkerProcess {
     static func demo(
-        prefix: String, retryDelays: [String] = ["200ms", "400ms", "800ms"], _ body: (WorkerFleet) async throws -> Void
+        prefix: String, retryDelays: [String] = ["200ms", "400ms", "800ms"], _ body: (WorkerProcess) async throws -> Void
     ) async throws {
         var o = Options(
             executable: "payfleet-demo-worker", section: "demo-worker", prefix: prefix,

@@ -10,7 +10,7 @@ import Testing
 struct DLQBenchmarkTests {
     @Test("list, group and replay 5,000 dead letters")
     func listAndReplay() async throws {
-        try await WorkerFleet.demo(prefix: "cli-bench") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-bench") { fleet in
             try await fleet.declare()
             let n = 5_000
             let pub = fleet.publisher()

@@ -27,7 +27,7 @@ struct DLQIndexBenchmarkTests {
     @Test("dlq list --group-by error on 100,000 dead letters answers from the index in under 10 s")
     func hundredThousand() async throws {
         let n = Int(ProcessInfo.processInfo.environment["PAYFLEET_DLQ_BENCH_N"] ?? "") ?? 100_000
-        try await WorkerFleet.demo(prefix: "cli-dlqbench") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-dlqbench") { fleet in
             try await fleet.declare()
             var summaries: [DeadLetterIndex.Summary] = []
             var out: [AMQPOutgoing] = []

@@ -13,7 +13,7 @@ import Testing
 @Suite(.serialized)
 struct DLQIndexTests {
     /// (event id, copies) of the index, read straight from the worker's state file.
-    static func indexed(_ fleet: WorkerFleet) throws -> [String: Int] {
+    static func indexed(_ fleet: WorkerProcess) throws -> [String: Int] {
         guard let db = try fleet.database() else { return [:] }
         var out: [String: Int] = [:]
         for r in try db.query("SELECT event_id, copies FROM dead_letters") { out[r.string(0) ?? "?"] = Int(r.int(1) ?? 0) }
@@ -21,7 +21,7 @@ struct DLQIndexTests {
     }
 
     /// The queue's ids with their counts (copies), read and returned.
-    static func queued(_ fleet: WorkerFleet) async throws -> [String: Int] {
+    static func queued(_ fleet: WorkerProcess) async throws -> [String: Int] {
         var out: [String: Int] = [:]
         for id in try await fleet.deadLetterIDs() { out[id, default: 0] += 1 }
         return out
@@ -29,7 +29,7 @@ struct DLQIndexTests {
 
     @Test("the runtime indexes each dead letter (summary only); list, --group-by error and the filters answer from the index; trace shows the letter")
     func runtimeIndexListAndTrace() async throws {
-        try await WorkerFleet.demo(prefix: "cli-dlqidx") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-dlqidx") { fleet in
             try await fleet.declare()
             try fleet.start()
             let a = (0..<6).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_ia", metadata: ["demo_fault": "permanent"]) }
@@ -105,7 +105,7 @@ struct DLQIndexTests {
 
     @Test("a letter the index lacks: list reads the queue, says so and fixes the index; replay --max N and the retention refusal / --force leave index and queue in agreement")
     func replayKeepsTheIndexInLine() async throws {
-        try await WorkerFleet.demo(prefix: "cli-dlqrep") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-dlqrep") { fleet in
             try await fleet.declare()
             try fleet.start()
             // transient:4 is past the 3 retry tiers, so dead-lettered; it applies when replayed.
@@ -183,7 +183,7 @@ struct DLQIndexTests {
 
     @Test("purge and edit remove their letters from the index")
     func purgeAndEditLeaveTheIndex() async throws {
-        try await WorkerFleet.demo(prefix: "cli-dlqpur") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-dlqpur") { fleet in
             try await fleet.declare()
             try fleet.start()
             let letters = (0..<3).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_ip", metadata: ["demo_fault": "permanent"]) }

@@ -20,7 +20,7 @@ struct DLQIntegrationTests {
 
     @Test("50 dead letters of 3 errors: 3 groups with the right counts; replay --error moves one group, the worker applies it")
     func groupsAndReplayOneGroup() async throws {
-        try await WorkerFleet.demo(prefix: "cli-groups") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-groups") { fleet in
             try await fleet.declare()
             try fleet.start()
             let (permanent, transient, invalid) = Self.mixed(fleet.name)
@@ -77,7 +77,7 @@ struct DLQIntegrationTests {
 
     @Test("list and replay filter by merchant, type, customer and --since; replay --max N; a letter older than processed_retention is refused unless --force")
     func filtersMaxAndTheDedupeWindow() async throws {
-        try await WorkerFleet.demo(prefix: "cli-filter") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-filter") { fleet in
             try await fleet.declare()
             try fleet.start()
             let a = (0..<6).map { EventFactory.payment($0, prefix: fleet.name, merchant: "m_fa", metadata: ["demo_fault": "permanent"]) }
@@ -132,7 +132,7 @@ struct DLQIntegrationTests {
 
     @Test("replay --all while the worker fails them again ends; the replays are counted on the dead letters")
     func replayDoesNotLoop() async throws {
-        try await WorkerFleet.demo(prefix: "cli-loop") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-loop") { fleet in
             try await fleet.declare()
             try fleet.start()
             let events = (0..<40).map { EventFactory.payment($0, prefix: fleet.name, metadata: ["demo_fault": "permanent"]) }
@@ -152,7 +152,7 @@ struct DLQIntegrationTests {
 
     @Test("kill -9 of the CLI while replaying 1,000 dead letters: each is in the queue, the DLQ or applied — none lost")
     func killMidReplay() async throws {
-        try await WorkerFleet.demo(prefix: "cli-kill") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-kill") { fleet in
             try await fleet.declare()
             try fleet.start()
             let events = (0..<1_000).map { EventFactory.payment($0, prefix: fleet.name, metadata: ["demo_fault": "transient:4"]) }
@@ -202,7 +202,7 @@ struct DLQIntegrationTests {
 
     @Test("edit fixes a missing field, the event is applied, the original is archived and the audit log has the diff")
     func editAndReplay() async throws {
-        try await WorkerFleet.demo(prefix: "cli-edit") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-edit") { fleet in
             try await fleet.declare()
             try fleet.start()
             var broken = EventFactory.payment(1, prefix: fleet.name, type: .paymentRefunded)
@@ -260,7 +260,7 @@ struct DLQIntegrationTests {
 
     @Test("purge without an archive is refused; with one the JSONL holds every purged message")
     func purgeWithArchive() async throws {
-        try await WorkerFleet.demo(prefix: "cli-purge") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-purge") { fleet in
             try await fleet.declare()
             try fleet.start()
             let events = (0..<6).map { EventFactory.payment($0, prefix: fleet.name, metadata: ["demo_fault": "permanent"]) }
@@ -299,7 +299,7 @@ struct DLQIntegrationTests {
 
     @Test("listing neither loses, reorders nor duplicates; concurrent runs wait for each other")
     func listLeavesQueueAsItWas() async throws {
-        try await WorkerFleet.demo(prefix: "cli-order") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-order") { fleet in
             try await fleet.declare()
             try fleet.start()
             let events = (0..<30).map { EventFactory.payment($0, prefix: fleet.name, metadata: ["demo_fault": "permanent"]) }
@@ -330,7 +330,7 @@ struct DLQIntegrationTests {
 
     @Test("status --json reflects arranged depths and exits non-zero with a non-empty DLQ or a worker down")
     func statusReflectsDepths() async throws {
-        try await WorkerFleet.demo(prefix: "cli-status", retryDelays: ["1m"]) { fleet in
+        try await WorkerProcess.demo(prefix: "cli-status", retryDelays: ["1m"]) { fleet in
             try await fleet.declare()
             try fleet.start()
             let bad = (0..<3).map { EventFactory.payment($0, prefix: fleet.name, metadata: ["demo_fault": "permanent"]) }

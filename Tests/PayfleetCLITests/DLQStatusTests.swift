@@ -11,7 +11,7 @@ import Testing
 struct DLQStatusTests {
     @Test("open → investigating (by, note) → ignored: each change one audit line, the latest shown in the group listing")
     func statusThroughTheListing() async throws {
-        try await WorkerFleet.demo(prefix: "cli-status") { fleet in
+        try await WorkerProcess.demo(prefix: "cli-status") { fleet in
             try await fleet.declare()
             try fleet.start()
             let permanent = (0..<6).map { EventFactory.payment($0, prefix: fleet.name, metadata: ["demo_fault": "permanent"]) }

@@ -13,8 +13,8 @@ import Testing
 /// workers as processes.
 @Suite("Repartitioning", .serialized)
 struct RepartitionTests {
-    static func options(prefix: String) -> WorkerFleet.Options {
-        var o = WorkerFleet.Options(
+    static func options(prefix: String) -> WorkerProcess.Options {
+        var o = WorkerProcess.Options(
             executable: "payfleet-demo-worker", section: "demo-worker", prefix: prefix,
             routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
         o.partitions = 2
@@ -28,7 +28,7 @@ struct RepartitionTests {
         let outbox: Outbox
         let relay: Task<Void, Error>?
 
-        static func start(_ fleet: WorkerFleet, relay: Bool = true) async throws -> Ingest {
+        static func start(_ fleet: WorkerProcess, relay: Bool = true) async throws -> Ingest {
             let outbox = try await Outbox(path: fleet.dir + "/state/ingest.sqlite", logger: Logger(label: "test-ingest"))
             guard relay else { return Ingest(outbox: outbox, relay: nil) }
             let r = OutboxRelay(outbox: outbox, amqp: fleet.amqp, batchSize: 100, metrics: IngestMetrics(), logger: Logger(label: "test-relay"))
@@ -43,7 +43,7 @@ struct RepartitionTests {
     }
 
     /// (event id, merchant) per partition file, in the order applied.
-    static func applied(_ fleet: WorkerFleet, partitions: Int) throws -> [[(id: String, merchant: String)]] {
+    static func applied(_ fleet: WorkerProcess, partitions: Int) throws -> [[(id: String, merchant: String)]] {
         try (0..<partitions).map { p in
             let path = fleet.dir + "/state/\(fleet.name).p\(p).sqlite"
             guard FileManager.default.fileExists(atPath: path) else { return [] }
@@ -56,7 +56,7 @@ struct RepartitionTests {
 
     @Test("2 → 4 partitions while events keep arriving: each applied once, per-key order kept, each key's state only in its new file")
     func twoToFour() async throws {
-        try await WorkerFleet.with(Self.options(prefix: "rsz")) { fleet in
+        try await WorkerProcess.with(Self.options(prefix: "rsz")) { fleet in
             try await fleet.declare()
             let old = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
             let ingest = try await Ingest.start(fleet)
@@ -183,7 +183,7 @@ struct RepartitionTests {
 
     @Test("refused with a clear error and nothing changed: DLQ not empty, relay not answering, no rules, same count")
     func refusals() async throws {
-        try await WorkerFleet.with(Self.options(prefix: "rszno")) { fleet in
+        try await WorkerProcess.with(Self.options(prefix: "rszno")) { fleet in
             try await fleet.declare()
             // State files for both partitions (an instance creates its file at start).
             let w = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
@@ -228,7 +228,7 @@ struct RepartitionTests {
 
     @Test("refused while an instance keeps consuming: the pause is lifted and events flow again")
     func stillConsuming() async throws {
-        try await WorkerFleet.with(Self.options(prefix: "rszbusy")) { fleet in
+        try await WorkerProcess.with(Self.options(prefix: "rszbusy")) { fleet in
             try await fleet.declare()
             let w = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
             defer { for c in w { c.signal(SIGKILL) } }

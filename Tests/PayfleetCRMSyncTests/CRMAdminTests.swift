@@ -12,7 +12,7 @@ import Testing
 @Suite(.serialized) struct CRMAdminTests {
     static let token = "adm-" + String(repeating: "7f3a", count: 10)
 
-    static func start(_ fleet: WorkerFleet, events: [PaymentEvent]) async throws {
+    static func start(_ fleet: WorkerProcess, events: [PaymentEvent]) async throws {
         try await fleet.declare()
         let pub = fleet.publisher()
         #expect(await pub.waitUntilConnected())
@@ -23,7 +23,7 @@ import Testing
 
     @Test("GET /customers/{id}?merchant=: 401 without or with a wrong token, 400 without merchant, 200 with both; /metrics has no personal data")
     func tokenAndMerchant() async throws {
-        try await WorkerFleet.crm(
+        try await WorkerProcess.crm(
             prefix: "crm-adm", sectionYAML: ["crm_file: {dir}/crm.jsonl", "admin_token_file: {dir}/admin-token"]
         ) { fleet in
             try "\(Self.token)\n".write(toFile: fleet.dir + "/admin-token", atomically: true, encoding: .utf8)
@@ -79,7 +79,7 @@ import Testing
 
     @Test("Without admin_token_file the customer API answers 403 to everyone; a short token is a start-up error")
     func noTokenNoCustomerData() async throws {
-        try await WorkerFleet.crm(prefix: "crm-notok") { fleet in
+        try await WorkerProcess.crm(prefix: "crm-notok") { fleet in
             try await Self.start(fleet, events: [crmEvent("evt_notok_\(fleet.name)", .paymentSucceeded, amount: 500)])
             #expect(try await eventually(timeout: .seconds(60)) { try fleet.count("processed") == 1 })
             let r = await adminGET(fleet.adminURL + "/customers/cus_1?merchant=m_acme", token: "anything-at-all")
@@ -107,7 +107,7 @@ import Testing
     /// outstanding 0. cus_huge: Int64.max paid, then 1 more → dead-lettered AmountOverflow.
     @Test("Reversals reach the sandbox CRM; an overflowing sum is dead-lettered, the huge customer still answers 200")
     func reversalsAndOverflow() async throws {
-        try await WorkerFleet.crm(
+        try await WorkerProcess.crm(
             prefix: "crm-rev", sectionYAML: ["crm_file: {dir}/crm.jsonl", "admin_token_file: {dir}/admin-token"]
         ) { fleet in
             try "\(Self.token)\n".write(toFile: fleet.dir + "/admin-token", atomically: true, encoding: .utf8)
@@ -175,9 +175,9 @@ import Testing
                 status: 400,
                 body: "{\"error\": \"contact ada@example.com (+44 7700 900123) rejected, Bearer crm-token refused\", \"access_token\": \"sk_live_51HxQ2abcdefghijkl\"}")
         }
-        var o = WorkerFleet.Options.worker("crm-sync", prefix: "crm-redact")
+        var o = WorkerProcess.Options.worker("crm-sync", prefix: "crm-redact")
         o.sectionYAML = CRMResilienceTests.httpSection(crm.url, balanceTransform: "money")
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             try await Self.start(fleet, events: [crmEvent("evt_red_\(fleet.name)", .paymentSucceeded, amount: 1_999)])
             #expect(try await eventually(timeout: .seconds(30)) { try await fleet.depth(fleet.topology.dlq) == 1 },
                     "log: \(fleet.process?.log.suffix(2000) ?? "")")

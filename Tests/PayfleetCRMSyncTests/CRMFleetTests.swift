@@ -5,9 +5,9 @@ import PayfleetStore
 import PayfleetTestKit
 import Testing
 
-extension WorkerFleet {
+extension WorkerProcess {
     /// One `crm-sync` process under test; `sectionYAML` lines go into its `crm-sync:` section.
-    static func crm(prefix: String, sectionYAML: [String] = ["crm_file: {dir}/crm.jsonl"], _ body: (WorkerFleet) async throws -> Void)
+    static func crm(prefix: String, sectionYAML: [String] = ["crm_file: {dir}/crm.jsonl"], _ body: (WorkerProcess) async throws -> Void)
         async throws
     {
         var o = Options.worker("crm-sync", prefix: prefix)
@@ -27,7 +27,7 @@ extension WorkerFleet {
 
     @Test("crm-sync: 1,500 shuffled mixed events with duplicates → balances in SQLite, in the sandbox CRM file and on GET /customers/{id}?merchant= equal the independently computed ones")
     func shuffledStream() async throws {
-        try await WorkerFleet.crm(
+        try await WorkerProcess.crm(
             prefix: "crm", sectionYAML: ["crm_file: {dir}/crm.jsonl", "admin_token_file: {dir}/admin-token"]
         ) { fleet in
             try "\(Self.adminToken)\n".write(toFile: fleet.dir + "/admin-token", atomically: true, encoding: .utf8)

@@ -38,10 +38,10 @@ import Testing
                 ? .init(status: 503, headers: ["Retry-After": "1"], body: "{\"error\": \"maintenance\"}")
                 : .init(status: 429, headers: ["Retry-After": "1"], body: "{\"error\": \"rate limited\"}")
         }
-        var o = WorkerFleet.Options.worker("crm-sync", prefix: "crm-retry")
+        var o = WorkerProcess.Options.worker("crm-sync", prefix: "crm-retry")
         o.sectionYAML = Self.httpSection(crm.url, balanceTransform: "money")
         o.retryDelays = ["200ms", "400ms", "800ms", "1s", "2s"]
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             // One payment each for 20 customers: 20 updates.
             let events = (0..<20).map { i in
                 crmEvent("evt_retry_\(fleet.name)_\(i)", .paymentSucceeded, amount: Int64(1000 + i), customer: "cus_r\(i)",
@@ -94,9 +94,9 @@ import Testing
             }
             return nil
         }
-        var o = WorkerFleet.Options.worker("crm-sync", prefix: "crm-dlq")
+        var o = WorkerProcess.Options.worker("crm-sync", prefix: "crm-dlq")
         o.sectionYAML = Self.httpSection(crm.url, balanceTransform: "minor")
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             let event = crmEvent("evt_dlq_\(fleet.name)", .invoiceIssued, amount: 4_200, customer: "cus_d1", payment: nil,
                                  invoice: "inv_d1")
             try await fleet.declare()

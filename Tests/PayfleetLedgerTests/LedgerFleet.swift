@@ -5,11 +5,11 @@ import PayfleetTestKit
 /// One `ledger-writer` process under test (config with the stream's `merchants:`). With
 /// `worker: "demo-worker"` the same harness runs the runtime's demonstration handler (the
 /// benchmark's baseline).
-typealias LedgerFleet = WorkerFleet
+typealias LedgerFleet = WorkerProcess
 
-extension WorkerFleet {
+extension WorkerProcess {
     static func with(
-        prefix: String, worker: String = "ledger-writer", _ body: (WorkerFleet) async throws -> Void
+        prefix: String, worker: String = "ledger-writer", _ body: (WorkerProcess) async throws -> Void
     ) async throws {
         let isLedger = worker == "ledger-writer"
         var o = Options(

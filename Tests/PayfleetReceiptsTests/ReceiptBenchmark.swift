@@ -24,7 +24,7 @@ import Testing
                 "  tls: none", "  rate_limit: 0", "  connections: 4",
             ]
         }
-        try await WorkerFleet.receipts(prefix: "rcpt-bench", section: section) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-bench", section: section) { fleet in
             try fleet.start()
             try await fleet.waitReady()
             let p = "bench\(UInt32.random(in: 0...UInt32.max))"

@@ -5,10 +5,10 @@ import PayfleetTestKit
 
 @testable import PayfleetReceipts
 
-/// One `receipt-sender` process under test (the shared `WorkerFleet`) with the test merchants.
-extension WorkerFleet {
+/// One `receipt-sender` process under test (the shared `WorkerProcess`) with the test merchants.
+extension WorkerProcess {
     static func receipts(
-        prefix: String, section: [String], retryDelays: [String]? = nil, _ body: (WorkerFleet) async throws -> Void
+        prefix: String, section: [String], retryDelays: [String]? = nil, _ body: (WorkerProcess) async throws -> Void
     ) async throws {
         var o = Options.worker("receipt-sender", prefix: prefix)
         o.topLevelYAML = """

@@ -31,7 +31,7 @@ import Testing
     }
 
     @Test func sandboxWritesEmlAndSMSJSON() async throws {
-        try await WorkerFleet.receipts(prefix: "rcpt-sandbox", section: []) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-sandbox", section: []) { fleet in
             try await fleet.declare()
             let p = "sb\(UInt32.random(in: 0...UInt32.max))"
             var events = Self.amounts.enumerated().map { i, a in
@@ -78,7 +78,7 @@ import Testing
         try await sink.start()
         defer { sink.kill() }
         let section = Self.smtpSection(sink.port, extra: ["  connections: 2"])
-        try await WorkerFleet.receipts(prefix: "rcpt-reuse", section: section) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-reuse", section: section) { fleet in
             try await fleet.declare()
             let p = "reuse\(UInt32.random(in: 0...UInt32.max))"
             let events = (0..<40).map { i in receiptEvent(i, prefix: p, currency: "GBP", amount: 1000 + Int64(i)) }
@@ -106,7 +106,7 @@ import Testing
         var section = Self.smtpSection(sink.port)
         section += ["  username: receipts", "  password_file: \(dir)/smtp-password"]
         try "s3cret-pw\n".write(toFile: dir + "/smtp-password", atomically: true, encoding: .utf8)
-        try await WorkerFleet.receipts(prefix: "rcpt-smtp", section: section) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-smtp", section: section) { fleet in
             try await fleet.declare()
             let p = "smtp\(UInt32.random(in: 0...UInt32.max))"
             let events = Self.amounts.enumerated().map { i, a in
@@ -177,7 +177,7 @@ import Testing
             "email_transport: smtp", "sms_transport: none", "smtp:", "  host: 127.0.0.1", "  port: \(sink.port)",
             "  tls: \(mode)", "  ca_file: \(tls.cert)", "  username: receipts", "  password: tls-pw", "  timeout: 10s",
         ]
-        try await WorkerFleet.receipts(prefix: "rcpt-tls", section: section) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-tls", section: section) { fleet in
             try await fleet.declare()
             let p = "tls\(UInt32.random(in: 0...UInt32.max))"
             let pub = fleet.publisher()
@@ -197,7 +197,7 @@ import Testing
         let dir = TestEnvironment.makeTempDir("rcpt-down")
         let sink = SMTPSink(dir: dir)  // not started: the port refuses connections
         defer { sink.kill() }
-        try await WorkerFleet.receipts(
+        try await WorkerProcess.receipts(
             prefix: "rcpt-down", section: Self.smtpSection(sink.port),
             retryDelays: ["1s", "2s", "3s", "5s", "10s", "20s"]
         ) { fleet in
@@ -234,7 +234,7 @@ import Testing
         let sink = SMTPSink(dir: dir)
         try await sink.start()
         defer { sink.kill() }
-        try await WorkerFleet.receipts(prefix: "rcpt-550", section: Self.smtpSection(sink.port)) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-550", section: Self.smtpSection(sink.port)) { fleet in
             try await fleet.declare()
             let p = "rej\(UInt32.random(in: 0...UInt32.max))"
             let bad = receiptEvent(1, prefix: p, currency: "GBP", amount: 1999, email: "reject-me@example.com")
@@ -271,7 +271,7 @@ import Testing
             "  timeout: 10s", "  rate_limit: 50",
         ]
         try "tok-7f3a\n".write(toFile: dir + "/token", atomically: true, encoding: .utf8)
-        try await WorkerFleet.receipts(prefix: "rcpt-sms", section: section) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-sms", section: section) { fleet in
             try await fleet.declare()
             let p = "sms\(UInt32.random(in: 0...UInt32.max))"
             let events = [
@@ -322,7 +322,7 @@ import Testing
         let pidFile = dir + "/kill.pid"
         try await sink.start(killPIDFile: pidFile)
         defer { sink.kill() }
-        try await WorkerFleet.receipts(
+        try await WorkerProcess.receipts(
             prefix: "rcpt-kill", section: Self.smtpSection(sink.port, extra: ["outcome_unknown: \(policy)"])
         ) { fleet in
             try await fleet.declare()
@@ -393,7 +393,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: tdir + "/m_acme/fr", withIntermediateDirectories: true)
         try "Reçu {{amount}} {{#card}}{{card}}".write(
             toFile: tdir + "/m_acme/fr/payment.succeeded.subject.mustache", atomically: true, encoding: .utf8)
-        try await WorkerFleet.receipts(prefix: "rcpt-tpl", section: ["templates_dir: \(tdir)"]) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-tpl", section: ["templates_dir: \(tdir)"]) { fleet in
             try fleet.start()
             let status = await fleet.process!.wait(timeout: .seconds(30))
             #expect(status == 78)
@@ -414,7 +414,7 @@ import Testing
             "email_transport: none", "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sink.port)",
             "  account_sid: AC1", "  auth_token: t", "  from: MG0123", "  rate_limit: 4",
         ]
-        try await WorkerFleet.receipts(prefix: "rcpt-rate", section: section) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-rate", section: section) { fleet in
             try await fleet.declare()
             let p = "rate\(UInt32.random(in: 0...UInt32.max))"
             let events = (0..<6).map {
@@ -451,7 +451,7 @@ import Testing
                 "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sms.port)", "  account_sid: AC9",
                 "  auth_token: t", "  from: \"+15005550006\"", "  rate_limit: 0",
             ]
-        try await WorkerFleet.receipts(prefix: "rcpt-both", section: section) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-both", section: section) { fleet in
             try await fleet.declare()
             let p = "both\(UInt32.random(in: 0...UInt32.max))"
             let event = receiptEvent(

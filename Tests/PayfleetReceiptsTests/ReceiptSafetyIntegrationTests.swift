@@ -18,7 +18,7 @@ import Testing
         let sink = SMTPSink(dir: dir)
         try await sink.start()
         defer { sink.kill() }
-        try await WorkerFleet.receipts(prefix: "rcpt-safety", section: ReceiptIntegrationTests.smtpSection(sink.port)) { fleet in
+        try await WorkerProcess.receipts(prefix: "rcpt-safety", section: ReceiptIntegrationTests.smtpSection(sink.port)) { fleet in
             try await fleet.declare()
             let p = "safe\(UInt32.random(in: 0...UInt32.max))"
             var reversals: [PaymentEvent] = []

@@ -25,23 +25,23 @@ import Testing
         // grace at 02:00Z; at 03:00Z it is 3600 s overdue. 2026-11-21 is due 2026-11-22T02:00Z.
         let grace = 7_200_000
         let late = try await store.withConnection { db in
-            try DayClosing.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T03:00:00Z"))
+            try BusinessDays.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T03:00:00Z"))
         }
         #expect(late == ["m_lon": 3600])
         let early = try await store.withConnection { db in
-            try DayClosing.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T01:59:00Z"))
+            try BusinessDays.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T01:59:00Z"))
         }
         #expect(early.isEmpty)
         // Closed at 03:00Z: nothing overdue then; the next day, an hour past its own due time.
         _ = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T03:00:00Z"))
+            try BusinessDays.closeDue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T03:00:00Z"))
         }
         let after = try await store.withConnection { db in
-            try DayClosing.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T03:00:00Z"))
+            try BusinessDays.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-21T03:00:00Z"))
         }
         #expect(after.isEmpty)
         let next = try await store.withConnection { db in
-            try DayClosing.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-22T03:00:00Z"))
+            try BusinessDays.overdue(db, merchants: merchants, graceMS: grace, now: utc("2026-11-22T03:00:00Z"))
         }
         #expect(next == ["m_lon": 3600])
     }

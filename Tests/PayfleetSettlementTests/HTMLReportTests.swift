@@ -22,7 +22,7 @@ import Testing
         try await LocalSettlement.apply(events, handler: h, store: store)
         let merchants = Dictionary(uniqueKeysWithValues: SettlementStream.merchants.map { ($0.id, $0) })
         _ = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: merchants, graceMS: 0, now: utc("2026-11-21T00:00:00Z"))
+            try BusinessDays.closeDue(db, merchants: merchants, graceMS: 0, now: utc("2026-11-21T00:00:00Z"))
         }
         try await LocalSettlement.apply(
             [event("late", .paymentRefunded, merchant: "m_lon", at: "2026-11-20T20:00:00Z", amount: 700, currency: "GBP", payment: "pi_h13")],

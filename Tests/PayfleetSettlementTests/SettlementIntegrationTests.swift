@@ -6,13 +6,13 @@ import PayfleetSettlement
 import PayfleetTestKit
 import Testing
 
-extension WorkerFleet {
+extension WorkerProcess {
     /// One `settlement-aggregator` process under test with the stream's merchants.
-    static func settlement(prefix: String, section: [String], _ body: (WorkerFleet) async throws -> Void) async throws {
+    static func settlement(prefix: String, section: [String], _ body: (WorkerProcess) async throws -> Void) async throws {
         var o = Options.worker("settlement-aggregator", prefix: prefix)
         o.topLevelYAML = SettlementStream.merchantsYAML
         o.sectionYAML = section
-        let fleet = try WorkerFleet(o)
+        let fleet = try WorkerProcess(o)
         var failure: Error?
         do { try await body(fleet) } catch { failure = error }
         await fleet.cleanup()
@@ -36,7 +36,7 @@ extension WorkerFleet {
 @Suite(.serialized) struct SettlementIntegrationTests {
     @Test("settlement-aggregator process: a 2,500-event stream with duplicates in any order; report totals equal the stream's sums to the minor unit")
     func totalsThroughWorker() async throws {
-        try await WorkerFleet.settlement(prefix: "settle", section: ["grace_period: 3650d", "close_interval: 1s"]) { fleet in
+        try await WorkerProcess.settlement(prefix: "settle", section: ["grace_period: 3650d", "close_interval: 1s"]) { fleet in
             let stream = SettlementStream(total: 2_500, seed: 2026, prefix: fleet.name)
             try await fleet.declare()
             let pub = fleet.publisher()
@@ -73,7 +73,7 @@ extension WorkerFleet {
 
     @Test("Day close: totals frozen, settlement.day_closed published to payfleet.events once (also across restarts), a late event becomes an adjustment in the report")
     func dayCloseThroughWorker() async throws {
-        try await WorkerFleet.settlement(prefix: "settle-close", section: ["grace_period: 3650d", "close_interval: 100ms"]) { fleet in
+        try await WorkerProcess.settlement(prefix: "settle-close", section: ["grace_period: 3650d", "close_interval: 100ms"]) { fleet in
             let n = fleet.name
             let day = [
                 event("\(n)-1", .paymentSucceeded, merchant: "m_lon", at: "2026-11-20T10:00:00Z", amount: 1999, currency: "GBP", fee: 50),

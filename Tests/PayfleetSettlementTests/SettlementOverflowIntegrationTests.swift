@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized) struct SettlementOverflowIntegrationTests {
     @Test("Two payments of 2^62 on one day: the second is dead-lettered as AmountOverflow; the worker keeps running")
     func overflowDeadLettered() async throws {
-        try await WorkerFleet.settlement(prefix: "settle-ovf", section: ["grace_period: 3650d", "close_interval: 100ms", "day_closed_queue: \"\""]) { fleet in
+        try await WorkerProcess.settlement(prefix: "settle-ovf", section: ["grace_period: 3650d", "close_interval: 100ms", "day_closed_queue: \"\""]) { fleet in
             let n = fleet.name
             let half = Int64.max / 2 + 1
             let events = [

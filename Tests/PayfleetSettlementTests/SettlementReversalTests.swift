@@ -81,7 +81,7 @@ import Testing
         #expect(try SettlementBook(files: [store.path]).report(date: "2026-11-22").isEmpty)
         // 2026-11-22 ends at 2026-11-23T00:00Z; with a 2 h grace it is due at 02:00.
         let closed = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: Self.merchants, graceMS: 7_200_000, now: utc("2026-11-23T02:00:00Z"))
+            try BusinessDays.closeDue(db, merchants: Self.merchants, graceMS: 7_200_000, now: utc("2026-11-23T02:00:00Z"))
         }
         #expect(closed.count == 1 && closed[0].day == "2026-11-22")
         let lines = try SettlementBook(files: [store.path]).report(date: "2026-11-22")
@@ -103,7 +103,7 @@ import Testing
         let originals = Self.story.filter { ["pa", "ra", "pb", "po"].contains($0.source.eventID) }
         try await LocalSettlement.apply(originals, handler: Self.handler, store: store, now: utc("2026-11-20T16:00:00Z"))
         let closed = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: Self.merchants, graceMS: 7_200_000, now: utc("2026-11-21T02:00:00Z"))
+            try BusinessDays.closeDue(db, merchants: Self.merchants, graceMS: 7_200_000, now: utc("2026-11-21T02:00:00Z"))
         }
         #expect(closed.count == 1)
         let late = Self.story.filter { ["rfa", "rvb", "fa", "pf"].contains($0.source.eventID) }
@@ -176,7 +176,7 @@ import Testing
         }
         let problems = ProblemLog()
         let closed = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: Self.merchants, graceMS: 0, now: utc("2026-11-25T00:00:00Z")) {
+            try BusinessDays.closeDue(db, merchants: Self.merchants, graceMS: 0, now: utc("2026-11-25T00:00:00Z")) {
                 problems.append($0)
             }
         }

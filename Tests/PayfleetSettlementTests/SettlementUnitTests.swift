@@ -80,14 +80,14 @@ func event(
     @Test("A merchant's day ends at its next cut-off: 23 and 25 hour days across DST")
     func dayEnds() {
         let lon = SettlementStream.merchants[0], nyc = SettlementStream.merchants[1]
-        #expect(DayClosing.end(of: "2026-03-28", for: lon) == utc("2026-03-29T00:00:00Z"))
-        #expect(DayClosing.end(of: "2026-03-29", for: lon) == utc("2026-03-29T23:00:00Z"))  // 23 h
-        #expect(DayClosing.end(of: "2026-10-24", for: lon) == utc("2026-10-24T23:00:00Z"))
-        #expect(DayClosing.end(of: "2026-10-25", for: lon) == utc("2026-10-26T00:00:00Z"))  // 25 h
-        #expect(DayClosing.end(of: "2026-03-07", for: nyc) == utc("2026-03-08T07:00:00Z"))  // 02:00 is in the gap → 03:00 EDT
-        #expect(DayClosing.end(of: "2026-03-08", for: nyc) == utc("2026-03-09T06:00:00Z"))
-        #expect(DayClosing.end(of: "2026-10-31", for: nyc) == utc("2026-11-01T07:00:00Z"))
-        #expect(DayClosing.end(of: "2026-11-01", for: nyc) == utc("2026-11-02T07:00:00Z"))
+        #expect(BusinessDays.end(of: "2026-03-28", for: lon) == utc("2026-03-29T00:00:00Z"))
+        #expect(BusinessDays.end(of: "2026-03-29", for: lon) == utc("2026-03-29T23:00:00Z"))  // 23 h
+        #expect(BusinessDays.end(of: "2026-10-24", for: lon) == utc("2026-10-24T23:00:00Z"))
+        #expect(BusinessDays.end(of: "2026-10-25", for: lon) == utc("2026-10-26T00:00:00Z"))  // 25 h
+        #expect(BusinessDays.end(of: "2026-03-07", for: nyc) == utc("2026-03-08T07:00:00Z"))  // 02:00 is in the gap → 03:00 EDT
+        #expect(BusinessDays.end(of: "2026-03-08", for: nyc) == utc("2026-03-09T06:00:00Z"))
+        #expect(BusinessDays.end(of: "2026-10-31", for: nyc) == utc("2026-11-01T07:00:00Z"))
+        #expect(BusinessDays.end(of: "2026-11-01", for: nyc) == utc("2026-11-02T07:00:00Z"))
     }
 }
 
@@ -169,15 +169,15 @@ func event(
         try await LocalSettlement.apply(day, handler: h, store: store)
         // The day ends at 2026-11-21T00:00Z; with a 2 h grace nothing closes at 01:59:59.
         let early = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: merchants, graceMS: 7_200_000, now: utc("2026-11-21T01:59:59Z"))
+            try BusinessDays.closeDue(db, merchants: merchants, graceMS: 7_200_000, now: utc("2026-11-21T01:59:59Z"))
         }
         #expect(early.isEmpty)
         let closed = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: merchants, graceMS: 7_200_000, now: utc("2026-11-21T02:00:00Z"))
+            try BusinessDays.closeDue(db, merchants: merchants, graceMS: 7_200_000, now: utc("2026-11-21T02:00:00Z"))
         }
         #expect(closed.count == 1 && closed[0].events.count == 2)
         let again = try await store.write { db in
-            try DayClosing.closeDue(db, merchants: merchants, graceMS: 7_200_000, now: utc("2026-11-22T00:00:00Z"))
+            try BusinessDays.closeDue(db, merchants: merchants, graceMS: 7_200_000, now: utc("2026-11-22T00:00:00Z"))
         }
         #expect(again.isEmpty)
         let outbox = try await store.withConnection { db in try db.query("SELECT body FROM settlement_outbox ORDER BY currency") }

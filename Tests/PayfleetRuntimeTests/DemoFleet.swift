@@ -4,12 +4,12 @@ import PayfleetStore
 import PayfleetTestKit
 
 /// The runtime's demonstration worker under test (`payfleet-demo-worker`, table `applied`).
-typealias DemoFleet = WorkerFleet
+typealias DemoFleet = WorkerProcess
 
-extension WorkerFleet {
+extension WorkerProcess {
     static func with(
         prefix: String, retryDelays: [String] = ["200ms", "400ms", "800ms"], deliveryLimit: Int = 20, batchSize: Int = 200,
-        _ body: (WorkerFleet) async throws -> Void
+        _ body: (WorkerProcess) async throws -> Void
     ) async throws {
         var o = Options(
             executable: "payfleet-demo-worker", section: "demo-worker", prefix: prefix,

@@ -8,7 +8,7 @@ import Testing
 /// broker: signed provider traffic in, the ledger agrees with what was sent.
 @Suite(.serialized) struct SimulateIntegrationTests {
     /// Starts ingest on a free port with the fleet's config; returns the process and its URL.
-    func startIngest(_ fleet: WorkerFleet) async throws -> (ChildProcess, String) {
+    func startIngest(_ fleet: WorkerProcess) async throws -> (ChildProcess, String) {
         let ready = fleet.dir + "/ingest.ready"
         let ingest = try ChildProcess(
             executable: TestEnvironment.binDir + "/ingest", arguments: ["--config", fleet.configPath],
@@ -30,9 +30,9 @@ import Testing
     }
 
     @Test func aSimulatedRunAgreesWithTheLedger() async throws {
-        var options = WorkerFleet.Options.worker("ledger-writer", prefix: "sim-it")
+        var options = WorkerProcess.Options.worker("ledger-writer", prefix: "sim-it")
         options.topLevelYAML = SimFixtures.yaml(ingestPort: 0)
-        try await WorkerFleet.with(options) { fleet in
+        try await WorkerProcess.with(options) { fleet in
             try fleet.start()
             let readyWorker = await eventually(timeout: .seconds(30)) { await fleet.admin("/readyz")?.status == 200 }
             #expect(readyWorker, "ledger-writer not ready: \(fleet.process?.log ?? "")")
@@ -83,9 +83,9 @@ import Testing
 
     /// With the ledger-writer stopped, nothing can agree: the run says so and exits non-zero.
     @Test func aRunTheFleetDoesNotProcessDisagrees() async throws {
-        var options = WorkerFleet.Options.worker("ledger-writer", prefix: "sim-dis")
+        var options = WorkerProcess.Options.worker("ledger-writer", prefix: "sim-dis")
         options.topLevelYAML = SimFixtures.yaml(ingestPort: 0)
-        try await WorkerFleet.with(options) { fleet in
+        try await WorkerProcess.with(options) { fleet in
             // The worker runs once (creates its books and queue), then stops: events wait in its queue.
             try fleet.start()
             let readyWorker = await eventually(timeout: .seconds(30)) { await fleet.admin("/readyz")?.status == 200 }

@@ -179,13 +179,13 @@ struct DeploymentTests {
 
     @Test("4 partitions, 2 instances each: per-key order kept, killing each active instance loses and doubles nothing")
     func partitionsWithStandbys() async throws {
-        var o = WorkerFleet.Options(
+        var o = WorkerProcess.Options(
             executable: "payfleet-demo-worker", section: "demo-worker", prefix: "parts",
             routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
         o.partitions = 4
         o.adminPort = 0
         o.batchSize = 50
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             try await fleet.declare()
             var instances: [Int: [ChildProcess]] = [:]
             for p in 0..<4 {
@@ -409,11 +409,11 @@ struct DeploymentTests {
     @Test("A worker runs over TLS (amqps with the CA and client certificate openssl made) end to end")
     func workerOverTLS() async throws {
         let tlsURL = try #require(TestEnvironment.amqpsURL, "the private broker has a TLS listener")
-        var o = WorkerFleet.Options(
+        var o = WorkerProcess.Options(
             executable: "payfleet-demo-worker", section: "demo-worker", prefix: "tls",
             routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
         o.brokerURL = tlsURL
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             try await fleet.declare()
             let events = (0..<500).map { EventFactory.payment($0, prefix: fleet.name) }
             try await fleet.publish(events, via: fleet.publisher())

@@ -80,8 +80,8 @@ struct ClusterTests {
         return (rows, all.count, sum, perFile)
     }
 
-    static func options(_ prefix: String, hosts: [String] = nodes) -> WorkerFleet.Options {
-        var o = WorkerFleet.Options(
+    static func options(_ prefix: String, hosts: [String] = nodes) -> WorkerProcess.Options {
+        var o = WorkerProcess.Options(
             executable: "payfleet-demo-worker", section: "demo-worker", prefix: prefix,
             routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
         o.brokerURL = url
@@ -92,7 +92,7 @@ struct ClusterTests {
 
     /// Publishes at about `rate` events/s (so the kills land mid-run), each confirmed (retried
     /// until confirmed: at least once; the worker dedupes).
-    static func paced(_ fleet: WorkerFleet, _ events: [PaymentEvent], via pub: AMQPPublisher, rate: Int) async throws {
+    static func paced(_ fleet: WorkerProcess, _ events: [PaymentEvent], via pub: AMQPPublisher, rate: Int) async throws {
         var i = 0
         while i < events.count {
             let end = min(i + rate / 10, events.count)
@@ -156,7 +156,7 @@ struct ClusterTests {
         defer { Self.printReport(report) }
 
         // Node loss under load: the queue's leader (where the clients are connected), then a follower.
-        try await WorkerFleet.with(Self.options("clu-loss")) { fleet in
+        try await WorkerProcess.with(Self.options("clu-loss")) { fleet in
             try await fleet.declare()
             let members = Self.cluster("ctl 1 list_queues -q name members")
             let line = members.out.split(separator: "\n").first { $0.hasPrefix(fleet.queue + "\t") || $0.hasPrefix(fleet.queue + " ") }
@@ -230,7 +230,7 @@ struct ClusterTests {
         defer { Self.printReport(report) }
 
         // Network partition: the worker is connected to node 3; node 3 is cut off.
-        try await WorkerFleet.with(Self.options("clu-part", hosts: [Self.nodes[2], Self.nodes[0], Self.nodes[1]])) { fleet in
+        try await WorkerProcess.with(Self.options("clu-part", hosts: [Self.nodes[2], Self.nodes[0], Self.nodes[1]])) { fleet in
             try await fleet.declare()
             let total = 8_000
             let events = (0..<total).map { EventFactory.payment($0, prefix: fleet.name) }
@@ -275,7 +275,7 @@ struct ClusterTests {
         var o = Self.options("clu-hosts")
         o.partitions = 4
         o.adminPort = 0
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             try await fleet.declare()
             _ = Self.cluster("host hA")
             _ = Self.cluster("host hB")

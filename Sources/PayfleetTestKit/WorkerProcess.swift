@@ -10,7 +10,7 @@ import PayfleetStore
 /// One worker process under test against the private broker: its own queue names (a unique
 /// `name:`), a config file, a state directory and the process. Every worker's integration
 /// tests use it (demo worker, ledger-writer, crm-sync, receipt-sender, settlement-aggregator).
-public final class WorkerFleet: @unchecked Sendable {
+public final class WorkerProcess: @unchecked Sendable {
     public struct Options: Sendable {
         /// The executable in `TestEnvironment.binDir` (`ledger-writer`, `payfleet-demo-worker`, …).
         public var executable: String
@@ -108,8 +108,8 @@ public final class WorkerFleet: @unchecked Sendable {
 
     /// Runs `body` with a fresh fleet and always cleans up (queues, process, files) afterwards,
     /// unless `PAYFLEET_TEST_KEEP` is set (to inspect a failure).
-    public static func with(_ options: Options, _ body: (WorkerFleet) async throws -> Void) async throws {
-        let fleet = try WorkerFleet(options)
+    public static func with(_ options: Options, _ body: (WorkerProcess) async throws -> Void) async throws {
+        let fleet = try WorkerProcess(options)
         do {
             try await body(fleet)
         } catch {
@@ -244,3 +244,7 @@ public final class WorkerFleet: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: dir)
     }
 }
+
+/// The former name, kept only because `Sources/payfleet-bench` (not part of this change) still
+/// spells it; drop it when the bench says `WorkerProcess`.
+public typealias WorkerFleet = WorkerProcess

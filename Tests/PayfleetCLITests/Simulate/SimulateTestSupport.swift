@@ -1,6 +1,7 @@
 import Foundation
 import PayfleetCLI
 import PayfleetCore
+import PayfleetTestKit
 
 /// The sandbox merchants (as in config/payfleet.yaml) and channels the generator tests use.
 enum SimFixtures {
@@ -31,8 +32,7 @@ enum SimFixtures {
     /// Stripe's published API fixtures (`../shared/data/stripe-fixtures3.json` beside the
     /// checkout): object name → one example object.
     nonisolated(unsafe) static let stripeFixtures: [String: [String: Any]]? = {
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
+        let repo = URL(fileURLWithPath: TestEnvironment.repoRoot)
         for dir in [repo.deletingLastPathComponent().appendingPathComponent("shared/data"), URL(fileURLWithPath: "/work/shared/data")] {
             guard let data = FileManager.default.contents(atPath: dir.appendingPathComponent("stripe-fixtures3.json").path),
                 let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
