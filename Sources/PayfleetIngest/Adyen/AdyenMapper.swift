@@ -26,7 +26,7 @@ public struct AdyenMapper: Sendable {
         return false
     }
 
-    public func map(_ item: [String: Any], index: Int, receivedAt: Date) throws(IngestError) -> Mapped {
+    public func map(_ item: [String: Any], index: Int, receivedAt: Date) throws(IngestError) -> MappedEvent {
         let path = "notificationItems[\(index)].NotificationRequestItem"
         guard let psp = JSONValue.string(item["pspReference"]), !psp.isEmpty else {
             throw .invalid(path + ".pspReference", "missing")
@@ -36,7 +36,7 @@ public struct AdyenMapper: Sendable {
         }
         let eventID = "\(psp):\(code)"
         let success = JSONValue.string(item["success"])?.lowercased() == "true"
-        func record(_ why: String) -> Mapped { .recordOnly(provider: "adyen", eventID: eventID, type: code, reason: why) }
+        func record(_ why: String) -> MappedEvent { .recordOnly(provider: "adyen", eventID: eventID, type: code, reason: why) }
         let type: PaymentEvent.EventType
         var metadata: [String: String] = [:]
         // The fact this item reports: two notifications of one fact publish it once.

@@ -191,7 +191,7 @@ public final class Outbox: Sendable {
     /// `redactions`: canonical id → the fields whose card number ingest masked (paths only);
     /// kept beside the event for `payfleet trace`, written only for an event inserted now.
     public func accept(
-        _ items: [Mapped], traceparent: String, idempotency: Idempotency? = nil, redactions: [String: [String]] = [:]
+        _ items: [MappedEvent], traceparent: String, idempotency: Idempotency? = nil, redactions: [String: [String]] = [:]
     ) async throws -> Outcome {
         let now = Int64(Date().timeIntervalSince1970)
         // Encode here, on the caller's task: the store thread is serial and does only SQL.

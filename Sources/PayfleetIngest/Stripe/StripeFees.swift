@@ -22,7 +22,7 @@ public struct StripeFeeRequest: Sendable, Equatable {
 extension StripeMapper {
     /// The fee requests of an accepted Stripe event. `duplicate`: the canonical event was already
     /// known (its fee, if carried, was booked by the first report).
-    public func feeRequests(_ event: [String: Any], mapped: Mapped, duplicate: Bool) -> [StripeFeeRequest] {
+    public func feeRequests(_ event: [String: Any], mapped: MappedEvent, duplicate: Bool) -> [StripeFeeRequest] {
         guard let e = mapped.event, e.type == .paymentSucceeded || e.type == .paymentRefunded,
             let paymentID = e.payment?.id,
             let object = (event["data"] as? [String: Any])?["object"] as? [String: Any]

@@ -44,13 +44,13 @@ public struct StripeMapper: Sendable {
             && rest.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) }
     }
 
-    public func map(_ event: [String: Any], receivedAt: Date) throws(IngestError) -> Mapped {
+    public func map(_ event: [String: Any], receivedAt: Date) throws(IngestError) -> MappedEvent {
         guard let eventID = event["id"] as? String, !eventID.isEmpty else { throw .invalid("id", "missing Stripe event id") }
         guard let type = event["type"] as? String else { throw .invalid("type", "missing Stripe event type") }
         guard let object = (event["data"] as? [String: Any])?["object"] as? [String: Any] else {
             throw .invalid("data.object", "missing")
         }
-        let record = Mapped.recordOnly(provider: "stripe", eventID: eventID, type: type, reason: "unmapped type")
+        let record = MappedEvent.recordOnly(provider: "stripe", eventID: eventID, type: type, reason: "unmapped type")
         let canonicalType: PaymentEvent.EventType
         var factKey = eventID
         switch type {

@@ -2,7 +2,7 @@ import PayfleetCore
 
 /// What a provider event became: a canonical event to publish, or a record only (unknown type,
 /// an AUTHORISATION under manual capture, a failed refund…).
-public enum Mapped: Sendable {
+public enum MappedEvent: Sendable {
     case event(PaymentEvent)
     case recordOnly(provider: String, eventID: String, type: String, reason: String)
     /// A Stripe refund, which two webhooks report with nothing in common but the charge and the
@@ -26,7 +26,7 @@ public enum Mapped: Sendable {
     }
 }
 
-/// What identifies one refund of a charge across Stripe's webhooks (see `Mapped.refund`).
+/// What identifies one refund of a charge across Stripe's webhooks (see `MappedEvent.refund`).
 public struct RefundLink: Sendable, Equatable {
     /// The charge refunded.
     public var charge: String
