@@ -2,6 +2,7 @@ import Foundation
 import PayfleetAMQP
 import PayfleetCLI
 import PayfleetCore
+import PayfleetStore
 import PayfleetTestKit
 import PayfleetWorker
 import Testing
@@ -344,6 +345,95 @@ struct ConsoleTests {
             r = try await http("GET", "/", cookie: cookie)
             #expect(r.status == 303 && r.header("Location") == "/login")
         }
+    }
+}
+
+extension ConsoleTests {
+    /// HTML escaping written out here, not the console's: the expected text of a page.
+    static func escaped(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+            .replacingOccurrences(of: "'", with: "&#39;")
+    }
+
+    @Test("Edit and replay through the preview and confirm pages, audited as dlq.edit; the trace and settlement pages answer what the CLI answers, escaped")
+    func editTraceSettlement() async throws {
+        try await ConsoleFixture.fleet(prefix: "console-edit") { fleet in
+            try await fleet.declare()
+            try fleet.start()
+            let broken = EventFactory.payment(7, prefix: fleet.name, amount: -5)
+            #expect(try await fleet.deadLetter([broken], expectDLQ: 1))
+            let console = try await ConsoleProcess.start(fleet)
+            do { try await Self.editAndPages(fleet, console, broken: broken) } catch {
+                print("ConsoleTests: console log:\n\(console.child.log)")
+                await console.stop()
+                throw error
+            }
+            await console.stop()
+        }
+    }
+
+    static func editAndPages(_ fleet: WorkerFleet, _ console: ConsoleProcess, broken: PaymentEvent) async throws {
+        let base = console.base
+        let dir = fleet.dir
+        func http(_ m: String, _ path: String, form: [(String, String)]? = nil, cookie: String? = nil) async throws -> HTTPExchange {
+            try await HTTPExchange.run(m, base + path, form: form, cookie: cookie, dir: dir)
+        }
+        let login = try await http("POST", "/login", form: [("operator", "carol"), ("password", ConsoleFixture.password)])
+        let cookie = try #require(login.sessionCookie)
+        let form = try await http("GET", "/dlq/edit?worker=demo-worker&id=\(broken.id)", cookie: cookie)
+        #expect(form.status == 200, "\(form.body)")
+        let csrf = try #require(form.csrf)
+        let edit = [("worker", "demo-worker"), ("id", broken.id), ("sets", "amount.value=500"), ("csrf", csrf)]
+        // The preview: the change shown, nothing done.
+        let preview = try await http("POST", "/dlq/edit", form: edit, cookie: cookie)
+        #expect(preview.status == 200 && preview.body.contains("Confirm edit"), "\(preview.body)")
+        #expect(preview.body.contains("<td>amount.value</td><td>-5</td><td>500</td>"), "\(preview.body)")
+        #expect(try await fleet.depth(fleet.topology.dlq) == 1)
+        #expect(!ConsoleTests.audit(fleet).contains { $0["action"] as? String == "dlq.edit" })
+        // A bad edit is refused with the CLI's message, and changes nothing.
+        let bad = try await http("POST", "/dlq/edit", form: [("worker", "demo-worker"), ("id", broken.id), ("sets", "amount.value=<b>"), ("csrf", csrf), ("confirmed", "yes")], cookie: cookie)
+        #expect(bad.status == 400 && !bad.body.contains("=<b>") && bad.body.contains("&lt;b&gt;"), "\(bad.body)")
+        #expect(try await fleet.depth(fleet.topology.dlq) == 1)
+        // Confirmed: edited, replayed, applied with the new amount, audited as the CLI does.
+        let done = try await http("POST", "/dlq/edit", form: edit + [("confirmed", "yes")], cookie: cookie)
+        #expect(done.status == 200 && done.body.contains("Edited \(broken.id), validated and replayed"), "\(done.body)")
+        #expect(try await fleet.depth(fleet.topology.dlq) == 0)
+        #expect(try await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+            try fleet.appliedIDs().ids.contains(broken.id)
+        })
+        let amount = try fleet.database()?.queryOne("SELECT amount FROM applied WHERE event_id = ?", [.text(broken.id)])?.int(0)
+        #expect(amount == 500)
+        let line = try #require(ConsoleTests.audit(fleet).last { $0["action"] as? String == "dlq.edit" })
+        #expect(line["outcome"] as? String == "republished" && line["ids"] as? [String] == [broken.id])
+        #expect(line["console_operator"] as? String == "carol" && line["via"] as? String == "console")
+        #expect(line["command"] as? String == "dlq edit demo-worker --set=amount.value=500 -- \(broken.id)")
+        #expect((line["changes"] as? [[String: Any]])?.first?["path"] as? String == "amount.value")
+
+        // Trace: what `payfleet trace ID` prints, escaped; a hostile query echoed escaped.
+        let cli = try await fleet.cli(["trace", broken.id])
+        let trace = try await http("GET", "/trace?id=\(broken.id)", cookie: cookie)
+        if cli.status == 0 {
+            #expect(trace.status == 200)
+            let first = cli.stdout.split(separator: "\n").first.map(String.init) ?? ""
+            #expect(trace.body.contains(Self.escaped(first)), "\(first)\n\(trace.body)")
+        } else {
+            #expect(trace.status == 400, "\(trace.body)")
+        }
+        let hostile = try await http("GET", "/trace?id=%3Cscript%3Ealert(1)%3C/script%3E", cookie: cookie)
+        #expect(!hostile.body.contains("<script>alert(1)"), "\(hostile.body)")
+        #expect(hostile.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
+
+        // Settlement: the page frames the report; the report is the CLI's HTML (or its refusal).
+        let page = try await http("GET", "/settlement?date=2026-11-20", cookie: cookie)
+        #expect(page.status == 200 && page.body.contains("/settlement/report?date=2026-11-20"), "\(page.body)")
+        let badDate = try await http("GET", "/settlement/report?date=%3Cb%3Ex", cookie: cookie)
+        #expect(badDate.status == 400 && badDate.body.contains("&lt;b&gt;x") && !badDate.body.contains("<b>x"), "\(badDate.body)")
+        let report = try await http("GET", "/settlement/report?date=2026-11-20", cookie: cookie)
+        let cliReport = try await fleet.cli(["settlement", "report", "--date", "2026-11-20", "--format", "html"])
+        #expect(report.status == (cliReport.status == 0 ? 200 : 400), "\(report.body) / \(cliReport.stderr)")
+        if cliReport.status == 0 { #expect(report.body.lowercased().contains("<html")) }
+        #expect(try await http("GET", "/settlement/report?date=2026-11-20").status == 303)
     }
 }
 
