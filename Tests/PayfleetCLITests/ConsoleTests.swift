@@ -175,6 +175,17 @@ struct ConsoleTests {
                       return r ? r.querySelector('code').textContent : null })()
                     """) as? String ?? ""
                 seen["group"] = gid
+                // Mark the group under investigation (form, confirm page), as the operator would first.
+                try browser.click("#status-\(gid)")
+                _ = try browser.evaluate("""
+                    document.querySelector('select[name=state]').value = 'investigating';
+                    document.querySelector('input[name=note]').value = 'INC-7: CRM timeouts <after deploy>';
+                    """)
+                try browser.click("#set-status")
+                seen["status-confirm"] = browser.text
+                try browser.click("#confirm")
+                seen["groups-status"] = browser.text
+                try browser.screenshot(shots + "/3b-groups-investigating.png")
                 try browser.click("#replay-\(gid)")
                 seen["confirm"] = browser.text
                 try browser.screenshot(shots + "/4-confirm.png")
@@ -187,6 +198,12 @@ struct ConsoleTests {
                 try browser.navigate(base + "/audit")
                 seen["audit"] = browser.text
                 try browser.screenshot(shots + "/7-audit.png")
+                // Trace search for the replayed event.
+                try browser.navigate(base + "/trace")
+                _ = try browser.evaluate("document.getElementById('trace-id').value = \(Self.js(target))")
+                try browser.click("#trace-go")
+                seen["trace"] = browser.text
+                try browser.screenshot(shots + "/8-trace.png")
                 return seen
             }
             print("ConsoleTests: screenshots in \(shots)")
@@ -200,6 +217,9 @@ struct ConsoleTests {
             #expect(groupIDs.isEmpty, "the DLQ should be empty after the replay: \(cli.stdout)")
             let gid = try #require(pages["group"])
             #expect(gid.count == 8)
+            #expect(pages["status-confirm"]?.contains("to investigating (alice) — INC-7: CRM timeouts <after deploy>?") == true, "\(pages["status-confirm"] ?? "")")
+            #expect(pages["groups-status"]?.contains("investigating (alice)") == true, "\(pages["groups-status"] ?? "")")
+            #expect(pages["groups-status"]?.contains("INC-7: CRM timeouts <after deploy>") == true)
             #expect(pages["confirm"]?.contains("2 of 2 dead letters would be republished") == true, "\(pages["confirm"] ?? "")")
             #expect(pages["replayed"]?.contains("Replayed 2 of 2 dead letters") == true, "\(pages["replayed"] ?? "")")
             #expect(pages["depth"] == "0")
@@ -210,6 +230,13 @@ struct ConsoleTests {
                 try fleet.appliedIDs().ids.isSuperset(of: Set(events.map(\.id)))
             })
             #expect(try fleet.appliedIDs().rows == 2)
+            let cliTrace = try await fleet.cli(["trace", target])
+            if cliTrace.status == 0, let first = cliTrace.stdout.split(separator: "\n").first {
+                #expect(pages["trace"]?.contains(String(first)) == true, "\(pages["trace"] ?? "")")
+            }
+            let status = try #require(Self.audit(fleet).first { $0["action"] as? String == "dlq.group_status" })
+            #expect(status["state"] as? String == "investigating" && status["by"] as? String == "alice")
+            #expect(status["note"] as? String == "INC-7: CRM timeouts <after deploy>" && status["console_operator"] as? String == "alice")
             let lines = Self.audit(fleet).filter { $0["action"] as? String == "dlq.replay" }
             #expect(lines.map { $0["outcome"] as? String ?? "" } == ["started", "republished", "completed"], "\(lines)")
             let done = try #require(lines.last)
@@ -218,7 +245,7 @@ struct ConsoleTests {
             #expect(done["via"] as? String == "console")
             #expect(done["command"] as? String == "dlq replay demo-worker --error=\(gid)")
             #expect(done["worker"] as? String == fleet.name)
-            for f in ["1-login", "2-status", "3-groups", "4-confirm", "5-replayed", "6-groups-after", "7-audit"] {
+            for f in ["1-login", "2-status", "3-groups", "3b-groups-investigating", "4-confirm", "5-replayed", "6-groups-after", "7-audit", "8-trace"] {
                 let png = FileManager.default.contents(atPath: shots + "/\(f).png") ?? Data()
                 #expect(png.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]), "\(f).png is not a PNG")
             }
@@ -486,6 +513,61 @@ struct ConsoleUnitTests {
         #expect(ok.host == "0.0.0.0" && ok.port == 9180 && ok.sessionTTLMS == 1_800_000)
         let d = try read("console:\n  password_file: {dir}/pw\n")
         #expect(d.host == "127.0.0.1" && !d.allowRemote)
+    }
+
+    @Test("Sessions: a token login compares the token, a session ends at its expiry or logout, the CSRF token is the session's")
+    func sessions() {
+        let token = String(repeating: "t0k3n-", count: 6)
+        let auth = ConsoleAuth(credential: .token(Array(token.utf8)), ttlMS: 60_000)
+        #expect(auth.check(token))
+        #expect(!auth.check(token + "x") && !auth.check(String(token.dropLast())) && !auth.check(""))
+        let t0 = Date()
+        let s = auth.open(operatorName: "dora", now: t0)
+        #expect(s.id.count == 64 && s.csrf.count == 64 && s.id != s.csrf)
+        #expect(auth.session(s.id, now: t0.addingTimeInterval(59))?.operatorName == "dora")
+        #expect(auth.session(s.id, now: t0.addingTimeInterval(61)) == nil)
+        #expect(auth.session(s.id, now: t0) == nil, "an expired session is gone for good")
+        let s2 = auth.open(operatorName: "dora")
+        #expect(ConsoleAuth.csrfMatches(s2, s2.csrf) && !ConsoleAuth.csrfMatches(s2, s.csrf) && !ConsoleAuth.csrfMatches(s2, nil))
+        auth.close(s2.id)
+        #expect(auth.session(s2.id) == nil)
+    }
+
+    @Test("payfleet console hash-password: a line Python's hashlib verifies; a short password refused")
+    func hashPassword() async throws {
+        let dir = TestEnvironment.makeTempDir("console-hash")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func run(_ stdin: String) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: TestEnvironment.binDir + "/payfleet")
+            p.arguments = ["console", "hash-password"]
+            let input = Pipe()
+            let output = Pipe()
+            p.standardInput = input
+            p.standardOutput = output
+            p.standardError = output
+            try p.run()
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try input.fileHandleForWriting.close()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+        let (status, line) = try run("a long enough password\n")
+        #expect(status == 0, "\(line)")
+        let parts = line.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "$").map(String.init)
+        #expect(parts.count == 4 && parts[0] == "pbkdf2-sha256" && parts[1] == "210000")
+        // Python recomputes the hash from the salt: an independent PBKDF2.
+        let py = Process()
+        py.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        py.arguments = ["-c", "import sys,hashlib,base64; _,n,s,h=sys.argv[1].strip().split('$'); "
+            + "print(base64.b64encode(hashlib.pbkdf2_hmac('sha256', b'a long enough password', base64.b64decode(s), int(n), len(base64.b64decode(h)))).decode() == h)", line]
+        let out = Pipe()
+        py.standardOutput = out
+        try py.run()
+        py.waitUntilExit()
+        #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "True")
+        let (shortStatus, shortOut) = try run("short\n")
+        #expect(shortStatus != 0 && shortOut.contains("at least 12 characters"), "\(shortOut)")
     }
 
     @Test("Escaping: every character that matters in HTML text and quoted attributes")

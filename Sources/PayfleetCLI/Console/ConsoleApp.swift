@@ -458,7 +458,7 @@ public struct ConsoleApp: Sendable {
             <p><label>Status <select name="state">\(options)</select></label></p>
             <p><label>Investigated by (default: you, \(e(s.operatorName)))<br><input name="by" maxlength="100"></label></p>
             <p><label>Note<br><input name="note" size="70" maxlength="1000"></label></p>
-            <p><button>Set…</button></p></form>
+            <p><button id="set-status">Set…</button></p></form>
             """
         return .page(title: "Group status", body: body)
     }
@@ -523,7 +523,7 @@ public struct ConsoleApp: Sendable {
         let e = ConsoleHTML.esc
         let id = Self.param(req, "id")
         var body = """
-            <form method="get" action="/trace"><input name="id" size="50" placeholder="event id, payment id, invoice id or provider event id" value="\(e(id ?? ""))"> <button>Trace</button></form>
+            <form method="get" action="/trace"><input name="id" id="trace-id" size="50" placeholder="event id, payment id, invoice id or provider event id" value="\(e(id ?? ""))"> <button id="trace-go">Trace</button></form>
             """
         if let id {
             let path = configPath
