@@ -92,7 +92,7 @@ public struct AuditLog {
     }
 
     /// Set by `payfleet console` around an action it runs: the line then records the
-    /// equivalent command and the console's operator (`via`, `console_operator`, `remote`).
+    /// equivalent command and the console's operator (`via`, `console_operator`).
     @TaskLocal public static var console: ConsoleAuditContext?
 
     public func record(action: String, worker: String, outcome: String, ids: [String] = [], extra: [String: Any] = [:]) throws {
@@ -105,7 +105,6 @@ public struct AuditLog {
             o["command"] = c.command
             o["via"] = "console"
             o["console_operator"] = c.operatorName
-            o["remote"] = c.remote
         }
         for (k, v) in extra { o[k] = v }
         try file.append(o)

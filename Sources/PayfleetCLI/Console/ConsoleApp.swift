@@ -53,11 +53,11 @@ public struct ConsoleApp: Sendable {
         router.get("/dlq") { req, _ in await app.get(req) { s in try await app.dlqPage(req, s) } }
         router.get("/dlq/show") { req, _ in await app.get(req) { s in try await app.showPage(req, s) } }
         router.get("/dlq/edit") { req, _ in await app.get(req) { s in try await app.editForm(req, s) } }
-        router.get("/dlq/group-status") { req, _ in await app.get(req) { s in try app.groupStatusForm(req, s) } }
+        router.get("/dlq/group-status") { req, _ in await app.get(req) { s in try await app.groupStatusForm(req, s) } }
         router.post("/dlq/replay") { req, _ in await app.post(req) { s, f in try await app.replay(s, f) } }
         router.post("/dlq/edit") { req, _ in await app.post(req) { s, f in try await app.edit(s, f) } }
         router.post("/dlq/group-status") { req, _ in await app.post(req) { s, f in try await app.setGroupStatus(s, f) } }
-        router.get("/audit") { req, _ in await app.get(req) { s in try app.auditPage(s) } }
+        router.get("/audit") { req, _ in await app.get(req) { s in try await app.auditPage(s) } }
         router.get("/trace") { req, _ in await app.get(req) { s in try await app.tracePage(req, s) } }
         router.get("/settlement") { req, _ in await app.get(req) { s in try app.settlementPage(req, s) } }
         router.get("/settlement/report") { req, _ in await app.settlementReport(req) }
@@ -195,7 +195,7 @@ public struct ConsoleApp: Sendable {
 
     /// Runs `body` with the audit lines it writes naming the console operator and `command`.
     func audited<T>(_ s: ConsoleAuth.Session, _ command: [String], _ body: () async throws -> T) async throws -> T {
-        let ctx = ConsoleAuditContext(operatorName: s.operatorName, command: command.joined(separator: " "), remote: nil)
+        let ctx = ConsoleAuditContext(operatorName: s.operatorName, command: command.joined(separator: " "))
         return try await AuditLog.$console.withValue(ctx) { try await body() }
     }
 
@@ -394,7 +394,7 @@ public struct ConsoleApp: Sendable {
         if !o.missing.isEmpty { body += "<p class=\"bad\">not in the DLQ: \(e(o.missing.joined(separator: ", ")))</p>" }
         if let n = o.indexNote { body += "<p class=\"warn\">\(e(n))</p>" }
         body += "<p><a href=\"/dlq?\(e(ConsoleHTML.query([("worker", section)])))\">Back to the groups</a> · <a href=\"/audit\">Audit log</a></p>"
-        body += try auditTable(limit: 5)
+        body += try await auditTable(limit: 5)
         return .page(title: "Replayed", body: body)
     }
 
@@ -440,15 +440,16 @@ public struct ConsoleApp: Sendable {
         let rows = done.changes.map { [e($0.path), e($0.before ?? "(absent)"), e($0.after ?? "(absent)")] }
         let body = "<p id=\"outcome\">Edited \(e(id)), validated and replayed; original archived in <code>\(e(done.archive))</code>.</p>"
             + ConsoleHTML.table(header: ["Path", "Before", "After"], rows: rows)
-            + "<p><a href=\"/dlq?\(e(ConsoleHTML.query([("worker", section)])))\">Back to the groups</a></p>" + (try auditTable(limit: 3))
+            + "<p><a href=\"/dlq?\(e(ConsoleHTML.query([("worker", section)])))\">Back to the groups</a></p>" + (try await auditTable(limit: 3))
         return .page(title: "Edited", body: body)
     }
 
-    func groupStatusForm(_ req: Request, _ s: ConsoleAuth.Session) throws -> Reply {
+    func groupStatusForm(_ req: Request, _ s: ConsoleAuth.Session) async throws -> Reply {
         let e = ConsoleHTML.esc
         let (section, rc) = try worker(Self.param(req, "worker"))
         let g = try DLQGroupStatus.checkGroup(Self.param(req, "group") ?? "")
-        let current = try DLQGroupStatus.current(auditPath: try context().auditLogPath, worker: rc.worker)[g]
+        let (path, stem) = (try context().auditLogPath, rc.worker)
+        let current = try await blocking.run { try DLQGroupStatus.current(auditPath: path, worker: stem)[g] }
         let options = DLQGroupStatus.State.allCases.map { st in
             "<option value=\"\(st.rawValue)\"\(current?.state == st ? " selected" : "")>\(st.rawValue)</option>"
         }.joined()
@@ -497,10 +498,14 @@ public struct ConsoleApp: Sendable {
 
     // MARK: Audit, trace, settlement
 
-    /// The latest audit lines, newest first.
-    func auditTable(limit: Int) throws -> String {
-        let e = ConsoleHTML.esc
+    /// The latest audit lines, newest first (the file is read on the blocking thread).
+    func auditTable(limit: Int) async throws -> String {
         let path = try context().auditLogPath
+        return try await blocking.run { try Self.auditTable(path: path, limit: limit) }
+    }
+
+    static func auditTable(path: String, limit: Int) throws -> String {
+        let e = ConsoleHTML.esc
         let lines = FileManager.default.fileExists(atPath: path) ? try JSONLines.read(path) : []
         let rows = lines.suffix(limit).reversed().map { o -> [String] in
             func str(_ k: String) -> String { o[k].map { $0 is NSNull ? "" : "\($0)" } ?? "" }
@@ -515,8 +520,8 @@ public struct ConsoleApp: Sendable {
             rows: rows, numeric: [6])
     }
 
-    func auditPage(_ s: ConsoleAuth.Session) throws -> Reply {
-        .page(title: "Audit log", body: try auditTable(limit: 200))
+    func auditPage(_ s: ConsoleAuth.Session) async throws -> Reply {
+        .page(title: "Audit log", body: try await auditTable(limit: 200))
     }
 
     func tracePage(_ req: Request, _ s: ConsoleAuth.Session) async throws -> Reply {

@@ -6,13 +6,10 @@ public struct ConsoleAuditContext: Sendable {
     public var operatorName: String
     /// The `payfleet` command line the action is equivalent to.
     public var command: String
-    /// The client address, when known.
-    public var remote: String?
 
-    public init(operatorName: String, command: String, remote: String?) {
+    public init(operatorName: String, command: String) {
         self.operatorName = operatorName
         self.command = command
-        self.remote = remote
     }
 }
 
