@@ -366,6 +366,20 @@ struct ConsoleTests {
             #expect(after.body.contains("ignored") && after.body.contains("&lt;i&gt;test&lt;/i&gt; data"))
             #expect(try await fleet.depth(fleet.topology.dlq) == 1)
 
+            // Replay of the one letter by its (hostile) id: the confirm page lists it escaped, then it moves.
+            let one = [("worker", "demo-worker"), ("id", hostileID), ("csrf", csrf)]
+            let dry = try await http("POST", "/dlq/replay", form: one, cookie: cookie)
+            #expect(dry.status == 200 && dry.body.contains("1 of 1 dead letters would be republished"), "\(dry.body)")
+            #expect(dry.body.contains("<li>evt_&lt;img src=x onerror=alert(1)&gt;&quot;&#39;</li>") && !dry.body.contains("<img src=x"))
+            #expect(try await fleet.depth(fleet.topology.dlq) == 1)
+            let moved = try await http("POST", "/dlq/replay", form: one + [("confirmed", "yes")], cookie: cookie)
+            #expect(moved.status == 200 && moved.body.contains("Replayed 1 of 1 dead letters"), "\(moved.body)")
+            #expect(try await fleet.depth(fleet.topology.dlq) == 0)
+            #expect(try await fleet.depth(fleet.topology.queue(partition: 0)) == 1)
+            let replayed = try #require(Self.audit(fleet).last { $0["action"] as? String == "dlq.replay" })
+            #expect(replayed["outcome"] as? String == "completed" && replayed["ids"] as? [String] == [hostileID])
+            #expect(replayed["command"] as? String == "dlq replay demo-worker --id=\(hostileID)" && replayed["console_operator"] as? String == "bob")
+
             // Logged out: the cookie is no session any more.
             r = try await http("POST", "/logout", form: [("csrf", csrf)], cookie: cookie)
             #expect(r.status == 303)
