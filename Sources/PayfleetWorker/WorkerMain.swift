@@ -7,7 +7,7 @@ import ServiceLifecycle
 public enum ConfigSections {
     public static let all = [
         "broker", "state_dir", "log_level", "merchants", "ingest", "crm-sync", "ledger-writer", "receipt-sender",
-        "settlement-aggregator", "demo-worker", "cli", "dev",
+        "settlement-aggregator", "demo-worker", "cli", "dev", "console",
     ]
 }
 
