@@ -34,13 +34,23 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 ns_up() {  # ns_up NAME ADDR
     local ns="pfc-$1" addr="$2" veth="pfcv-$1"
     ip netns list | grep -qw "$ns" || ip netns add "$ns"
-    if ! ip link show "$veth" >/dev/null 2>&1; then
+    # Decide on the namespace's side: a host-side veth can outlive a namespace deleted a moment
+    # ago (the kernel tears it down asynchronously); keeping it would leave the new namespace
+    # without eth0 and with lo down, and its node could never start.
+    if ! ip netns exec "$ns" ip link show eth0 >/dev/null 2>&1; then
+        ip link delete "$veth" 2>/dev/null || true
+        gone_link "$veth"
         ip link add "$veth" type veth peer name eth0 netns "$ns"
         ip link set "$veth" master "$BR" up
         ip netns exec "$ns" ip addr add "$addr/24" dev eth0
         ip netns exec "$ns" ip link set eth0 up
         ip netns exec "$ns" ip link set lo up
     fi
+}
+
+gone_link() {  # gone_link NAME: wait (at most 10 s) until the link no longer exists
+    local end=$((SECONDS + 10))
+    while ip link show "$1" >/dev/null 2>&1 && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
 }
 
 bridge_up() {
@@ -53,7 +63,7 @@ bridge_up() {
 
 node_env() {  # node_env N
     local n="$1"
-    export HOME="$DIR/n$n"
+    export HOME="$DIR/n$n" ERL_CRASH_DUMP="$DIR/n$n/erl_crash.dump"
     export RABBITMQ_USE_LONGNAME=true RABBITMQ_NODENAME="rabbit@$NET.$n" RABBITMQ_NODE_IP_ADDRESS="$NET.$n"
     export RABBITMQ_NODE_PORT=5672 RABBITMQ_DIST_PORT=25672 ERL_EPMD_ADDRESS="$NET.$n,127.0.0.1"
     export RABBITMQ_MNESIA_BASE="$DIR/n$n/mnesia" RABBITMQ_LOG_BASE="$DIR/n$n/log"
@@ -69,7 +79,8 @@ ctl() {  # ctl N ARGS...
     ( node_env "$n"; ip netns exec "pfc-n$n" "$RMQ_BIN/rabbitmqctl" --longnames -n "rabbit@$NET.$n" "$@" )
 }
 
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+# At most 1 s per probe: a connect to an address nobody answers ARP for takes ~3 s to fail.
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
 
 start_node() {  # start_node N
     local n="$1"
@@ -101,7 +112,8 @@ CONF
 
 wait_node() {  # wait_node N: AMQP and management answer
     local n="$1"
-    for _ in $(seq 1 900); do
+    local end=$((SECONDS + 180))
+    while [ "$SECONDS" -lt "$end" ]; do
         if port_open "$NET.$n" 5672 && port_open "$NET.$n" 15672; then return 0; fi
         sleep 0.2
     done
@@ -128,8 +140,9 @@ up() {
     for n in 1 2 3; do start_node "$n"; done
     for n in 1 2 3; do wait_node "$n"; done
     # Classic peer discovery forms the cluster as the nodes boot; make sure all three run.
-    for _ in $(seq 1 300); do
-        running="$(ctl 1 eval 'length(rabbit_nodes:all_running()).' 2>/dev/null || echo 0)"
+    local end=$((SECONDS + 150))
+    while [ "$SECONDS" -lt "$end" ]; do
+        running="$(PAYFLEET_CLUSTER_DIR="$DIR" timeout 20 "$0" ctl 1 eval 'length(rabbit_nodes:all_running()).' 2>/dev/null || echo 0)"
         [ "$running" = 3 ] && break
         sleep 0.5
     done
@@ -153,7 +166,9 @@ down() {
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
         ip netns delete "$ns" || true
     done
+    for n in 1 2 3; do ip link delete "pfcv-n$n" 2>/dev/null || true; gone_link "pfcv-n$n"; done
     ip link delete "$BR" 2>/dev/null || true
+    gone_link "$BR"
     rm -rf "$DIR"
 }
 

@@ -24,13 +24,14 @@ if [ -z "${PAYFLEET_SKIP_BEANCOUNT:-}" ] && [ ! -x "$tools/bin/bean-check" ] && 
     python3 -m venv "$tools" && "$tools/bin/pip" install -q beancount \
         || echo "install-deps: beancount not installed; the bean-check test will be skipped" >&2
 fi
-# Debian's chromium renders the settlement HTML report in a test (headless, ~50 s to install
-# here); PAYFLEET_SKIP_CHROMIUM=1 skips it and that test then says it was skipped.
+# Debian's chromium renders the settlement HTML report in a test and drives the console test
+# (headless, ~50 s to install here); PAYFLEET_SKIP_CHROMIUM=1 skips it and those tests then say
+# they were skipped.
 if [ -z "${PAYFLEET_SKIP_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
     echo "install-deps: installing chromium" >&2
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-        || echo "install-deps: chromium not installed; the HTML render test will be skipped" >&2
+        || echo "install-deps: chromium not installed; the HTML render and console tests will be skipped" >&2
 fi
 command -v swift >/dev/null || { echo "install-deps: Swift 6.3 is required (https://www.swift.org/install/linux/)" >&2; exit 1; }
 # The providers' own signing libraries, used by ingest's tests to cross-check signatures

@@ -7,7 +7,7 @@ public struct PayfleetCommand: AsyncParsableCommand {
         subcommands: [
             StatusCommand.self, DLQCommand.self, TopologyCommand.self, LedgerCommand.self, SettlementCommand.self,
             SimulateCommand.self, DevCommand.self, OutboxCommand.self, BackfillCommand.self, TraceCommand.self,
-            PartitionsCommand.self,
+            PartitionsCommand.self, ConsoleCommand.self,
         ])
     public init() {}
 }

@@ -28,11 +28,14 @@ struct ClusterTests {
         return probe.status == 0
     }()
 
+    /// Runs `command` under `timeout`: a step that hangs (a node that never answers) fails the
+    /// scenario after `limit` seconds instead of blocking the suite past its time limit (which
+    /// swift-testing reports but cannot enforce on a thread blocked in `waitUntilExit`).
     @discardableResult
-    static func sh(_ command: String) -> (status: Int32, out: String) {
+    static func sh(_ command: String, limit: Int = 420) -> (status: Int32, out: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = ["-c", command]
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        p.arguments = ["-k", "10", "\(limit)", "/bin/bash", "-c", command]
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
@@ -44,7 +47,8 @@ struct ClusterTests {
 
     @discardableResult
     static func cluster(_ args: String) -> (status: Int32, out: String) {
-        sh("PAYFLEET_CLUSTER_DIR=\(dir) '\(TestEnvironment.repoRoot)/scripts/cluster.sh' \(args)")
+        sh("PAYFLEET_CLUSTER_DIR=\(dir) '\(TestEnvironment.repoRoot)/scripts/cluster.sh' \(args)",
+           limit: args.hasPrefix("ctl ") ? 60 : 420)
     }
 
     static func runningNodes() -> Int {

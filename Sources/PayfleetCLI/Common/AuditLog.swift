@@ -91,12 +91,21 @@ public struct AuditLog {
         return name
     }
 
+    /// Set by `payfleet console` around an action it runs: the line then records the
+    /// equivalent command and the console's operator (`via`, `console_operator`).
+    @TaskLocal public static var console: ConsoleAuditContext?
+
     public func record(action: String, worker: String, outcome: String, ids: [String] = [], extra: [String: Any] = [:]) throws {
         var o: [String: Any] = [
             "at": RFC3339.format(Date()), "user": AuditLog.user, "host": ProcessInfo.processInfo.hostName,
             "pid": Int(getpid()), "command": argv.dropFirst().joined(separator: " "), "action": action,
             "worker": worker, "outcome": outcome, "ids": ids, "count": ids.count,
         ]
+        if let c = AuditLog.console {
+            o["command"] = c.command
+            o["via"] = "console"
+            o["console_operator"] = c.operatorName
+        }
         for (k, v) in extra { o[k] = v }
         try file.append(o)
     }

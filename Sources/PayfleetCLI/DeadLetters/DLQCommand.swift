@@ -88,7 +88,24 @@ public struct DLQCommand: AsyncParsableCommand {
             if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
         }
 
+        /// What `run` prints, before rendering: the letters, the queue's total, each group's
+        /// status (with `--group-by`), and the notes `run` writes on stderr (the console shows them).
+        public struct Listing: Sendable {
+            public var letters: [LetterSummary]
+            public var total: Int
+            public var statuses: [String: DLQGroupStatus]
+            public var notes: [String]
+        }
+
         public func run() async throws {
+            let l = try await listing()
+            for n in l.notes { FileHandle.standardError.write(Data((n + "\n").utf8)) }
+            print(try DLQCommand.renderList(
+                l.letters, total: l.total, grouped: groupBy != nil, json: common.global.json, statuses: l.statuses))
+        }
+
+        public func listing() async throws -> Listing {
+            var notes: [String] = []
             let (ctx, access) = try await common.open()
             let index = DLQIndex(worker: access.worker)
             var letters: [LetterSummary]
@@ -101,8 +118,8 @@ public struct DLQCommand: AsyncParsableCommand {
                 if let n = indexed, n == access.snapshot || from == .index {
                     await access.release()
                     if n != access.snapshot {
-                        FileHandle.standardError.write(Data(
-                            "warning: the dead-letter index holds \(n) letters, \(access.dlq) \(access.snapshot): the list is the index's (--from index)\n".utf8))
+                        notes.append(
+                            "warning: the dead-letter index holds \(n) letters, \(access.dlq) \(access.snapshot): the list is the index's (--from index)")
                     }
                     letters = try await index.letters(
                         merchant: filter.merchant, type: filter.type, customer: filter.customer,
@@ -121,9 +138,9 @@ public struct DLQCommand: AsyncParsableCommand {
                     if let n = known {
                         let (removed, added) = try await index.reconcile(with: all, readStartedMS: started)
                         if from == .auto {
-                            FileHandle.standardError.write(Data((
+                            notes.append(
                                 "the dead-letter index held \(n) letters, \(access.dlq) \(access.snapshot): read the queue (the source of truth); "
-                                + "index brought in line (\(removed) removed, \(added) added)\n").utf8))
+                                + "index brought in line (\(removed) removed, \(added) added)")
                         }
                     }
                 }
@@ -132,8 +149,7 @@ public struct DLQCommand: AsyncParsableCommand {
                 throw error
             }
             let statuses = groupBy == nil ? [:] : try DLQGroupStatus.current(auditPath: ctx.auditLogPath, worker: access.worker.worker)
-            print(try DLQCommand.renderList(
-                letters, total: total, grouped: groupBy != nil, json: common.global.json, statuses: statuses))
+            return Listing(letters: letters, total: total, statuses: statuses, notes: notes)
         }
     }
 
@@ -202,7 +218,8 @@ public struct DLQCommand: AsyncParsableCommand {
         @Argument(help: "The event id.") public var id: String
         public init() {}
 
-        public func run() async throws {
+        /// The letter `run` prints and how many copies of it the queue holds.
+        public func find() async throws -> (letter: DeadLetter, copies: Int) {
             let (_, access) = try await common.open()
             let letters: [DeadLetter]
             do { letters = try await access.readAll() } catch {
@@ -214,9 +231,14 @@ public struct DLQCommand: AsyncParsableCommand {
             guard let letter = copies.first else {
                 throw CLIFailure("no dead letter with id '\(id)' in \(access.dlq) (\(letters.count) messages read)")
             }
+            return (letter, copies.count)
+        }
+
+        public func run() async throws {
+            let (letter, copyCount) = try await find()
             if common.global.json {
                 var o = letter.fullJSON
-                o["copies"] = copies.count
+                o["copies"] = copyCount
                 try printJSON(o)
                 return
             }
@@ -227,7 +249,7 @@ public struct DLQCommand: AsyncParsableCommand {
             out.append("first failed at: \(letter.firstFailedAt ?? "-")")
             out.append("error:           \(letter.error)")
             out.append("group:           \(letter.fingerprint.id)  \(letter.fingerprint.text)")
-            if copies.count > 1 { out.append("copies:          \(copies.count) (the worker dedupes a replay of both)") }
+            if copyCount > 1 { out.append("copies:          \(copyCount) (the worker dedupes a replay of both)") }
             out.append("headers:")
             for (k, v) in letter.message.headers.sorted(by: { $0.key < $1.key }) where k != "x-death" {
                 out.append("  \(k): \(v)")
@@ -282,7 +304,65 @@ public struct DLQCommand: AsyncParsableCommand {
             if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
         }
 
+        /// What a replay did: `run` prints it, the console shows it.
+        public struct Outcome: Sendable {
+            public var dryRun: Bool
+            public var result: DLQAccess.ReplayResult
+            /// Asked for by `--id` and not in the DLQ.
+            public var missing: [String]
+            /// Not replayed: first failed before the worker's `processed_retention` (no `--force`).
+            public var refused: [String]
+            public var retentionDays: Int
+            public var seconds: Double
+            public var indexNote: String?
+            public var targets: [String]
+            public var dlq: String
+        }
+
         public func run() async throws {
+            let json = common.global.json
+            let o = try await perform(progress: { r in
+                if !json { FileHandle.standardError.write(Data("replayed \(r.replayed.count) of \(r.read) read\n".utf8)) }
+            })
+            let result = o.result
+            let missing = o.missing
+            if json {
+                try printJSON([
+                    "dry_run": dryRun, "selected": result.selected, "replayed": result.replayed,
+                    "failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing,
+                    "read": result.read, "seconds": (o.seconds * 1000).rounded() / 1000,
+                    "refused_older_than_retention": o.refused,
+                ])
+            } else if dryRun {
+                print("would replay \(result.selected.count) of \(result.read) dead letters to \(o.targets.joined(separator: ", "))")
+                for id in result.selected { print("  \(id)") }
+            } else {
+                print("replayed \(result.replayed.count) of \(result.read) dead letters in \(String(format: "%.1f", o.seconds)) s "
+                      + "(republished with confirm, then removed from \(o.dlq))")
+            }
+            let refused = o.refused
+            if !refused.isEmpty {
+                FileHandle.standardError.write(Data((Self.refusalNote(refused, days: o.retentionDays) + "\n").utf8))
+            }
+            if let indexNote = o.indexNote { FileHandle.standardError.write(Data((indexNote + "\n").utf8)) }
+            if !missing.isEmpty {
+                FileHandle.standardError.write(Data("not in \(o.dlq): \(missing.joined(separator: ", "))\n".utf8))
+            }
+            if !result.failed.isEmpty {
+                throw CLIFailure("\(result.failed.count) could not be republished and stay in \(o.dlq): \(result.failed[0].error)")
+            }
+            if !missing.isEmpty || !refused.isEmpty { throw ExitCode(1) }
+        }
+
+        /// Why letters older than the dedupe window were not replayed.
+        public static func refusalNote(_ refused: [String], days: Int) -> String {
+            "not replayed: \(refused.count) dead letter(s) first failed more than \(days) days ago (processed_retention): "
+                + "their ids may have left the worker's dedupe window, so a copy already applied would be applied again. "
+                + "Check each against the books, then replay with --force: \(refused.prefix(10).joined(separator: ", "))"
+        }
+
+        /// The replay itself, audited (started, each republished batch, completed).
+        public func perform(progress: (DLQAccess.ReplayResult) -> Void = { _ in }) async throws -> Outcome {
             let (ctx, access) = try await common.open()
             let idSet = Set(ids)
             let errorText = error
@@ -318,12 +398,8 @@ public struct DLQCommand: AsyncParsableCommand {
             do {
                 audit = try dryRun ? nil : AuditLog(path: ctx.auditLogPath)
                 try audit?.record(action: "dlq.replay", worker: access.worker.worker, outcome: "started")
-                let json = common.global.json
                 result = try await access.replay(
-                    where: select, dryRun: dryRun, batchSize: batchSize, rate: rate, audit: audit,
-                    progress: { r in
-                        if !json { FileHandle.standardError.write(Data("replayed \(r.replayed.count) of \(r.read) read\n".utf8)) }
-                    })
+                    where: select, dryRun: dryRun, batchSize: batchSize, rate: rate, audit: audit, progress: progress)
             } catch {
                 await access.release()
                 throw error
@@ -349,36 +425,10 @@ public struct DLQCommand: AsyncParsableCommand {
             try audit?.record(
                 action: "dlq.replay", worker: access.worker.worker, outcome: "completed", ids: result.replayed,
                 extra: ["failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing])
-            if common.global.json {
-                try printJSON([
-                    "dry_run": dryRun, "selected": result.selected, "replayed": result.replayed,
-                    "failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing,
-                    "read": result.read, "seconds": (seconds * 1000).rounded() / 1000,
-                    "refused_older_than_retention": tooOld.current,
-                ])
-            } else if dryRun {
-                print("would replay \(result.selected.count) of \(result.read) dead letters to \(access.worker.topology.allQueues.joined(separator: ", "))")
-                for id in result.selected { print("  \(id)") }
-            } else {
-                print("replayed \(result.replayed.count) of \(result.read) dead letters in \(String(format: "%.1f", seconds)) s "
-                      + "(republished with confirm, then removed from \(access.dlq))")
-            }
-            let refused = tooOld.current
-            if !refused.isEmpty {
-                let days = Int(retention / 86_400)
-                FileHandle.standardError.write(Data((
-                    "not replayed: \(refused.count) dead letter(s) first failed more than \(days) days ago (processed_retention): "
-                    + "their ids may have left the worker's dedupe window, so a copy already applied would be applied again. "
-                    + "Check each against the books, then replay with --force: \(refused.prefix(10).joined(separator: ", "))\n").utf8))
-            }
-            if let indexNote { FileHandle.standardError.write(Data((indexNote + "\n").utf8)) }
-            if !missing.isEmpty {
-                FileHandle.standardError.write(Data("not in \(access.dlq): \(missing.joined(separator: ", "))\n".utf8))
-            }
-            if !result.failed.isEmpty {
-                throw CLIFailure("\(result.failed.count) could not be republished and stay in \(access.dlq): \(result.failed[0].error)")
-            }
-            if !missing.isEmpty || !tooOld.current.isEmpty { throw ExitCode(1) }
+            return Outcome(
+                dryRun: dryRun, result: result, missing: missing, refused: tooOld.current,
+                retentionDays: Int(retention / 86_400), seconds: seconds, indexNote: indexNote,
+                targets: access.worker.topology.allQueues, dlq: access.dlq)
         }
     }
 
@@ -401,6 +451,17 @@ public struct DLQCommand: AsyncParsableCommand {
         }
 
         public func run() async throws {
+            let (changes, archivePath) = try await perform()
+            if common.global.json {
+                try printJSON(["id": id, "changes": changes.map(\.json), "archive": archivePath, "replayed": true])
+            } else {
+                for c in changes { print("  \(c.path): \(c.before ?? "(absent)") -> \(c.after ?? "(absent)")") }
+                print("edited \(id), validated and replayed; original archived in \(archivePath)")
+            }
+        }
+
+        /// The edit itself, audited (`dlq.edit`): what changed and where the original is archived.
+        public func perform() async throws -> (changes: [DLQEdit.Change], archive: String) {
             var patchValue: Any?
             if let patch {
                 guard let data = FileManager.default.contents(atPath: patch) else {
@@ -412,16 +473,18 @@ public struct DLQCommand: AsyncParsableCommand {
                 patchValue = v
             }
             let (ctx, access) = try await common.open()
+            let done: (changes: [DLQEdit.Change], archive: String)
             do {
-                try await edit(ctx, access, patch: patchValue)
+                done = try await edit(ctx, access, patch: patchValue)
             } catch {
                 await access.release()
                 throw error
             }
             await access.release()
+            return done
         }
 
-        func edit(_ ctx: CLIContext, _ access: DLQAccess, patch: Any?) async throws {
+        func edit(_ ctx: CLIContext, _ access: DLQAccess, patch: Any?) async throws -> (changes: [DLQEdit.Change], archive: String) {
             var copies: [(AMQPFetched, DeadLetter)] = []
             // Everything is held in the order read (the copies too): if anything below fails,
             // the queue goes back exactly as it was.
@@ -455,12 +518,7 @@ public struct DLQCommand: AsyncParsableCommand {
             for (f, _) in copies { try await access.ack(f) }
             access.forget(copies.map { $0.0 })
             try? await DLQIndex(worker: access.worker).remove([id])
-            if common.global.json {
-                try printJSON(["id": id, "changes": changes.map(\.json), "archive": archivePath, "replayed": true])
-            } else {
-                for c in changes { print("  \(c.path): \(c.before ?? "(absent)") -> \(c.after ?? "(absent)")") }
-                print("edited \(id), validated and replayed; original archived in \(archivePath)")
-            }
+            return (changes, archivePath)
         }
     }
 

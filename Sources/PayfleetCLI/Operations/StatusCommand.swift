@@ -23,6 +23,17 @@ public struct StatusCommand: AsyncParsableCommand {
     public init() {}
 
     public func run() async throws {
+        let report = try await report()
+        if global.json {
+            try printJSON(report.json)
+        } else {
+            print(report.render(colour: Terminal.wantsColour))
+        }
+        if !report.problems.isEmpty { throw ExitCode(2) }
+    }
+
+    /// What `run` prints (the console shows it too).
+    public func report() async throws -> StatusReport {
         let ctx = try CLIContext.load(global)
         let root = try ConfigSection.load(file: global.configPath, environment: ProcessInfo.processInfo.environment)
         let selected = try workers.isEmpty ? ctx.configuredWorkers.map { try ctx.worker($0) } : workers.map { try ctx.worker($0) }
@@ -33,14 +44,8 @@ public struct StatusCommand: AsyncParsableCommand {
             if host == "0.0.0.0" || host == "::" { host = "127.0.0.1" }
             ingestURL = "http://\(host):\(try s.int("port", default: 8080, range: 0...65535))"
         }
-        let report = try await StatusReport.collect(
+        return try await StatusReport.collect(
             ctx, workers: selected, ingestURL: ingestURL, management: noManagement ? nil : ctx.managementURL, timeout: timeout)
-        if global.json {
-            try printJSON(report.json)
-        } else {
-            print(report.render(colour: Terminal.wantsColour))
-        }
-        if !report.problems.isEmpty { throw ExitCode(2) }
     }
 }
 

@@ -7,7 +7,7 @@ import ServiceLifecycle
 public enum ConfigSections {
     public static let all =
         ["broker", "state_dir", "log_level", "merchants", "ingest"] + WorkerIdentity.allCases.map(\.configSection)
-        + ["cli", "dev"]
+        + ["cli", "dev", "console"]
 }
 
 /// Command-line options every worker executable takes.
