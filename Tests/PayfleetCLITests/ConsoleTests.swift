@@ -14,12 +14,12 @@ enum ConsoleFixture {
     static let hashLine = "pbkdf2-sha256$1000$cGF5ZmxlZXQtdGVzdC1zYWx0$LlNWf3k/ylcKYQ1pex9jpI+ATfSmjtI8gjXZcLOh74g="
 
     /// The demo worker's fleet with a `console:` section whose password file holds `hashLine`.
-    static func fleet(prefix: String, _ body: (WorkerFleet) async throws -> Void) async throws {
-        var o = WorkerFleet.Options(
+    static func fleet(prefix: String, _ body: (WorkerProcess) async throws -> Void) async throws {
+        var o = WorkerProcess.Options(
             executable: "payfleet-demo-worker", section: "demo-worker", prefix: prefix,
             routingKeys: PaymentEvent.EventType.allCases.map(\.rawValue))
         o.topLevelYAML = "console:\n  password_file: {dir}/console.password\n  port: 0"
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             try (hashLine + "\n").write(toFile: fleet.dir + "/console.password", atomically: true, encoding: .utf8)
             try await body(fleet)
         }
@@ -31,7 +31,7 @@ struct ConsoleProcess {
     let child: ChildProcess
     let base: String
 
-    static func start(_ fleet: WorkerFleet) async throws -> ConsoleProcess {
+    static func start(_ fleet: WorkerProcess) async throws -> ConsoleProcess {
         let child = try ChildProcess(
             executable: TestEnvironment.binDir + "/payfleet", arguments: ["console", "--config", fleet.configPath],
             logPath: fleet.dir + "/console.log")
@@ -113,7 +113,7 @@ struct HTTPExchange {
 /// Issue 18 item 5: `payfleet console`, a real process on loopback, against the private broker.
 @Suite(.serialized)
 struct ConsoleTests {
-    static func audit(_ fleet: WorkerFleet) -> [[String: Any]] {
+    static func audit(_ fleet: WorkerProcess) -> [[String: Any]] {
         (try? JSONLines.read(fleet.auditPath)) ?? []
     }
 
@@ -141,7 +141,7 @@ struct ConsoleTests {
         }
     }
 
-    static func drive(_ fleet: WorkerFleet, _ console: ConsoleProcess, chromium: String, shots: String, events: [PaymentEvent]) async throws {
+    static func drive(_ fleet: WorkerProcess, _ console: ConsoleProcess, chromium: String, shots: String, events: [PaymentEvent]) async throws {
         do {
             let browser = try Chromium(executable: chromium, logPath: fleet.dir + "/chromium.log")
             let thread = BlockingThread(name: "chromium")
@@ -285,7 +285,7 @@ struct ConsoleTests {
         }
     }
 
-    static func exercise(_ fleet: WorkerFleet, _ console: ConsoleProcess, hostileID: String, hostileError: String) async throws {
+    static func exercise(_ fleet: WorkerProcess, _ console: ConsoleProcess, hostileID: String, hostileError: String) async throws {
         do {
             let base = console.base
             let dir = fleet.dir
@@ -413,7 +413,7 @@ extension ConsoleTests {
         }
     }
 
-    static func editAndPages(_ fleet: WorkerFleet, _ console: ConsoleProcess, broken: PaymentEvent) async throws {
+    static func editAndPages(_ fleet: WorkerProcess, _ console: ConsoleProcess, broken: PaymentEvent) async throws {
         let base = console.base
         let dir = fleet.dir
         func http(_ m: String, _ path: String, form: [(String, String)]? = nil, cookie: String? = nil) async throws -> HTTPExchange {
