@@ -43,8 +43,6 @@ public struct ReceiptHandler: WorkerHandler {
 
     struct Attached: Sendable {
         let store: Store
-        /// Group commit for the delivery journal's intents: concurrent sends share one fsync.
-        let journal: GroupCommit<String?>
         let metrics: ReceiptMetrics
     }
 
@@ -123,7 +121,7 @@ public struct ReceiptHandler: WorkerHandler {
 
     public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {
         let m = ReceiptMetrics(registry: registry)
-        attached.withLock { $0 = Attached(store: store, journal: GroupCommit(store: store), metrics: m) }
+        attached.withLock { $0 = Attached(store: store, metrics: m) }
     }
 
     // MARK: apply (inside the batch transaction)
@@ -291,7 +289,7 @@ public struct ReceiptHandler: WorkerHandler {
     ) async throws -> Bool {
         let eventID = event.id
         // 1. Intent, committed before anything leaves (group-committed with concurrent sends).
-        let prior: String? = try await a.journal.submit { db in
+        let prior: String? = try await a.store.groupWrite { db in
             let now = Int64(Date().timeIntervalSince1970)
             let state = try db.queryOne(
                 "SELECT state FROM receipt_deliveries WHERE message_id = ?", [.text(messageID)])?.string(0)

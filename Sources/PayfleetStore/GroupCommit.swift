@@ -8,7 +8,7 @@ import PayfleetCore
 /// Every `Store` has one (`Store.groupWrite`), run on the store's own thread: ingest's outbox
 /// (accepted requests), receipt-sender's delivery journal (intents) and the runtime's effect
 /// outcomes all share it, so whatever of them completes at the same time shares one fsync.
-public final class GroupCommitter: Sendable {
+public final class GroupCommit: Sendable {
     struct Entry: Sendable {
         /// Runs the job in its savepoint and keeps its result (on the store thread).
         let run: @Sendable (SQLiteConnection) -> Void
@@ -79,15 +79,4 @@ public final class GroupCommitter: Sendable {
         }
         thread.submit { self.drain() }
     }
-}
-
-/// A typed view of a store's group commit (the jobs of one caller return `Output`).
-public final class GroupCommit<Output: Sendable>: Sendable {
-    public typealias Job = @Sendable (SQLiteConnection) throws -> Output
-    let committer: GroupCommitter
-
-    public init(store: Store) { committer = store.groupCommit }
-
-    /// Runs `job` in the next group transaction; its result once committed, or its error.
-    public func submit(_ job: @escaping Job) async throws -> Output { try await committer.submit(job) }
 }

@@ -23,8 +23,8 @@ public final class Store: Sendable {
     let thread: BlockingThread
     nonisolated(unsafe) let connection: SQLiteConnection
     let logger: Logger
-    /// The store's group commit (see `GroupCommitter`), on the store's thread.
-    public let groupCommit: GroupCommitter
+    /// The store's group commit (see `GroupCommit`), on the store's thread.
+    public let groupCommit: GroupCommit
 
     /// Migrations every store gets: the `processed` idempotency table.
     public static let runtimeMigrations: [Migration] = [
@@ -54,7 +54,7 @@ public final class Store: Sendable {
         self.thread = thread
         let box = try await thread.run { try SQLiteConnectionBox(SQLiteConnection(path: path, durability: durability)) }
         self.connection = box.value
-        self.groupCommit = GroupCommitter(thread: thread, connection: box)
+        self.groupCommit = GroupCommit(thread: thread, connection: box)
         let all = Store.runtimeMigrations + migrations
         let applied = try await self.withConnection { db in try Store.migrate(db, all) }
         if !applied.isEmpty {
@@ -110,7 +110,7 @@ public final class Store: Sendable {
         try await withConnection { db in try db.transaction { try body(db) } }
     }
 
-    /// Runs `body` in its own savepoint of the next group transaction (`GroupCommitter`): it
+    /// Runs `body` in its own savepoint of the next group transaction (`GroupCommit`): it
     /// shares the commit, and its fsync, with whatever else is submitted meanwhile.
     public func groupWrite<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
         try await groupCommit.submit(body)

@@ -245,6 +245,3 @@ public final class WorkerProcess: @unchecked Sendable {
     }
 }
 
-/// The former name, kept only because `Sources/payfleet-bench` (not part of this change) still
-/// spells it; drop it when the bench says `WorkerProcess`.
-public typealias WorkerFleet = WorkerProcess

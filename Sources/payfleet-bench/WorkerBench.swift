@@ -49,14 +49,14 @@ struct WorkerBench: AsyncParsableCommand {
         }
         if keep { setenv("PAYFLEET_TEST_KEEP", "1", 1) }
         setenv("PAYFLEET_TEST_AMQP_URL", amqp, 1)
-        let names = worker == "all" ? Topology.fleet.map(\.name) : [worker]
-        guard names.allSatisfy({ n in Topology.fleet.contains { $0.name == n } }) else {
-            throw ValidationError("unknown worker \(worker); one of \(Topology.fleet.map(\.name).joined(separator: ", ")) or all")
+        let names = worker == "all" ? WorkerIdentity.fleet.map(\.name) : [worker]
+        guard names.allSatisfy({ n in WorkerIdentity.fleet.contains { $0.name == n } }) else {
+            throw ValidationError("unknown worker \(worker); one of \(WorkerIdentity.fleet.map(\.name).joined(separator: ", ")) or all")
         }
         print("payfleet-bench worker: \(count) events each, batch \(batchSize), release binaries in \(TestEnvironment.binDir)")
         print("worker                    events/s   events/batch   fsyncs/1000 ev   RSS MiB   CPU ms/1000 ev   written KiB/ev   ratio to demo")
         for name in names {
-            let spec = Topology.fleet.first { $0.name == name }!
+            let spec = WorkerIdentity.fleet.first { $0.name == name }!
             var mix = EventMix(seed: 17, prefix: "b\(UInt32.random(in: 0...UInt32.max))")
             var events: [PaymentEvent] = []
             while events.count < count {
@@ -79,8 +79,8 @@ struct WorkerBench: AsyncParsableCommand {
 
     /// Fills a fresh queue with `events`, starts the executable, waits until every event is in
     /// its `processed` table and no effect is left in flight; the figures.
-    func drain(executable: String, section: String, spec: (name: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey), events: [PaymentEvent]) async throws -> Figures {
-        var o = WorkerFleet.Options(
+    func drain(executable: String, section: String, spec: WorkerIdentity, events: [PaymentEvent]) async throws -> Figures {
+        var o = WorkerProcess.Options(
             executable: executable, section: section, prefix: "bench-\(section)", routingKeys: spec.routingKeys,
             partitionKey: spec.partitionKey)
         o.batchSize = batchSize
@@ -93,7 +93,7 @@ struct WorkerBench: AsyncParsableCommand {
         default: break
         }
         var figures = Figures(rate: 0, perBatch: 0, fsyncsPer1000: nil, rssMiB: 0)
-        try await WorkerFleet.with(o) { fleet in
+        try await WorkerProcess.with(o) { fleet in
             try await fleet.declare()
             let pub = fleet.publisher()
             guard await pub.waitUntilConnected() else { throw CLIError("cannot connect to the broker") }

@@ -24,9 +24,6 @@ struct WorkerIdentityTests {
         #expect(!WorkerIdentity.settlementAggregator.routingKeys.contains("invoice.issued"))
         #expect(!WorkerIdentity.crmSync.routingKeys.contains("payout.paid"))
         #expect(WorkerIdentity.demoWorker.routingKeys.count == PaymentEvent.EventType.allCases.count)
-        // The tuples payfleet-bench reads are the same description.
-        #expect(Topology.fleet.map(\.name) == WorkerIdentity.fleet.map(\.name))
-        #expect(Topology.fleet.map(\.routingKeys) == WorkerIdentity.fleet.map(\.routingKeys))
     }
 
     @Test func stateFileNames() {

@@ -317,4 +317,18 @@ import Testing
         // 11 sends at 50/s need at least 10 intervals of 20 ms (no upper bound: machines are slow).
         #expect(ContinuousClock.now - start >= .milliseconds(200))
     }
+
+    @Test("A receipt file's stem: the ASCII fast path gives what the general rule gives, on 5,000 strings of <, >, @, letters, digits and punctuation")
+    func stemFastPathMatchesTheRule() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("<>@@..--_/:aZ09xY+ ")
+        var samples = ["<pf.0123abcd.evt_1@receipts.payfleet>", "@@x@y", "@abc", "<<>>", "", "a@", "<@>", "<a.b-c@d>>"]
+        for _ in 0..<5_000 {
+            samples.append(String((0..<Int.random(in: 0...24, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }))
+        }
+        for s in samples {
+            #expect(SandboxTransport.stem(s) == SandboxTransport.unicodeStem(s), "\(s)")
+        }
+        #expect(SandboxTransport.stem("<zoë.1@x>") == "zoë.1")
+    }
 }

@@ -167,10 +167,6 @@ public struct BindingSpec: Sendable, Equatable {
 extension Topology {
     /// The fleet's workers (`WorkerIdentity.fleet`) as name / routing keys / partition key
     /// tuples, for callers written before `WorkerIdentity` (payfleet-bench).
-    public static var fleet: [(name: String, routingKeys: [String], partitionKey: WorkerTopology.PartitionKey)] {
-        WorkerIdentity.fleet.map { ($0.name, $0.routingKeys, $0.partitionKey) }
-    }
-
     /// A RabbitMQ definitions document (the format `rabbitmqctl import_definitions` and the
     /// management API accept) for the events exchange and the given workers.
     public static func definitions(workers: [WorkerTopology], vhost: String = "/") -> [String: Any] {

@@ -179,11 +179,9 @@ public final class Outbox: Sendable {
     public static let parkAfterAttempts = 5
 
     public let store: Store
-    let committer: GroupCommit<Outcome>
 
     public init(path: String, logger: Logger) async throws {
         store = try await Store(path: path, migrations: Self.migrations, durability: .full, logger: logger)
-        committer = GroupCommit(store: store)
     }
 
     /// Commits `items` atomically (all or none) and returns once they are on disk.
@@ -198,7 +196,7 @@ public final class Outbox: Sendable {
         let bodies: [String: [UInt8]] = items.reduce(into: [:]) { acc, item in
             if let e = item.event { acc[e.id] = Array(EventCodec.encode(e)) }
         }
-        return try await committer.submit { db in
+        return try await store.groupWrite { db in
             if let idem = idempotency,
                 let row = try db.queryOne(
                     "SELECT body_sha, event_id FROM idempotency WHERE key_hash = ? AND idem_key = ?",
