@@ -287,7 +287,7 @@ enum SimSender {
     }
 
     static func send(
-        _ deliveries: [SimDelivery], channels: SimChannels, baseURL: String, rate: Double?, concurrency: Int
+        _ deliveries: [SimDelivery], channels: SimChannels, baseURL: String, rate: Double?, concurrency: Int, attempts: Int = 6
     ) async -> [Result] {
         let config = URLSessionConfiguration.ephemeral
         config.timeoutIntervalForRequest = 15
@@ -314,7 +314,7 @@ enum SimSender {
                             let slot = start + .milliseconds(Int(Double(i) / rate * 1000))
                             if slot > ContinuousClock.now { try? await Task.sleep(until: slot, clock: .continuous) }
                         }
-                        let r = await deliver(deliveries[i], channels: channels, base: base, session: session)
+                        let r = await deliver(deliveries[i], channels: channels, base: base, session: session, attempts: attempts)
                         results.withLock { $0[i] = r }
                     }
                 }
@@ -344,9 +344,9 @@ enum SimSender {
         }
     }
 
-    static func deliver(_ d: SimDelivery, channels: SimChannels, base: String, session: SessionBox) async -> Result {
+    static func deliver(_ d: SimDelivery, channels: SimChannels, base: String, session: SessionBox, attempts: Int = 6) async -> Result {
         var last = Result(status: 0, body: "", attempts: 0)
-        for attempt in 1...6 {
+        for attempt in 1...max(1, attempts) {
             var req = URLRequest(url: URL(string: base + d.path)!)
             req.httpMethod = "POST"
             req.httpBody = Data(d.body)
@@ -359,6 +359,7 @@ enum SimSender {
             } catch {
                 last = Result(status: 0, body: "\(error)", attempts: attempt)
             }
+            if attempt == attempts { break }
             try? await Task.sleep(for: .milliseconds(100 << min(attempt, 5)))
         }
         return last
