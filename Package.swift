@@ -65,6 +65,7 @@ let package = Package(
                 "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetWorker",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]),
         .target(
             name: "PayfleetCLI",

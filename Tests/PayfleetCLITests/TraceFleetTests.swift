@@ -25,6 +25,8 @@ struct TraceFleetTests {
         var ingestURL = ""
         var config: String { dir + "/payfleet.yaml" }
         var state: String { dir + "/state" }
+        /// Changes to the configuration before it is written (other suites' fleets).
+        var edit: (inout [String: Any]) -> Void = { _ in }
 
         func write() throws {
             let text = try String(contentsOfFile: TestEnvironment.repoRoot + "/config/payfleet.yaml", encoding: .utf8)
@@ -43,6 +45,7 @@ struct TraceFleetTests {
                 if w == "settlement-aggregator" { s["day_closed_queue"] = "" }
                 doc[w] = s
             }
+            edit(&doc)
             try Yams.dump(object: doc, sortKeys: true).write(toFile: config, atomically: true, encoding: .utf8)
         }
 

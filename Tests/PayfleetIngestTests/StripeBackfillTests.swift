@@ -46,24 +46,13 @@ import Testing
         ]
     }
 
-    /// A fake Events API: pages of two, `starting_after` and `has_more` as Stripe documents;
-    /// the first call answers 429.
+    /// A fake Events API (PayfleetTestKit's, as Stripe documents it) in pages of two; the first
+    /// call answers 429.
     static func server() -> LoopbackStripe {
-        LoopbackStripe { req, i in
-            let all = StripeBackfillTests.events()
-            guard req.path == "/v1/events", req.headers["authorization"] == "Bearer \(Self.key)" else {
-                return .init(status: 401, body: #"{"error": {"type": "invalid_request_error"}}"#)
-            }
+        let api = LoopbackStripe.eventsAPI(key: key, events: { StripeBackfillTests.events() }, maxPage: 2)
+        return LoopbackStripe { req, i in
             if i == 0 { return .init(status: 429, headers: ["Retry-After": "0"], body: #"{"error": {"type": "rate_limit_error"}}"#) }
-            let p = req.parameters
-            let gte = Int64(p["created[gte]"] ?? "") ?? 0
-            let limit = Int(p["limit"] ?? "") ?? 10
-            var rest = all.filter { (($0["created"] as? Int64) ?? 0) >= gte }
-            if let after = p["starting_after"], let at = rest.firstIndex(where: { $0["id"] as? String == after }) {
-                rest = Array(rest[(at + 1)...])
-            }
-            let page = Array(rest.prefix(min(limit, 2)))
-            return .json(["object": "list", "url": "/v1/events", "data": page, "has_more": rest.count > page.count])
+            return api(req, i)
         }
     }
 

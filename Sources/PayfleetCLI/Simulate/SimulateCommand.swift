@@ -27,6 +27,9 @@ public struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Requests in flight at most.") public var concurrency = 8
     @Option(name: .customLong("settle-timeout"), help: "How long to wait for the fleet to catch up (e.g. 60s).")
     public var settleTimeout = "60s"
+    @Option(name: .customLong("stripe-outage"),
+            help: "Withhold the Stripe webhooks among requests FROM up to TO (FROM:TO), then backfill them from a loopback Stripe Events API.")
+    public var stripeOutage: String?
 
     public init() {}
 
@@ -47,6 +50,9 @@ public struct SimulateCommand: AsyncParsableCommand {
             guard !id.isEmpty, id.count <= 12, id.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber) }) else {
                 throw ValidationError("--run-id: '\(id)' must be 1–12 characters of [a-z0-9]")
             }
+        }
+        if let o = stripeOutage, SimStripeOutage.parse(o) == nil {
+            throw ValidationError("--stripe-outage: '\(o)' is not FROM:TO (request numbers, 0 ≤ FROM < TO)")
         }
         if let u = ingestURL, URL(string: u)?.scheme?.hasPrefix("http") != true {
             throw ValidationError("--ingest-url: '\(u)' is not an http(s) URL")
@@ -98,20 +104,24 @@ public struct SimulateCommand: AsyncParsableCommand {
         let days = (dates.min() ?? "0000-00-00")...(dates.max() ?? "0000-00-00")
         let settlementBaseline = reader.settlementTotals(days: days)
 
+        let outage = stripeOutage.flatMap(SimStripeOutage.parse).map(SimStripeOutage.init(range:))
+        let withheld = Set(plan.deliveries.indices.filter { outage?.withholds($0, plan) ?? false })
         let started = ContinuousClock.now
         let results = await SimSender.send(
-            plan.deliveries, channels: config.channels, baseURL: config.ingestURL, rate: rate, concurrency: concurrency)
+            plan.deliveries, channels: config.channels, baseURL: config.ingestURL, rate: rate, concurrency: concurrency,
+            skip: withheld)
         let elapsed = ContinuousClock.now - started
         var accepted = Set<Int>()
         var rejections: [String] = []
-        for (i, r) in results.enumerated() {
+        for (i, r) in results.enumerated() where !withheld.contains(i) {
             if (200..<300).contains(r.status) {
                 accepted.insert(i)
             } else {
                 rejections.append("\(plan.deliveries[i].label) → \(r.status == 0 ? "no answer" : String(r.status)): \(r.body.prefix(200))")
             }
         }
-        let facts = plan.deliveredFacts(accepted: accepted)
+        let backfill = try await outage?.backfill(plan, channels: config.channels, ingestURL: config.ingestURL)
+        let facts = backfill.map { plan.deliveredFacts(order: accepted.sorted() + $0.fed) } ?? plan.deliveredFacts(accepted: accepted)
         let expected = SimExpectation.compute(facts: facts, merchants: config.merchants)
         let runEvents = plan.allFactIDs
         var runCustomers = Set<String>()
@@ -135,6 +145,7 @@ public struct SimulateCommand: AsyncParsableCommand {
         let ran = checks.filter { $0.status != .notRunning }
         var problems = checks.filter { $0.status == .disagree }.map { "\($0.name): \($0.summary)" }
         if !rejections.isEmpty { problems.insert("ingest rejected \(rejections.count) requests", at: 0) }
+        if let b = backfill, b.failed > 0 { problems.insert("backfill could not feed \(b.failed) events", at: 0) }
         if ran.isEmpty { problems.append("nothing to compare: no worker output found") }
         let agree = problems.isEmpty
 
@@ -145,16 +156,18 @@ public struct SimulateCommand: AsyncParsableCommand {
         if global.json {
             var sent = stats.json
             sent["rejections"] = Array(rejections.prefix(20))
-            let object: [String: Any] = [
+            var object: [String: Any] = [
                 "run_id": run, "seed": NSNumber(value: seed), "ingest_url": config.ingestURL, "sent": sent,
                 "checks": checks.map(\.json), "agree": agree,
                 "result": agree ? "all agree" : "DISAGREE: " + problems.joined(separator: "; "),
             ]
+            if let b = backfill { object["stripe_outage"] = b.json }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             text = String(decoding: data, as: UTF8.self)
         } else {
             var lines = ["payfleet simulate: run \(run), seed \(seed), \(config.merchants.count) merchants"]
             lines += stats.lines(url: config.ingestURL)
+            if let b = backfill { lines.append(b.line) }
             for r in rejections.prefix(5) { lines.append("  rejected: \(r)") }
             for c in checks {
                 lines.append("")
@@ -287,7 +300,8 @@ enum SimSender {
     }
 
     static func send(
-        _ deliveries: [SimDelivery], channels: SimChannels, baseURL: String, rate: Double?, concurrency: Int
+        _ deliveries: [SimDelivery], channels: SimChannels, baseURL: String, rate: Double?, concurrency: Int, attempts: Int = 6,
+        skip: Set<Int> = []
     ) async -> [Result] {
         let config = URLSessionConfiguration.ephemeral
         config.timeoutIntervalForRequest = 15
@@ -306,6 +320,10 @@ enum SimSender {
                             return n
                         }
                         guard i < deliveries.count else { return }
+                        if skip.contains(i) {
+                            results.withLock { $0[i] = Result(status: 0, body: "withheld", attempts: 0) }
+                            continue
+                        }
                         // The second notification of a fact goes once the first is answered.
                         if let w = deliveries[i].waitFor {
                             while results.withLock({ $0[w] == nil }) { try? await Task.sleep(for: .milliseconds(2)) }
@@ -314,7 +332,7 @@ enum SimSender {
                             let slot = start + .milliseconds(Int(Double(i) / rate * 1000))
                             if slot > ContinuousClock.now { try? await Task.sleep(until: slot, clock: .continuous) }
                         }
-                        let r = await deliver(deliveries[i], channels: channels, base: base, session: session)
+                        let r = await deliver(deliveries[i], channels: channels, base: base, session: session, attempts: attempts)
                         results.withLock { $0[i] = r }
                     }
                 }
@@ -344,9 +362,9 @@ enum SimSender {
         }
     }
 
-    static func deliver(_ d: SimDelivery, channels: SimChannels, base: String, session: SessionBox) async -> Result {
+    static func deliver(_ d: SimDelivery, channels: SimChannels, base: String, session: SessionBox, attempts: Int = 6) async -> Result {
         var last = Result(status: 0, body: "", attempts: 0)
-        for attempt in 1...6 {
+        for attempt in 1...max(1, attempts) {
             var req = URLRequest(url: URL(string: base + d.path)!)
             req.httpMethod = "POST"
             req.httpBody = Data(d.body)
@@ -359,6 +377,7 @@ enum SimSender {
             } catch {
                 last = Result(status: 0, body: "\(error)", attempts: attempt)
             }
+            if attempt == attempts { break }
             try? await Task.sleep(for: .milliseconds(100 << min(attempt, 5)))
         }
         return last

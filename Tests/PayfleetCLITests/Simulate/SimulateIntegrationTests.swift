@@ -81,6 +81,42 @@ import Testing
         }
     }
 
+    /// `--stripe-outage`: the Stripe webhooks of a stretch are withheld, the simulator serves the
+    /// run's Stripe events on a loopback Events API and backfills them into ingest; the ledger
+    /// then agrees with every fact sent (BackfillFleetTests shows the same with ingest really
+    /// stopped and every worker, figures computed by the test).
+    @Test func aStripeOutageIsBackfilledAndTheLedgerAgrees() async throws {
+        var options = WorkerFleet.Options.worker("ledger-writer", prefix: "sim-out")
+        options.topLevelYAML = SimFixtures.yaml(ingestPort: 0)
+        try await WorkerFleet.with(options) { fleet in
+            try fleet.start()
+            let readyWorker = await eventually(timeout: .seconds(30)) { await fleet.admin("/readyz")?.status == 200 }
+            #expect(readyWorker, "ledger-writer not ready: \(fleet.process?.log ?? "")")
+            let (ingest, url) = try await startIngest(fleet)
+            do {
+                let command = try SimulateCommand.parse([
+                    "--config", fleet.configPath, "--ingest-url", url, "--count", "200", "--seed", "19", "--run-id", "itout",
+                    "--stripe-outage", "50:150", "--settle-timeout", "60s", "--json",
+                ])
+                let report = try await command.execute()
+                print(report.text)
+                let o = try #require(try JSONSerialization.jsonObject(with: Data(report.text.utf8)) as? [String: Any])
+                let out = try #require(o["stripe_outage"] as? [String: Int])
+                let withheld = try #require(out["withheld"])
+                #expect(withheld > 0 && report.accepted == 200 - withheld && report.rejected == 0)
+                #expect(out["failed"] == 0 && (out["recovered"] ?? 0) > 0)
+                #expect((out["recovered"] ?? 0) + (out["duplicate"] ?? 0) == out["listed"])
+                #expect((out["recovered"] ?? 0) <= withheld)
+                #expect(report.checks.first { $0.name == "ledger" }?.status == .agree, "\(report.text)")
+                #expect(report.agree)
+            } catch {
+                await ingest.killNow()
+                throw error
+            }
+            await ingest.killNow()
+        }
+    }
+
     /// With the ledger-writer stopped, nothing can agree: the run says so and exits non-zero.
     @Test func aRunTheFleetDoesNotProcessDisagrees() async throws {
         var options = WorkerProcess.Options.worker("ledger-writer", prefix: "sim-dis")

@@ -25,6 +25,9 @@ import Testing
         (["--count", "5", "--settle-timeout", "later"], "--settle-timeout: 'later' is not a duration"),
         (["--count", "5", "--run-id", "Bad_ID"], "--run-id: 'Bad_ID' must be 1–12 characters of [a-z0-9]"),
         (["--count", "5", "--ingest-url", "ftp://x"], "--ingest-url: 'ftp://x' is not an http(s) URL"),
+        (["--count", "5", "--stripe-outage", "9:3"], "--stripe-outage: '9:3' is not FROM:TO"),
+        (["--count", "5", "--stripe-outage", "10"], "--stripe-outage: '10' is not FROM:TO"),
+        (["--count", "5", "--stripe-outage", "3:3"], "--stripe-outage: '3:3' is not FROM:TO"),
     ])
     func badOptions(args: [String], message: String) {
         let e = error(args)
