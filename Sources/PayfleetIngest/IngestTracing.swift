@@ -7,7 +7,10 @@ import PayfleetTelemetry
 /// Only the method, route and status are recorded (never headers, query or body).
 struct IngestTracingMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let incoming = request.headers[.traceparent]
+        // The caller's context only when valid W3C and free of a card number (it is stored).
+        let incoming = request.headers[.traceparent].flatMap {
+            IngestHandlers.isValidTraceparent($0) && !PANGuard.containsPAN($0) ? $0 : nil
+        }
         let span = PayfleetTracing.start("\(request.method.rawValue) unknown route", kind: .server, parent: incoming)
         span.set("http.request.method", request.method.rawValue)
         do {

@@ -96,10 +96,20 @@ public enum PayfleetTracing {
     /// A span whose parent is `traceparent` (a new trace when it is nil or not valid W3C).
     public static func start(_ name: String, kind: TraceSpan.Kind, parent traceparent: String?) -> TraceSpan {
         var context = ServiceContext.topLevel
-        if let traceparent {
+        if let traceparent, isW3C(traceparent) {
             InstrumentationSystem.instrument.extract(["traceparent": traceparent], into: &context, using: DictionaryCarrier())
         }
         return TraceSpan(Tracing.startSpan(name, context: context, ofKind: kind.spanKind))
+    }
+
+    /// Version 00 of W3C trace context, lowercase hex, ids not all zero: checked before the
+    /// tracer sees it, so a malformed value from outside is never echoed in its warnings.
+    public static func isW3C(_ t: String) -> Bool {
+        let u = Array(t.utf8)
+        guard u.count == 55, u[0] == 48, u[1] == 48, u[2] == 45, u[35] == 45, u[52] == 45 else { return false }
+        func hex(_ r: Range<Int>) -> Bool { u[r].allSatisfy { (48...57).contains($0) || (97...102).contains($0) } }
+        guard hex(3..<35), hex(36..<52), hex(53..<55) else { return false }
+        return u[3..<35].contains { $0 != 48 } && u[36..<52].contains { $0 != 48 }
     }
 
     /// A span whose parent is the task's current one (e.g. the HTTP server span), else a new trace.

@@ -211,6 +211,10 @@ struct TracingFleetTests {
             #expect(services == workers.union(["ingest"]), "\(id): \(services)")
         }
         #expect(traces.count == 3, "one trace per event")
+        // The malformed header was dropped before the tracer saw it: never echoed in a log.
+        let logs = fleet.processes.values.map(\.log).joined()
+        #expect(!logs.contains("not-a-trace"), "\(logs)")
+        #expect(!logs.contains("Failed to export"), "\(logs)")
     }
 
     // MARK: Configuration
