@@ -79,7 +79,9 @@ public enum PayfleetTracing {
         config.traces.batchSpanProcessor.scheduleDelay = .milliseconds(c.exportIntervalMS)
         config.traces.otlpExporter.endpoint = c.endpoint
         config.traces.otlpExporter.protocol = .httpProtobuf
-        config.traces.otlpExporter.timeout = .seconds(10)
+        // Bounded: a collector that is down must not hold a graceful stop (ingest's is 20 s).
+        config.traces.otlpExporter.timeout = .seconds(3)
+        config.traces.batchSpanProcessor.exportTimeout = .seconds(3)
         let backend = try OTel.makeTracingBackend(configuration: config)
         InstrumentationSystem.bootstrap(backend.factory)
         isEnabled = true
