@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 let package = Package(
@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
     ],
     targets: [
         .systemLibrary(
@@ -51,9 +53,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
+            name: "PayfleetTelemetry",
+            dependencies: [
+                "PayfleetCore",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+        .target(
             name: "PayfleetWorker",
             dependencies: [
-                "PayfleetCore", "PayfleetAMQP", "PayfleetStore",
+                "PayfleetCore", "PayfleetAMQP", "PayfleetStore", "PayfleetTelemetry",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -89,7 +100,7 @@ let package = Package(
         .target(
             name: "PayfleetIngest",
             dependencies: [
-                "PayfleetCore", "PayfleetStore", "PayfleetAMQP", "PayfleetWorker",
+                "PayfleetCore", "PayfleetStore", "PayfleetAMQP", "PayfleetWorker", "PayfleetTelemetry",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -163,9 +174,10 @@ let package = Package(
             dependencies: [
                 "PayfleetCLI", "PayfleetTestKit", "PayfleetAMQP", "PayfleetCore", "PayfleetWorker", "payfleet",
                 "payfleet-demo-worker", "PayfleetIngest", "PayfleetLedger", "PayfleetSettlement", "PayfleetCRMSync",
-                "PayfleetStore", .product(name: "Logging", package: "swift-log"),
-                // Simulate/: `payfleet simulate` against ingest and ledger-writer.
-                "ingest", "ledger-writer",
+                "PayfleetStore", "PayfleetTelemetry", "ingest", "ledger-writer", "settlement-aggregator",
+                "crm-sync", "receipt-sender",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]),
         .testTarget(
             name: "PayfleetLedgerTests",

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PayfleetCore
+import PayfleetTelemetry
 import PayfleetWorker
 import ServiceLifecycle
 
@@ -28,6 +29,7 @@ public func buildApplication(
     }
     let h = handlers
     let router = Router()
+    if PayfleetTracing.isEnabled { router.add(middleware: IngestTracingMiddleware()) }
     router.post("/webhooks/stripe") { req, _ in await h.handle("stripe", req) { try await h.stripe(req, $0) } }
     router.post("/webhooks/adyen") { req, _ in await h.handle("adyen", req) { try await h.adyen(req, $0) } }
     router.post("/webhooks/standard/:source") { req, ctx -> Response in

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PayfleetCore
+import PayfleetTelemetry
 import PayfleetWorker
 import ServiceLifecycle
 
@@ -29,7 +30,8 @@ public enum IngestMain {
                     readyFile: readyFile, portKey: "port", port: port, status: "accepting on port \(port)")
             }
             var groupConfig = ServiceGroupConfiguration(
-                services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint],
+                services: (PayfleetTracing.service.map { [.init(service: $0)] } ?? []) + [.init(service: app)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [], logger: logger)
             groupConfig.maximumGracefulShutdownDuration = .seconds(20)
             let group = ServiceGroup(configuration: groupConfig)

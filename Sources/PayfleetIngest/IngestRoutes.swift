@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PayfleetCore
+import PayfleetTelemetry
 import PayfleetWorker
 import ServiceLifecycle
 
@@ -270,7 +271,8 @@ struct IngestRoutes: Sendable {
         let outcome: Outbox.Outcome
         do {
             outcome = try await outbox.accept(
-                items, traceparent: Self.traceparent(req), idempotency: idempotency, redactions: redactions)
+                items, traceparent: PayfleetTracing.currentTraceparent ?? Self.traceparent(req), idempotency: idempotency,
+                redactions: redactions)
         } catch {
             logger.error("outbox commit failed", metadata: [LogKey.ingestSource: "\(source)", LogKey.error: "\(error)"])
             throw IngestError(.serviceUnavailable, "unavailable", "the event could not be made durable; retry")

@@ -232,7 +232,7 @@ struct BackfillFleetTests {
 
         // Each worker processed each fact of its routing keys once (none twice).
         var processedLine: [String] = []
-        for spec in Topology.fleet {
+        for spec in WorkerIdentity.fleet {
             let want = facts.filter { spec.routingKeys.contains($0.type.rawValue) }.count
             let port = try #require(fleet.port(spec.name))
             var got: Int?

@@ -406,7 +406,7 @@ struct Resizer {
 
 extension Double {
     func rounded(toPlaces n: Int) -> Double {
-        let m = pow(10.0, Double(n))
+        let m = Foundation.pow(10.0, Double(n))  // the C pow: with swift-numerics in the graph, `pow` here meant the static Double.pow
         return (self * m).rounded() / m
     }
 }

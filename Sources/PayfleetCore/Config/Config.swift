@@ -114,6 +114,22 @@ public final class ConfigSection: @unchecked Sendable {
         return i
     }
 
+    /// A number such as a ratio (`0.25`, `1`, or its text from the environment) within `range`.
+    public func double(_ key: String, default def: Double, range: ClosedRange<Double>) throws(ConfigError) -> Double {
+        guard let v = raw(key) else { return def }
+        let d: Double?
+        switch v {
+        case let n as Double: d = n
+        case let n as Int: d = Double(n)
+        case let s as String: d = Double(s)
+        default: d = nil
+        }
+        guard let d, d.isFinite, range.contains(d) else {
+            throw ConfigError(key: dotted(key), message: "expected a number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return d
+    }
+
     public func bool(_ key: String, default def: Bool) throws(ConfigError) -> Bool {
         guard let v = raw(key) else { return def }
         switch v {

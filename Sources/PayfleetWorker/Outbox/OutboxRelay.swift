@@ -211,7 +211,7 @@ public final class OutboxRelay: Service, Sendable {
         }
         if connectWait > .zero, !publisher.isConnected { _ = await publisher.waitUntilConnected(timeout: connectWait) }
         let wasConnected = publisher.isConnected
-        let published = await OutboxPublishing.publish(rows.map(\.event), via: publisher, appID: appID)
+        let published = await publishTraced(rows.map(\.event))
         let sent = published.sent.map { rows[$0].key }
         var refused = published.refused.map { (rows[$0.index], $0.error) }
         var connectionError = published.connectionError

@@ -1,13 +1,14 @@
 import Foundation
 import Logging
 import PayfleetCore
+import PayfleetTelemetry
 import ServiceLifecycle
 
 /// Top-level sections of `config/payfleet.yaml`; each process reads its own and the shared ones.
 public enum ConfigSections {
     public static let all =
         ["broker", "state_dir", "log_level", "merchants", "ingest"] + WorkerIdentity.allCases.map(\.configSection)
-        + ["cli", "dev", "console"]
+        + ["cli", "dev", "console", "tracing"]
 }
 
 /// Command-line options every worker executable takes.
@@ -91,12 +92,15 @@ public enum WorkerMain {
             let root = try ConfigSection.load(file: options.configPath, environment: env)
             bootstrapLogging(try root.string("log_level"))
             let value = try read(root, options)
+            let tracing = try TracingConfiguration.read(root: root, process: process)
             root.ignore(ConfigSections.all)
             try root.finish()
             if options.checkConfigOnly {
                 print("\(options.configPath): ok")
                 return .exit(0)
             }
+            // OTLP export (`tracing:`): the exporter's service runs first in the process's group.
+            if let tracing { _ = try PayfleetTracing.bootstrap(tracing, logger: Logger(label: "payfleet.\(process).tracing")) }
             return .run(value)
         } catch let e as ConfigError {
             FileHandle.standardError.write(Data("\(process): \(e.description)\n".utf8))
@@ -169,6 +173,8 @@ public enum WorkerMain {
             var configs: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: runtime, successTerminationBehavior: .gracefullyShutdownGroup)
             ]
+            // The span exporter stops last, after the runtime's final spans ended.
+            if let exporter = PayfleetTracing.service { configs.insert(.init(service: exporter), at: 0) }
             for s in services?(runtime, logger) ?? [] { configs.append(.init(service: s)) }
             configs.append(.init(service: admin))
             let group = ServiceGroup(

@@ -3,6 +3,7 @@ import Logging
 import PayfleetAMQP
 import PayfleetCore
 import PayfleetStore
+import PayfleetTelemetry
 
 /// One effect of a batch (by its position in the batch's effects): its call returned, or its
 /// outcome was recorded (true) or could not be (false).
@@ -24,6 +25,8 @@ extension WorkerRuntime {
         guard !work.isEmpty else { return }
         let applier = self.applier
         let limit = configuration.effectConcurrency ?? handler.localEffectConcurrency ?? 8
+        // With tracing on: each effect's span is a child of its delivery's `process` span.
+        let parents: [TraceSpan?]? = PayfleetTracing.isEnabled ? work.map { items[$0.0].span } : nil
         for w in work where w.4 { metrics.effectsOutcomeUnknown.increment() }
         // Each outcome is recorded as soon as its effect returns, not at the end of the batch: a
         // crash mid-batch then leaves only the calls actually in flight with an unknown outcome
@@ -39,8 +42,12 @@ extension WorkerRuntime {
                 let j = next
                 let (_, effect, event, attempts, unknown) = work[j]
                 next += 1
+                let span = parents?[j]?.child("effect")
+                span?.set("payfleet.attempt", attempts + 1)
                 group.addTask {
-                    .performed(j, await applier.perform(effect, event: event, attempts: attempts, outcomeUnknown: unknown))
+                    let err = await applier.perform(effect, event: event, attempts: attempts, outcomeUnknown: unknown)
+                    span?.end(error: err?.errorClass)
+                    return .performed(j, err)
                 }
             }
             while next < min(limit, work.count) { perform() }

@@ -3,6 +3,7 @@ import Logging
 import PayfleetAMQP
 import PayfleetCore
 import PayfleetStore
+import PayfleetTelemetry
 import ServiceLifecycle
 
 /// What every worker is (DESIGN §5): consume a batch → `BatchApplier` (one transaction, skip ids
@@ -160,6 +161,8 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         var event: PaymentEvent?
         var outcome: Outcome
         var ack = true
+        /// The delivery's `process` span (nil unless tracing is on).
+        var span: TraceSpan? = nil
     }
 
     /// Applies one batch of deliveries; returns once every delivery was acked or requeued.
@@ -175,6 +178,10 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         }
         metrics.eventLag.begin(items.map { $0.event?.receivedAt })
         defer { metrics.eventLag.end() }
+        let tracing = PayfleetTracing.isEnabled
+        if tracing { startSpans(&items) }
+        defer { if tracing { endSpans(items) } }
+        let applySpans = tracing ? startApplySpans(items) : []
 
         // 1. One transaction for the whole batch; each event in its own savepoint.
         let events = items.map(\.event)
@@ -223,6 +230,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             metrics.storeWritable.set(Double(1))
         }
         for i in items.indices where items[i].event != nil { items[i].outcome = outcomes[i] }
+        if tracing { Self.endApplySpans(applySpans, items) }
 
         // 2. External effects, after the commit, bounded concurrency.
         await performEffects(&items)

@@ -86,9 +86,9 @@ import Testing
     /// then agrees with every fact sent (BackfillFleetTests shows the same with ingest really
     /// stopped and every worker, figures computed by the test).
     @Test func aStripeOutageIsBackfilledAndTheLedgerAgrees() async throws {
-        var options = WorkerFleet.Options.worker("ledger-writer", prefix: "sim-out")
+        var options = WorkerProcess.Options.worker("ledger-writer", prefix: "sim-out")
         options.topLevelYAML = SimFixtures.yaml(ingestPort: 0)
-        try await WorkerFleet.with(options) { fleet in
+        try await WorkerProcess.with(options) { fleet in
             try fleet.start()
             let readyWorker = await eventually(timeout: .seconds(30)) { await fleet.admin("/readyz")?.status == 200 }
             #expect(readyWorker, "ledger-writer not ready: \(fleet.process?.log ?? "")")
