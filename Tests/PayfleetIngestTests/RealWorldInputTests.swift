@@ -323,6 +323,35 @@ import Testing
         }
     }
 
+    @Test("A refund's failure before any report of the refund: the charge.refunded that reports it later takes the failure's re_ name (found by chaos: the CRM never undid such a refund)")
+    func aFailureBeforeItsRefundGivesTheRefundItsName() async throws {
+        try await TestIngest.withApp { client, config in
+            let chargeID = try #require(TestIngest.object("charge")["id"] as? String)
+            var failed = refund(id: "re_E", amount: 500, status: "failed")
+            failed["charge"] = chargeID
+            _ = try await stripe(client, stripeEvent(id: "evt_rfE", type: "refund.failed", object: failed))
+            // A second refund of the same charge with another amount, reported only by the charge.
+            _ = try await stripe(
+                client, stripeEvent(id: "evt_crX", type: "charge.refunded", object: charge(amount: 2000, refunded: 300),
+                                    previous: ["amount_refunded": 0]))
+            _ = try await stripe(
+                client, stripeEvent(id: "evt_crE", type: "charge.refunded", object: charge(amount: 2000, refunded: 800),
+                                    previous: ["amount_refunded": 300]))
+            // A late refund.created of re_E is the refund already booked.
+            var late = refund(id: "re_E", amount: 500)
+            late["charge"] = chargeID
+            let r = try await stripe(client, stripeEvent(id: "evt_rcE", type: "refund.created", object: late))
+            let events = try TestIngest.outbox(config)
+            try #require(events.count == 3, "\(events.map(\.type))")
+            #expect(events.map(\.type) == [.refundFailed, .paymentRefunded, .paymentRefunded])
+            #expect(events[0].metadata["refund_id"] == "re_E")
+            #expect(events[1].amount.value == 300 && events[1].metadata["refund_id"] == "\(chargeID):refunded:300")
+            #expect(events[2].amount.value == 500 && events[2].metadata["refund_id"] == "re_E")
+            #expect(TestIngest.json(r)["status"] as? String == "duplicate")
+            #expect(TestIngest.json(r)["id"] as? String == events[2].id)
+        }
+    }
+
     func adyen(_ client: any TestClientProtocol, _ items: [[String: Any]]) async throws -> TestResponse {
         try await client.execute(
             uri: "/webhooks/adyen", method: .post, headers: [.contentType: "application/json"],

@@ -173,6 +173,20 @@ public final class Outbox: Sendable {
                 acknowledged_ms INTEGER
             );
             """),
+        // A refund's failure that arrived before any report of the refund names it by its re_
+        // id; a `charge.refunded` (no refund id) reporting that refund later takes the same name
+        // (else the CRM, which pairs a failure with its refund by name, never undoes it).
+        Migration(
+            "ingest.8",
+            """
+            CREATE TABLE refund_failures (
+                refund_id TEXT PRIMARY KEY,
+                charge TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                claimed INTEGER NOT NULL DEFAULT 0
+            );
+            CREATE INDEX refund_failures_charge_idx ON refund_failures(charge, amount) WHERE claimed = 0;
+            """),
     ]
 
     /// Failed attempts after which a row counts as parked (metric, alert, `/readyz`).
@@ -213,14 +227,21 @@ public final class Outbox: Sendable {
                     var body = bodies[e.id]
                     if case .refund(_, let link) = item {
                         if link.failure {
-                            if let published = try Self.publishedRefundID(of: link, db: db), published != e.metadata["refund_id"] {
-                                e.metadata["stripe_refund_id"] = e.metadata["refund_id"]
-                                e.metadata["refund_id"] = published
-                                body = Array(EventCodec.encode(e))
+                            if let published = try Self.publishedRefundID(of: link, db: db) {
+                                if published != e.metadata["refund_id"] {
+                                    e.metadata["stripe_refund_id"] = e.metadata["refund_id"]
+                                    e.metadata["refund_id"] = published
+                                    body = Array(EventCodec.encode(e))
+                                }
+                            } else if let rid = link.refundID {
+                                try Self.noteEarlyFailure(link, refundID: rid, db: db)
                             }
                         } else if let original = try Self.linkRefund(link, eventID: e.id, publishedRefundID: e.metadata["refund_id"], db: db) {
                             out.append((original, true))
                             continue
+                        } else if let name = try Self.nameOfFailedRefund(link, db: db), name != e.metadata["refund_id"] {
+                            e.metadata["refund_id"] = name
+                            body = Array(EventCodec.encode(e))
                         }
                     }
                     let n = try db.execute(
@@ -302,6 +323,36 @@ public final class Outbox: Sendable {
             [.text(link.charge), SQLValue(link.refundID), .int(link.amount), SQLValue(link.cumulativeAfter),
              .text(eventID), SQLValue(publishedRefundID)])
         return nil
+    }
+
+    /// Records a failure of refund `refundID` that no report of the refund preceded.
+    static func noteEarlyFailure(_ link: RefundLink, refundID: String, db: SQLiteConnection) throws {
+        try db.execute(
+            "INSERT OR IGNORE INTO refund_failures (refund_id, charge, amount) VALUES (?, ?, ?)",
+            [.text(refundID), .text(link.charge), .int(link.amount)])
+    }
+
+    /// For a refund just recorded as new (`linkRefund` returned nil): the name an earlier
+    /// failure of it was published with, or nil. A report with a refund id claims that id's
+    /// failure (and keeps its own name, which is the same); a `charge.refunded`, which has no
+    /// refund id, claims the oldest unclaimed failure of the same charge and amount and is
+    /// linked to its id, so a later `refund.*` of that id is the refund already booked.
+    static func nameOfFailedRefund(_ link: RefundLink, db: SQLiteConnection) throws -> String? {
+        if let rid = link.refundID {
+            try db.execute("UPDATE refund_failures SET claimed = 1 WHERE refund_id = ?", [.text(rid)])
+            return nil
+        }
+        guard let cum = link.cumulativeAfter,
+            let row = try db.queryOne(
+                "SELECT refund_id FROM refund_failures WHERE charge = ? AND amount = ? AND claimed = 0 ORDER BY rowid LIMIT 1",
+                [.text(link.charge), .int(link.amount)]),
+            let rid = row.string(0)
+        else { return nil }
+        try db.execute("UPDATE refund_failures SET claimed = 1 WHERE refund_id = ?", [.text(rid)])
+        try db.execute(
+            "UPDATE refund_links SET refund_id = ?, published_refund_id = ? WHERE charge = ? AND cumulative_after = ?",
+            [.text(rid), .text(rid), .text(link.charge), .int(cum)])
+        return rid
     }
 
     /// The `metadata.refund_id` the refund a failure names was published with: the refund
