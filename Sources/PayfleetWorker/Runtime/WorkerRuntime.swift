@@ -183,52 +183,9 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         defer { if tracing { endSpans(items) } }
         let applySpans = tracing ? startApplySpans(items) : []
 
-        // 1. One transaction for the whole batch; each event in its own savepoint.
-        let events = items.map(\.event)
-        var outcomes: [Outcome] = []
-        var storeAttempts = 0
-        while true {
-            do {
-                outcomes = try await applier.apply(events)
-                break
-            } catch let e as SQLiteError where e.isStorageFailure {
-                // Disk full, read-only file, I/O error: no event is at fault. Hold the batch
-                // (unacked: the broker neither redelivers it nor counts a delivery), report not
-                // ready, and try the same transaction again until the store takes it.
-                storeAttempts += 1
-                if storeAttempts == 1 {
-                    logger.critical("state file refuses writes; consumption paused until it is writable", metadata: [
-                        LogKey.storeError: "\(e)", LogKey.storePath: "\(configuration.statePath)",
-                    ])
-                }
-                storeFailure.withLock { $0 = e.description }
-                metrics.storeWritable.set(Double(0))
-                metrics.ready.set(Double(0))
-                if stopped.current {
-                    for d in batch { consumer.nack(d, requeue: true) }
-                    return
-                }
-                // The loop is alive and waiting on purpose: keep the watchdog fed.
-                batchStartedAt.withLock { $0 = .now }
-                try? await Task.sleep(for: .milliseconds(min(10_000, 500 << min(storeAttempts, 5))))
-                // The write-ahead log may be what holds the space: fold it into the database
-                // file (which needs far fewer pages) before the same transaction is tried again.
-                await applier.store.reclaimJournalSpace()
-            } catch {
-                // The transaction failed otherwise (a lock timeout): nothing was applied. Requeue
-                // the whole batch after a pause; the delivery limit bounds how often.
-                logger.error("batch transaction failed; requeueing", metadata: [LogKey.storeError: "\(error)"])
-                lastErrorText.withLock { $0 = "transaction failed: \(error)" }
-                try? await Task.sleep(for: .seconds(1))
-                for d in batch { consumer.nack(d, requeue: true) }
-                return
-            }
-        }
-        if storeAttempts > 0 {
-            logger.notice("state file writable again; consumption resumed", metadata: [LogKey.storeAttempts: "\(storeAttempts)"])
-            storeFailure.withLock { $0 = nil }
-            metrics.storeWritable.set(Double(1))
-        }
+        // 1. One transaction for the whole batch; each event in its own savepoint (held while
+        // the store refuses writes; nil: the batch was requeued).
+        guard let outcomes = await applyHolding(items.map(\.event), batch: batch) else { return }
         for i in items.indices where items[i].event != nil { items[i].outcome = outcomes[i] }
         if tracing { Self.endApplySpans(applySpans, items) }
 
@@ -241,24 +198,7 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         // 4. Acks: one multiple-ack when the whole batch is done.
         ackAll(items)
 
-        var applied = 0
-        var dups = 0
-        for item in items {
-            switch item.outcome {
-            case .applied, .effect: applied += 1
-            case .duplicate: dups += 1
-            case .failed: break
-            }
-        }
-        metrics.processed.increment(by: Int64(applied))
-        metrics.duplicates.increment(by: Int64(dups))
+        countOutcomes(items)
         metrics.handlerLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let c = components
-        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
     }
 }
