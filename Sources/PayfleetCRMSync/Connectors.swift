@@ -61,11 +61,11 @@ public final class SandboxConnector: CRMConnector, @unchecked Sendable {
         }
         func string(_ k: String, _ v: String?) {
             key(k)
-            if let v { JSONText.string(v, into: &out) } else { out += Array("null".utf8) }
+            if let v { JSONText.string(v, into: &out) } else { out.append(contentsOf: "null".utf8) }
         }
         func int(_ k: String, _ v: Int64) {
             key(k)
-            out += Array(String(v).utf8)
+            out.append(contentsOf: String(v).utf8)
         }
         string("at", RFC3339.format(s.at))
         string("currency", s.currency)

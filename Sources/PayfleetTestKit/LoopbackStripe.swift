@@ -33,7 +33,11 @@ public final class LoopbackStripe: @unchecked Sendable {
             self.body = body
         }
         public static func json(_ o: Any, status: Int = 200) -> Answer {
-            Answer(status: status, body: String(decoding: try! JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self))
+            // A script's answer is test data; one that cannot be encoded answers 500, not a trap.
+            guard let data = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) else {
+                return Answer(status: 500, body: #"{"error":"the test's answer is not JSON"}"#)
+            }
+            return Answer(status: status, body: String(decoding: data, as: UTF8.self))
         }
     }
     public typealias Script = @Sendable (_ request: Recorded, _ index: Int) -> Answer?
@@ -68,17 +72,7 @@ public final class LoopbackStripe: @unchecked Sendable {
             return Response(status: .init(code: answer.status), headers: h, body: .init(byteBuffer: ByteBuffer(string: answer.body)))
         }
         router.on("**", method: .get, use: handler)
-        let bound = AsyncStream<Int>.makeStream()
-        var logger = Logger(label: "loopback-stripe")
-        logger.logLevel = .critical
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { ch in
-                bound.continuation.yield(ch.localAddress?.port ?? 0)
-                bound.continuation.finish()
-            }, logger: logger)
-        task = Task { try await app.runService() }
-        for await p in bound.stream { port = p }
+        (port, task) = await LoopbackServer.start(router, label: "loopback-stripe")
     }
 
     public func stop() { task?.cancel() }

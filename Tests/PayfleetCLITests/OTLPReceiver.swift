@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PayfleetCore
+import PayfleetTestKit
 
 /// A real OTLP/HTTP receiver on loopback: records the body of every `POST /v1/traces` and
 /// answers 200 with an empty `ExportTraceServiceResponse`. The bodies are decoded by hand from
@@ -25,17 +26,7 @@ final class OTLPReceiver: @unchecked Sendable {
             return Response(
                 status: .ok, headers: [.contentType: "application/x-protobuf"], body: .init(byteBuffer: ByteBuffer()))
         }
-        let bound = AsyncStream<Int>.makeStream()
-        var logger = Logger(label: "otlp-receiver")
-        logger.logLevel = .critical
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { ch in
-                bound.continuation.yield(ch.localAddress?.port ?? 0)
-                bound.continuation.finish()
-            }, logger: logger)
-        task = Task { try await app.runService() }
-        for await p in bound.stream { port = p }
+        (port, task) = await LoopbackServer.start(router, label: "otlp-receiver")
     }
 
     func stop() { task?.cancel() }

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PayfleetCore
+import PayfleetTestKit
 
 /// A real HTTP server on loopback standing in for a CRM: it records every request (method,
 /// path, query, headers, body) and answers what the test scripts — by default 200 `{}`.
@@ -61,17 +62,7 @@ final class LoopbackCRM: @unchecked Sendable {
                 status: .init(code: answer.status), headers: h, body: .init(byteBuffer: ByteBuffer(string: answer.body)))
         }
         for m in [HTTPRequest.Method.post, .put, .patch, .get] { router.on("**", method: m, use: handler) }
-        let bound = AsyncStream<Int>.makeStream()
-        var logger = Logger(label: "loopback-crm")
-        logger.logLevel = .critical
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { ch in
-                bound.continuation.yield(ch.localAddress?.port ?? 0)
-                bound.continuation.finish()
-            }, logger: logger)
-        task = Task { try await app.runService() }
-        for await p in bound.stream { port = p }
+        (port, task) = await LoopbackServer.start(router, label: "loopback-crm")
     }
 
     func stop() {
