@@ -15,4 +15,16 @@ export PAYFLEET_TEST_MANAGEMENT_URL="http://guest:guest@127.0.0.1:${PAYFLEET_BRO
 swift build --build-tests
 # --no-parallel: integration suites share one broker and the payfleet.events exchange; run
 # them one at a time so one suite's published events never reach another's queues.
-swift test --skip-build --no-parallel "$@"
+# The log is kept and, on a failure, the failing tests and their issues are printed again at
+# the end, so the last lines of a CI log name what failed.
+log="$PAYFLEET_BROKER_DIR/swift-test.log"
+set +e
+swift test --skip-build --no-parallel "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+if [ "$rc" -ne 0 ]; then
+  echo "---- failures (from $log) ----"
+  grep -E '✘|recorded an issue|error: |Fatal error|Test .* failed|Crash|signal' "$log" | grep -v '^.*info payfleet' | cut -c1-400 | head -80
+  echo "---- swift test exited $rc ----"
+fi
+exit "$rc"

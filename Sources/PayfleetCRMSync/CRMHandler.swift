@@ -86,7 +86,6 @@ public struct CRMHandler: WorkerHandler {
     public var localEffectConcurrency: Int? { connector is SandboxConnector ? 256 : nil }
 
     public func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> CRMChange? {
-        do { try event.validate() } catch { throw HandlerError.permanent("InvalidEvent", "\(error)") }
         if !checkedStore.current {
             checkedStore.withLock { $0 = true }
             let shared = try CRMState.sharedProfilesCleared(db)

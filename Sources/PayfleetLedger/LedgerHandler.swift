@@ -238,16 +238,15 @@ public struct LedgerHandler: WorkerHandler {
     }
 
     public func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> NoEffect? {
-        do { try event.validate() } catch { throw HandlerError.permanent("InvalidEvent", "\(error)") }
         do {
-            try applyValid(event, db: db)
+            try book(event, db: db)
         } catch let e as SQLiteError where CheckedMoney.isOverflow(e) {
             throw HandlerError.permanent("AmountOverflow", e.message)
         }
         return nil
     }
 
-    func applyValid(_ event: PaymentEvent, db: SQLiteConnection) throws {
+    func book(_ event: PaymentEvent, db: SQLiteConnection) throws {
         // The event id is the idempotency key (the runtime dedupes too; this guards direct use).
         if try db.queryOne("SELECT 1 FROM ledger_events WHERE event_id = ?", [.text(event.id)]) != nil { return }
 

@@ -301,15 +301,14 @@ public struct SettlementHandler: WorkerHandler {
     /// fee is never lost, and never counted twice).
     @discardableResult
     public func apply(_ event: PaymentEvent, db: SQLiteConnection, now: Date) throws -> Bool {
-        do { try event.validate() } catch { throw HandlerError.permanent("InvalidEvent", "\(error)") }
         do {
-            return try applyValid(event, db: db, now: now)
+            return try count(event, db: db, now: now)
         } catch let e as SQLiteError where CheckedMoney.isOverflow(e) {
             throw HandlerError.permanent("AmountOverflow", e.message)
         }
     }
 
-    func applyValid(_ event: PaymentEvent, db: SQLiteConnection, now: Date) throws -> Bool {
+    func count(_ event: PaymentEvent, db: SQLiteConnection, now: Date) throws -> Bool {
         if event.type == .settlementDayClosed || event.type == .invoiceIssued { return false }
         if try db.queryOne("SELECT 1 FROM settlement_events WHERE event_id = ?", [.text(event.id)]) != nil { return false }
         let ownDay = businessDay(event)

@@ -50,21 +50,25 @@ public final class HandlerHarness<Handler: WorkerHandler>: @unchecked Sendable {
     }
 
     /// Feeds `events` in batches of `batch`, each batch one transaction as the runtime commits a
-    /// consumed batch; one outcome per event, in order. With `performEffects`, each batch's
-    /// effects are then performed one at a time and their outcomes recorded (a failed effect's
-    /// outcome becomes `.failed`). Throws only what the store threw for a whole batch.
+    /// consumed batch; one outcome per event, in order. Each event goes as the runtime gets it:
+    /// encoded to a message body and decoded by `BatchApplier.decode` (so an invalid event is
+    /// refused where production refuses it, before any handler). With `performEffects`, each
+    /// batch's effects are then performed one at a time and their outcomes recorded (a failed
+    /// effect's outcome becomes `.failed`). Throws only what the store threw for a whole batch.
     @discardableResult
     public func run(_ events: [PaymentEvent], batch: Int = 200, performEffects: Bool = false) async throws -> [Outcome] {
         var out: [Outcome] = []
         var i = 0
         while i < events.count {
-            let chunk = Array(events[i..<min(i + batch, events.count)])
+            let decoded = events[i..<min(i + batch, events.count)].map { BatchApplier<Handler>.decode(Array(EventCodec.encode($0))) }
+            let chunk = decoded.map { try? $0.get() }
             var outcomes = try await applier.apply(chunk)
+            for (k, d) in decoded.enumerated() { if case .failure(let e) = d { outcomes[k] = .failed(e) } }
             if performEffects {
                 for (k, o) in outcomes.enumerated() {
-                    guard case .effect(let effect, let attempts, let unknown) = o else { continue }
-                    let err = await applier.perform(effect, event: chunk[k], attempts: attempts, outcomeUnknown: unknown)
-                    try await applier.record(effect, event: chunk[k], error: err)
+                    guard case .effect(let effect, let attempts, let unknown) = o, let event = chunk[k] else { continue }
+                    let err = await applier.perform(effect, event: event, attempts: attempts, outcomeUnknown: unknown)
+                    try await applier.record(effect, event: event, error: err)
                     if let err { outcomes[k] = .failed(err) }
                 }
             }

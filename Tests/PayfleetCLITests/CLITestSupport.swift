@@ -41,9 +41,28 @@ extension WorkerProcess {
         defer { pub.close() }
         guard await pub.waitUntilConnected() else { return false }
         try await publish(events, via: pub)
-        return try await eventually(timeout: .seconds(120), every: .milliseconds(200)) {
+        let reached = try await eventually(timeout: .seconds(120), every: .milliseconds(200)) {
             try await depth(topology.dlq) == expectDLQ
         }
+        if !reached { await printWhyNoDeadLetters(expected: expectDLQ) }
+        return reached
+    }
+
+    /// What a test that waited in vain for dead letters needs to know: the depths and the
+    /// worker's log (its last lines).
+    func printWhyNoDeadLetters(expected: Int) async {
+        var lines = ["deadLetter: expected \(expected) in \(topology.dlq)"]
+        let retries = topology.allQueues.indices.flatMap { p in topology.retryDelaysMS.map { topology.retryQueue(delayMS: $0, partition: p) } }
+        for q in topology.allQueues + retries + [topology.dlq] {
+            lines.append("  \(q): \((try? await depth(q)).map(String.init) ?? "?") messages")
+        }
+        let logs = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix("worker") && $0.hasSuffix(".log") }
+        for name in logs.sorted() {
+            let text = (try? String(contentsOfFile: dir + "/" + name, encoding: .utf8)) ?? ""
+            lines.append("  \(name), last lines:")
+            lines += text.split(separator: "\n").suffix(40).map { "    " + $0 }
+        }
+        print(lines.joined(separator: "\n"))
     }
 }
 

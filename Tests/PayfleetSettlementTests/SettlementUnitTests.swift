@@ -132,10 +132,8 @@ func event(
         let store = try await LocalSettlement.store(dir)
         var e = event("r1", .paymentRefunded, merchant: "m_lon", at: "2026-11-20T10:00:00Z", amount: 100, currency: "GBP")
         e.payment = nil
-        let h = SettlementHandler()
-        let captured = e
         do {
-            try await store.write { db in _ = try h.apply(captured, db: db, now: Date()) }
+            try await LocalSettlement.apply([e], handler: SettlementHandler(), store: store)
             Issue.record("expected an error")
         } catch let he as HandlerError {
             #expect(he.kind == .permanent && he.message.contains("payment.id"), "\(he)")

@@ -20,6 +20,11 @@ public protocol WorkerHandler: Sendable {
 
     /// Changes local state for one event. Runs on the store thread inside a savepoint of the
     /// batch transaction: throwing undoes this event only.
+    ///
+    /// `event` is valid: the runtime decodes every delivery with `EventCodec.decode`, which
+    /// validates it (DESIGN §2) and dead-letters one that is not. That is the event's one check
+    /// on the workers' side of the broker, as ingest's mapping is on the providers' side; a
+    /// handler does not check it again.
     func apply(_ event: PaymentEvent, db: SQLiteConnection) throws -> Effect?
 
     /// Performs the effect outside any transaction (HTTP call, SMTP). `outcomeUnknown` is true
