@@ -62,7 +62,7 @@ struct BackfillFleetTests {
         let server = LoopbackStripe(LoopbackStripe.eventsAPI(key: Self.key, events: { events.current }))
         try await server.start()
         defer { server.stop() }
-        let fleet = TraceFleetTests.Fleet()
+        let fleet = ProcessFleet("backfill")
         let keyFile = fleet.dir + "/stripe-api-key"
         try Self.key.write(toFile: keyFile, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile)
@@ -75,17 +75,10 @@ struct BackfillFleetTests {
             ingest["stripe"] = stripe
             doc["ingest"] = ingest
         }
-        do {
-            try await fleet.startAll()
-            try await run(fleet, server: server, events: events)
-        } catch {
-            await fleet.stop()
-            throw error
-        }
-        await fleet.stop()
+        try await fleet.run { try await run($0, server: server, events: events) }
     }
 
-    func run(_ fleet: TraceFleetTests.Fleet, server: LoopbackStripe, events: Locked<[[String: Any]]>) async throws {
+    func run(_ fleet: ProcessFleet, server: LoopbackStripe, events: Locked<[[String: Any]]>) async throws {
         var global = GlobalOptions()
         global.config = fleet.config
         let config = try SimConfig.load(global, apiKey: DevCommand.sandboxAPIKey, ingestURL: fleet.ingestURL)

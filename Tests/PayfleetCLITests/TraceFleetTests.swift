@@ -16,123 +16,20 @@ import Yams
 /// sandbox outputs (the `.eml` files, `crm.jsonl`) and what the test sent — not from the trace.
 @Suite(.serialized)
 struct TraceFleetTests {
-    static let workers = WorkerIdentity.fleet.map(\.name)
-
-    final class Fleet: @unchecked Sendable {
-        let dir = TestEnvironment.makeTempDir("trace-fleet")
-        let stem = TestEnvironment.uniqueName("trace")
-        var processes: [String: ChildProcess] = [:]
-        var ingestURL = ""
-        var config: String { dir + "/payfleet.yaml" }
-        var state: String { dir + "/state" }
-        /// Changes to the configuration before it is written (other suites' fleets).
-        var edit: (inout [String: Any]) -> Void = { _ in }
-
-        func write() throws {
-            let text = try String(contentsOfFile: TestEnvironment.repoRoot + "/config/payfleet.yaml", encoding: .utf8)
-            var doc = try #require(try Yams.load(yaml: text) as? [String: Any])
-            doc["broker"] = ["url": TestEnvironment.amqpURL]
-            doc["state_dir"] = state
-            var ingest = try #require(doc["ingest"] as? [String: Any])
-            ingest["port"] = 0
-            doc["ingest"] = ingest
-            for w in TraceFleetTests.workers {
-                var s = (doc[w] as? [String: Any]) ?? [:]
-                s["name"] = "\(stem)-\(w)"
-                s["admin_port"] = 0
-                s["retry_delays"] = ["200ms", "400ms"]
-                // No shared day_closed feed queue left behind on the broker for other suites.
-                if w == "settlement-aggregator" { s["day_closed_queue"] = "" }
-                doc[w] = s
-            }
-            edit(&doc)
-            try Yams.dump(object: doc, sortKeys: true).write(toFile: config, atomically: true, encoding: .utf8)
-        }
-
-        func start(_ name: String) throws {
-            processes[name] = try ChildProcess(
-                executable: TestEnvironment.binDir + "/" + name, arguments: ["--config", config],
-                environment: ["PAYFLEET_READY_FILE": dir + "/\(name).ready"], logPath: dir + "/\(name).log")
-        }
-
-        func port(_ name: String) -> Int? {
-            guard let data = FileManager.default.contents(atPath: dir + "/\(name).ready"),
-                let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                let p = (o["port"] ?? o["admin_port"]) as? Int, p > 0
-            else { return nil }
-            return p
-        }
-
-        func startAll() async throws {
-            try write()
-            for w in TraceFleetTests.workers { try start(w) }
-            try start("ingest")
-            for name in TraceFleetTests.workers + ["ingest"] {
-                let up = await eventually(timeout: .seconds(60)) { port(name) != nil }
-                if !up { throw TestFailure("\(name) did not start: \(processes[name]?.log ?? "")") }
-            }
-            ingestURL = "http://127.0.0.1:\(port("ingest")!)"
-        }
-
-        func stop() async {
-            for (_, p) in processes { p.signal(SIGTERM) }
-            for (_, p) in processes where await p.wait(timeout: .seconds(20)) == nil { await p.killNow() }
-            if let ctx = try? CLIContext.load(configPath: config) { await OperabilityTests.deleteTopology(ctx) }
-            if ProcessInfo.processInfo.environment["PAYFLEET_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: dir) }
-        }
-
-        /// POST /v1/events with the sandbox API key; the canonical id ingest answers.
-        func send(_ event: [String: Any], key: String) async throws -> String {
-            var r = URLRequest(url: URL(string: ingestURL + "/v1/events")!)
-            r.httpMethod = "POST"
-            r.setValue("Bearer \(DevCommand.sandboxAPIKey)", forHTTPHeaderField: "Authorization")
-            r.setValue(key, forHTTPHeaderField: "Idempotency-Key")
-            r.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            r.httpBody = try JSONSerialization.data(withJSONObject: event)
-            let (data, response) = try await URLSession.shared.data(for: r)
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            guard status == 202, let o = try JSONSerialization.jsonObject(with: data) as? [String: Any], let id = o["id"] as? String
-            else { throw TestFailure("ingest answered \(status): \(String(decoding: data, as: UTF8.self))") }
-            return id
-        }
-
-        func trace(_ id: String) async throws -> [String: Any] {
-            let r = try await CLIRun.run(["trace", id, "--json", "--config", config], environment: [:], dir: dir)
-            guard r.status == 0, let o = r.json as? [String: Any] else {
-                throw TestFailure("trace \(id) exited \(r.status): \(r.stderr) \(r.stdout.prefix(500))")
-            }
-            return o
-        }
-    }
+    static let workers = ProcessFleet.workers
 
     @Test("A payment, its refund and its dispute: every effect in the trace, by payment, event, provider event and invoice id")
     func paymentRefundDispute() async throws {
-        let fleet = Fleet()
-        do {
-            try await fleet.startAll()
-            try await run(fleet)
-        } catch {
-            await fleet.stop()
-            throw error
-        }
-        await fleet.stop()
+        try await ProcessFleet("trace").run { try await run($0) }
     }
 
-    func run(_ fleet: Fleet) async throws {
-        let tag = String(fleet.stem.split(separator: "-").last!)
+    func run(_ fleet: ProcessFleet) async throws {
+        let tag = fleet.tag
         let payment = "pi_trace\(tag)", invoice = "inv_trace\(tag)", customer = "cus_trace\(tag)"
         let occurred = Date().addingTimeInterval(-60)
         func event(_ type: String, _ sourceID: String, amount: Int64, fee: Int64?, extra: [String: Any] = [:]) -> [String: Any] {
-            var e: [String: Any] = [
-                "schema": "payfleet.event/v1", "type": type, "occurred_at": RFC3339.format(occurred),
-                "source": ["provider": "phonepay", "event_id": sourceID], "merchant_id": "m_acme",
-                "customer": ["id": customer, "name": "Ada Lovelace", "email": "ada@example.com", "phone": "+447700900123"],
-                "payment": ["id": payment, "channel": "phone", "method": "card"],
-                "amount": ["value": amount, "currency": "GBP"],
-            ]
-            if let fee { e["fee"] = ["value": fee, "currency": "GBP"] }
-            for (k, v) in extra { e[k] = v }
-            return e
+            ProcessFleet.phoneEvent(
+                type, sourceID, occurredAt: occurred, customer: customer, payment: payment, amount: amount, fee: fee, extra: extra)
         }
         let paid = try await fleet.send(
             event("payment.succeeded", "pp_pay_\(tag)", amount: 1999, fee: 45, extra: ["invoice_id": invoice]), key: "k1-\(tag)")

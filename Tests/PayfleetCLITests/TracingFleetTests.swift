@@ -16,114 +16,28 @@ import Yams
 /// span names from docs/operations.md ("Tracing over OTLP"), the workers bound to each type from the topology chart.
 @Suite(.serialized)
 struct TracingFleetTests {
-    static let workers = WorkerIdentity.fleet.map(\.name)
-
-    final class Fleet: @unchecked Sendable {
-        let dir = TestEnvironment.makeTempDir("otel-fleet")
-        let stem = TestEnvironment.uniqueName("otel")
-        let receiver = OTLPReceiver()
-        var processes: [String: ChildProcess] = [:]
-        var ingestURL = ""
-        var config: String { dir + "/payfleet.yaml" }
-
-        func write() throws {
-            let text = try String(contentsOfFile: TestEnvironment.repoRoot + "/config/payfleet.yaml", encoding: .utf8)
-            var doc = try #require(try Yams.load(yaml: text) as? [String: Any])
-            doc["broker"] = ["url": TestEnvironment.amqpURL]
-            doc["state_dir"] = dir + "/state"
-            // A base URL: the exporter posts to /v1/traces under it.
-            doc["tracing"] = ["otlp_endpoint": receiver.url, "export_interval": "200ms", "sample_ratio": 1]
-            var ingest = try #require(doc["ingest"] as? [String: Any])
-            ingest["port"] = 0
-            doc["ingest"] = ingest
-            for w in TracingFleetTests.workers {
-                var s = (doc[w] as? [String: Any]) ?? [:]
-                s["name"] = "\(stem)-\(w)"
-                s["admin_port"] = 0
-                s["retry_delays"] = ["200ms", "400ms"]
-                if w == "settlement-aggregator" { s["day_closed_queue"] = "" }
-                doc[w] = s
-            }
-            try Yams.dump(object: doc, sortKeys: true).write(toFile: config, atomically: true, encoding: .utf8)
-        }
-
-        func start(_ name: String) throws {
-            processes[name] = try ChildProcess(
-                executable: TestEnvironment.binDir + "/" + name, arguments: ["--config", config],
-                environment: ["PAYFLEET_READY_FILE": dir + "/\(name).ready"], logPath: dir + "/\(name).log")
-        }
-
-        func port(_ name: String) -> Int? {
-            guard let data = FileManager.default.contents(atPath: dir + "/\(name).ready"),
-                let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                let p = (o["port"] ?? o["admin_port"]) as? Int, p > 0
-            else { return nil }
-            return p
-        }
-
-        func startAll() async throws {
-            try await receiver.start()
-            try write()
-            for w in TracingFleetTests.workers { try start(w) }
-            try start("ingest")
-            for name in TracingFleetTests.workers + ["ingest"] {
-                let up = await eventually(timeout: .seconds(60)) { port(name) != nil }
-                if !up { throw TestFailure("\(name) did not start: \(processes[name]?.log ?? "")") }
-            }
-            ingestURL = "http://127.0.0.1:\(port("ingest")!)"
-        }
-
-        func stop() async {
-            for (_, p) in processes { p.signal(SIGTERM) }
-            for (_, p) in processes where await p.wait(timeout: .seconds(20)) == nil { await p.killNow() }
-            if let ctx = try? CLIContext.load(configPath: config) { await OperabilityTests.deleteTopology(ctx) }
-            receiver.stop()
-            if ProcessInfo.processInfo.environment["PAYFLEET_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: dir) }
-        }
-
-        func send(_ event: [String: Any], key: String, traceparent: String?) async throws -> String {
-            var r = URLRequest(url: URL(string: ingestURL + "/v1/events")!)
-            r.httpMethod = "POST"
-            r.setValue("Bearer \(DevCommand.sandboxAPIKey)", forHTTPHeaderField: "Authorization")
-            r.setValue(key, forHTTPHeaderField: "Idempotency-Key")
-            r.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            if let traceparent { r.setValue(traceparent, forHTTPHeaderField: "traceparent") }
-            r.httpBody = try JSONSerialization.data(withJSONObject: event)
-            let (data, response) = try await URLSession.shared.data(for: r)
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            guard status == 202, let o = try JSONSerialization.jsonObject(with: data) as? [String: Any], let id = o["id"] as? String
-            else { throw TestFailure("ingest answered \(status): \(String(decoding: data, as: UTF8.self))") }
-            return id
-        }
-    }
+    static let workers = ProcessFleet.workers
 
     @Test("One trace per event: ingest's server span, the relay's publish, a process span per worker with apply and effect children")
     func oneTracePerEvent() async throws {
-        let fleet = Fleet()
-        do {
-            try await fleet.startAll()
-            try await run(fleet)
-        } catch {
-            await fleet.stop()
-            throw error
+        let receiver = OTLPReceiver()
+        try await receiver.start()
+        defer { receiver.stop() }
+        let fleet = ProcessFleet("otel")
+        fleet.edit = { doc in
+            // A base URL: the exporter posts to /v1/traces under it.
+            doc["tracing"] = ["otlp_endpoint": receiver.url, "export_interval": "200ms", "sample_ratio": 1]
         }
-        await fleet.stop()
+        try await fleet.run { try await run($0, receiver: receiver) }
     }
 
-    func run(_ fleet: Fleet) async throws {
-        let tag = String(fleet.stem.split(separator: "-").last!)
+    func run(_ fleet: ProcessFleet, receiver: OTLPReceiver) async throws {
+        let tag = fleet.tag
         let payment = "pi_otel\(tag)", customer = "cus_otel\(tag)"
         func event(_ type: String, _ sourceID: String, amount: Int64, fee: Int64?, extra: [String: Any] = [:]) -> [String: Any] {
-            var e: [String: Any] = [
-                "schema": "payfleet.event/v1", "type": type, "occurred_at": RFC3339.format(Date().addingTimeInterval(-60)),
-                "source": ["provider": "phonepay", "event_id": sourceID], "merchant_id": "m_acme",
-                "customer": ["id": customer, "name": "Ada Lovelace", "email": "ada@example.com", "phone": "+447700900123"],
-                "payment": ["id": payment, "channel": "phone", "method": "card"],
-                "amount": ["value": amount, "currency": "GBP"],
-            ]
-            if let fee { e["fee"] = ["value": fee, "currency": "GBP"] }
-            for (k, v) in extra { e[k] = v }
-            return e
+            ProcessFleet.phoneEvent(
+                type, sourceID, occurredAt: Date().addingTimeInterval(-60), customer: customer, payment: payment, amount: amount,
+                fee: fee, extra: extra)
         }
         // The caller's trace context for two of the events (made here, not by the fleet).
         let trace1 = "4bf92f3577b34da6a3ce929d0e0e4736", parent1 = "00f067aa0ba902b7"
@@ -148,7 +62,7 @@ struct TracingFleetTests {
         }
         var spans: [OTLPSpan] = []
         let complete = await eventually(timeout: .seconds(90), every: .milliseconds(500)) {
-            guard let s = try? fleet.receiver.spans() else { return false }
+            guard let s = try? receiver.spans() else { return false }
             spans = s
             return expectedWorkers.allSatisfy { id, workers in
                 Set(processSpans(s, id).map(\.service)) == workers
@@ -160,7 +74,7 @@ struct TracingFleetTests {
             }
         }
         #expect(complete, "spans missing: \(spans.map(\.description).joined(separator: "\n"))")
-        #expect(fleet.receiver.requests.allSatisfy { $0.path == "/v1/traces" && $0.contentType == "application/x-protobuf" })
+        #expect(receiver.requests.allSatisfy { $0.path == "/v1/traces" && $0.contentType == "application/x-protobuf" })
         let byID = Dictionary(spans.map { ($0.spanID, $0) }, uniquingKeysWith: { a, _ in a })
 
         var traces: Set<String> = []
