@@ -77,3 +77,10 @@ public enum TestEnvironment {
         return p.terminationStatus
     }
 }
+
+/// A test's own failure with a message naming what did not happen (a process that did not
+/// start, a publisher that did not connect).
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}

@@ -155,6 +155,16 @@ public final class WorkerProcess: @unchecked Sendable {
         AMQPPublisher(configuration: amqp, name: "test-pub", logger: logger)
     }
 
+    /// A test publisher, connected (throws when the broker does not answer within 60 s).
+    public func connectedPublisher() async throws -> AMQPPublisher {
+        let pub = publisher()
+        guard await pub.waitUntilConnected(timeout: .seconds(60)) else {
+            pub.close()
+            throw TestFailure("the test publisher did not connect to the broker within 60 s")
+        }
+        return pub
+    }
+
     /// Publishes events to the worker's queue through the default exchange (so other tests'
     /// queues bound to `payfleet.events` do not receive them), with confirms, retrying failures
     /// (the worker dedupes whatever did arrive twice).
@@ -172,6 +182,31 @@ public final class WorkerProcess: @unchecked Sendable {
                 _ = await pub.waitUntilConnected(timeout: .seconds(60))
                 try await Task.sleep(for: .milliseconds(100))
             }
+        }
+    }
+
+    /// One event as ingest's relay publishes it to a partitioned worker: to the worker's
+    /// consistent-hash exchange, its type as routing key, the partition headers set.
+    public func partitioned(_ e: PaymentEvent) -> AMQPOutgoing {
+        var headers: [String: AMQPFieldValue] = [:]
+        for (k, v) in Topology.partitionHeaders(for: e) { headers[k] = .string(v) }
+        return AMQPOutgoing(
+            exchange: topology.partitionExchange, routingKey: e.type.rawValue,
+            message: AMQPMessage(body: EventFactory.body(e), messageID: e.id, headers: headers))
+    }
+
+    /// Publishes `events` in order to the partition exchange, 250 at a time with confirms: at
+    /// the first refused one (a broker node lost, a partition), waits 100 ms and sends again
+    /// from there, so each key's events keep their order (the worker dedupes a copy that did
+    /// arrive).
+    public func publishPartitioned(_ events: some Collection<PaymentEvent>, via pub: AMQPPublisher) async {
+        var rest = Array(events)
+        while !rest.isEmpty {
+            let chunk = Array(rest.prefix(250))
+            let results = await pub.publish(batch: chunk.map(partitioned))
+            let ok = results.prefix { if case .success = $0 { true } else { false } }.count
+            rest.removeFirst(ok)
+            if ok < chunk.count { try? await Task.sleep(for: .milliseconds(100)) }
         }
     }
 

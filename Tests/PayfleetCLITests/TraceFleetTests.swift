@@ -194,7 +194,3 @@ struct TraceFleetTests {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}

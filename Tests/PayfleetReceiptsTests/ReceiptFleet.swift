@@ -47,11 +47,6 @@ extension WorkerProcess {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
-
 /// A payment with the customer's contact details as given.
 func receiptEvent(
     _ n: Int, prefix: String, currency: String, amount: Int64, email: String? = "ada@example.com",

@@ -308,23 +308,7 @@ struct ClusterTests {
             let events = (0..<total).map { n in EventFactory.payment(n, prefix: fleet.name, merchant: merchants[n % 16]) }
             let pub = fleet.publisher()
             #expect(await pub.waitUntilConnected(timeout: .seconds(30)))
-            func publish(_ slice: ArraySlice<PaymentEvent>) async {
-                var rest = Array(slice)
-                while !rest.isEmpty {
-                    let chunk = Array(rest.prefix(250))
-                    let out = chunk.map { e in
-                        var headers: [String: AMQPFieldValue] = [:]
-                        for (k, v) in Topology.partitionHeaders(for: e) { headers[k] = .string(v) }
-                        return AMQPOutgoing(
-                            exchange: fleet.topology.partitionExchange, routingKey: e.type.rawValue,
-                            message: AMQPMessage(body: EventFactory.body(e), messageID: e.id, headers: headers))
-                    }
-                    let results = await pub.publish(batch: out)
-                    let ok = results.prefix { if case .success = $0 { true } else { false } }.count
-                    rest.removeFirst(ok)
-                    if ok < chunk.count { try? await Task.sleep(for: .milliseconds(100)) }
-                }
-            }
+            func publish(_ slice: ArraySlice<PaymentEvent>) async { await fleet.publishPartitioned(slice, via: pub) }
             await publish(events[0..<total / 2])
             #expect(try await eventually(timeout: .seconds(60)) { try Self.applied(filesB).distinct >= 200 })
             // Host B goes away: its instances are killed.

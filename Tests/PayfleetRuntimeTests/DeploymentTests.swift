@@ -197,24 +197,7 @@ struct DeploymentTests {
             let index = Dictionary(uniqueKeysWithValues: events.enumerated().map { ($1.id, $0) })
             let pub = fleet.publisher()
             #expect(await pub.waitUntilConnected(timeout: .seconds(30)))
-            func publish(_ slice: ArraySlice<PaymentEvent>) async {
-                var rest = Array(slice)
-                while !rest.isEmpty {
-                    let chunk = Array(rest.prefix(250))
-                    let out = chunk.map { e in
-                        var headers: [String: AMQPFieldValue] = [:]
-                        for (k, v) in Topology.partitionHeaders(for: e) { headers[k] = .string(v) }
-                        return AMQPOutgoing(
-                            exchange: fleet.topology.partitionExchange, routingKey: e.type.rawValue,
-                            message: AMQPMessage(body: EventFactory.body(e), messageID: e.id, headers: headers))
-                    }
-                    let results = await pub.publish(batch: out)
-                    // Publish in order: stop at the first failure and resend from there.
-                    let ok = results.prefix { if case .success = $0 { true } else { false } }.count
-                    rest.removeFirst(ok)
-                    if ok < chunk.count { try? await Task.sleep(for: .milliseconds(100)) }
-                }
-            }
+            func publish(_ slice: ArraySlice<PaymentEvent>) async { await fleet.publishPartitioned(slice, via: pub) }
             await publish(events[0..<total / 2])
             // Kill -9 the active instance of every partition (the one the broker delivers to:
             // its deliveries counter moved) and publish the rest: the standby must take over.

@@ -14,9 +14,7 @@ struct RuntimeIntegrationTests {
         try await DemoFleet.with(prefix: "once") { fleet in
             try await fleet.declare()
             let events = (0..<10_000).map { EventFactory.payment($0, prefix: fleet.name) }
-            let pub = fleet.publisher()
-            let connected = await pub.waitUntilConnected()
-            #expect(connected)
+            let pub = try await fleet.connectedPublisher()
             try await fleet.publish(events, via: pub)
             try await fleet.publish(events, via: pub)
             pub.close()
@@ -45,9 +43,7 @@ struct RuntimeIntegrationTests {
         try await DemoFleet.with(prefix: "kill") { fleet in
             try await fleet.declare()
             let events = (0..<10_000).map { EventFactory.payment($0, prefix: fleet.name) }
-            let pub = fleet.publisher()
-            let connected = await pub.waitUntilConnected()
-            #expect(connected)
+            let pub = try await fleet.connectedPublisher()
             try await fleet.publish(events, via: pub)
             pub.close()
             try fleet.start()
@@ -74,9 +70,7 @@ struct RuntimeIntegrationTests {
         try await DemoFleet.with(prefix: "restart") { fleet in
             try await fleet.declare()
             let events = (0..<6_000).map { EventFactory.payment($0, prefix: fleet.name) }
-            let pub = fleet.publisher()
-            let connected = await pub.waitUntilConnected()
-            #expect(connected)
+            let pub = try await fleet.connectedPublisher()
             try await fleet.publish(Array(events[0..<3_000]), via: pub)
             try fleet.start()
             #expect(try await eventually(timeout: .seconds(60)) { try fleet.applied().rows >= 500 })
@@ -110,9 +104,7 @@ struct RuntimeIntegrationTests {
             try await fleet.declare()
             let flaky = EventFactory.payment(0, prefix: fleet.name, metadata: ["demo_fault": "transient:3"])
             let rest = (1...50).map { EventFactory.payment($0, prefix: fleet.name) }
-            let pub = fleet.publisher()
-            let connected = await pub.waitUntilConnected()
-            #expect(connected)
+            let pub = try await fleet.connectedPublisher()
             try fleet.start()
             try await fleet.publish([flaky] + rest, via: pub)
             pub.close()
@@ -133,9 +125,7 @@ struct RuntimeIntegrationTests {
             let bad = EventFactory.payment(1, prefix: fleet.name, metadata: ["demo_fault": "permanent"])
             let crash = EventFactory.payment(2, prefix: fleet.name, metadata: ["demo_fault": "crash"])
             let good = EventFactory.payment(3, prefix: fleet.name)
-            let pub = fleet.publisher()
-            let connected = await pub.waitUntilConnected()
-            #expect(connected)
+            let pub = try await fleet.connectedPublisher()
             try await fleet.publish([bad, crash], via: pub)
             // The crash kills the worker each time it sees the event; restart it like systemd would.
             // (Deliveries in flight beside a crashing one are charged a delivery too, which is
@@ -177,9 +167,7 @@ struct RuntimeIntegrationTests {
         try await DemoFleet.with(prefix: "term") { fleet in
             try await fleet.declare()
             let events = (0..<8_000).map { EventFactory.payment($0, prefix: fleet.name) }
-            let pub = fleet.publisher()
-            let connected = await pub.waitUntilConnected()
-            #expect(connected)
+            let pub = try await fleet.connectedPublisher()
             try await fleet.publish(events, via: pub)
             pub.close()
             try fleet.start()
@@ -205,9 +193,7 @@ struct RuntimeIntegrationTests {
     func malformedInput() async throws {
         try await DemoFleet.with(prefix: "bad") { fleet in
             try await fleet.declare()
-            let pub = fleet.publisher()
-            let connected = await pub.waitUntilConnected()
-            #expect(connected)
+            let pub = try await fleet.connectedPublisher()
             let good = EventFactory.payment(1, prefix: fleet.name)
             var json = String(decoding: EventFactory.body(good), as: UTF8.self)
             let wrongSchema = json.replacingOccurrences(of: "payfleet.event/v1", with: "payfleet.event/v9")
