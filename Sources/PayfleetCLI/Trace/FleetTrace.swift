@@ -29,6 +29,8 @@ public struct FleetTrace: Sendable {
         public var process: String
         public var partition: Int?
         public var path: String
+        /// The worker this file belongs to (nil for ingest's).
+        public var worker: WorkerIdentity? { WorkerIdentity(rawValue: process) }
         public init(process: String, partition: Int? = nil, path: String) {
             self.process = process
             self.partition = partition
@@ -326,37 +328,38 @@ public struct FleetTrace: Sendable {
     }
 
     /// The worker's own table of events, and whether it has the payment / invoice indexes.
-    static func eventsTable(_ process: String) -> (table: String, payment: String?, invoice: String?)? {
-        switch process {
-        case "crm-sync": return ("crm_events", "crm.1", "crm.1")
-        case "ledger-writer": return ("ledger_events", "ledger.5", "ledger.5")
-        case "settlement-aggregator": return ("settlement_events", "settlement.2", nil)
-        case "receipt-sender": return ("receipts", nil, nil)
-        default: return nil
+    static func eventsTable(_ worker: WorkerIdentity?) -> (table: String, payment: String?, invoice: String?)? {
+        switch worker {
+        case .crmSync: return ("crm_events", "crm.1", "crm.1")
+        case .ledgerWriter: return ("ledger_events", "ledger.5", "ledger.5")
+        case .settlementAggregator: return ("settlement_events", "settlement.2", nil)
+        case .receiptSender: return ("receipts", nil, nil)
+        case .demoWorker, nil: return nil
         }
     }
 
     static func resolveWorker(
         _ id: String, process: String, db: SQLiteConnection, into found: inout Found, only: Set<String>? = nil
     ) throws {
+        let worker = WorkerIdentity(rawValue: process)
         func wants(_ k: String) -> Bool { only?.contains(k) ?? true }
         if wants("event_id") {
             if try has(db, table: "processed"), try db.queryOne("SELECT 1 FROM processed WHERE event_id = ?", [.text(id)]) != nil {
                 found.add(id, as: "event_id")
             }
-            if let t = eventsTable(process), try has(db, table: t.table),
+            if let t = eventsTable(worker), try has(db, table: t.table),
                 try db.queryOne("SELECT 1 FROM \(t.table) WHERE event_id = ?", [.text(id)]) != nil
             {
                 found.add(id, as: "event_id")
             }
         }
-        guard let t = eventsTable(process), try has(db, table: t.table) else { return }
+        guard let t = eventsTable(worker), try has(db, table: t.table) else { return }
         var lookups: [(String, String)] = []
         if wants("payment_id"), let m = t.payment, try migrated(db, m) { lookups.append(("payment_id", "payment_id")) }
         if wants("invoice_id"), let m = t.invoice, try migrated(db, m) { lookups.append(("invoice_id", "invoice_id")) }
         guard !lookups.isEmpty else { return }
         // ledger.5's indexes are partial (WHERE payment_id / invoice_id IS NOT NULL).
-        let partial = process == "ledger-writer"
+        let partial = worker == .ledgerWriter
         let all = partial ? [] : try merchants(db, table: t.table)
         for (kind, column) in lookups {
             for m in partial ? try merchants(db, table: t.table, column: column) : all {
@@ -457,8 +460,8 @@ public struct FleetTrace: Sendable {
         var fields: [String: Value] = [:]
         var rows: [Step] = []
         let at = processedMS ?? 0
-        switch source.process {
-        case "crm-sync":
+        switch source.worker {
+        case .crmSync:
             if try has(db, table: "crm_events"), let r = try db.queryOne(
                 "SELECT type, merchant_id, customer_id, payment_id, invoice_id, currency, amount, outcome, occurred_at FROM crm_events WHERE event_id = ?",
                 [.text(eid)])
@@ -489,7 +492,7 @@ public struct FleetTrace: Sendable {
                         "idempotency_keys": .list(keys), "customer_states": .int(Int64(customers)),
                     ], rank: 4))
             }
-        case "receipt-sender":
+        case .receiptSender:
             if try has(db, table: "receipts"), let r = try db.queryOne(
                 "SELECT type, merchant_id, status, has_email, has_phone FROM receipts WHERE event_id = ?", [.text(eid)])
             {
@@ -518,7 +521,7 @@ public struct FleetTrace: Sendable {
                         ], rank: 4))
                 }
             }
-        case "ledger-writer":
+        case .ledgerWriter:
             if try has(db, table: "ledger_events"), let r = try db.queryOne(
                 "SELECT type, merchant_id, payment_id, invoice_id, currency, amount, business_day, txid, outcome, provider, occurred_at FROM ledger_events WHERE event_id = ?",
                 [.text(eid)])
@@ -549,7 +552,7 @@ public struct FleetTrace: Sendable {
                         ], rank: 3))
                 }
             }
-        case "settlement-aggregator":
+        case .settlementAggregator:
             if try has(db, table: "settlement_events"), let r = try db.queryOne(
                 "SELECT type, merchant_id, payment_id, currency, amount, business_day, late, arrived_at, outcome, provider, occurred_at FROM settlement_events WHERE event_id = ?",
                 [.text(eid)])
@@ -583,7 +586,7 @@ public struct FleetTrace: Sendable {
                     atMS: at, eventID: eid, process: source.process, partition: source.partition, file: source.path,
                     step: "settlement", fields: s, rank: 3))
             }
-        default:
+        case .demoWorker, nil:
             break
         }
         if let processedMS {
