@@ -3,6 +3,7 @@ import Logging
 import PayfleetAMQP
 import PayfleetCRMSync
 import PayfleetCore
+import PayfleetIngest
 import PayfleetLedger
 import PayfleetReceipts
 import PayfleetStore
@@ -344,6 +345,37 @@ struct RepartitionStateTests {
         #expect(try Self.crmFigures(home)["\(together.0)|m_acme|GBP"] == Figures(paid: 5_000, refunded: 1_500))
         let refundID = Self.coupled(together.0, together.1, 2_000)[1].id
         #expect(try Self.strings(home, "SELECT customer_id FROM crm_events WHERE event_id = '\(refundID)'") == [together.0])
+    }
+
+    @Test("payfleet partitions resize crm-sync: keys sharing state that the new layout would part are refused before the relay is paused, and by a dry run")
+    func crmRefusedByCommand() async throws {
+        var o = WorkerProcess.Options.worker("crm-sync", prefix: "rszc")
+        o.adminPort = 0
+        try await WorkerProcess.with(o) { fleet in
+            try await fleet.declare()
+            let candidates = (0..<40).map { ("cus_cmd\($0)", "pi_cmd\($0)") }
+            let own2 = try await Self.owners(candidates.flatMap { [$0.0, $0.1] }, 2, .customer)
+            guard let apart = candidates.first(where: { own2[$0.0] != own2[$0.1] }) else {
+                Issue.record("no pair the 2-partition layout parts: \(own2)")
+                return
+            }
+            var hs: [HandlerHarness<CRMHandler>]? = try await Self.harnesses([fleet.dbPath]) { try Self.crmHandler(fleet.dir) }
+            try await hs![0].apply(Self.crmEvents(0..<30, prefix: "rszc") + Self.coupled(apart.0, apart.1, 500))
+            hs = nil
+            let outbox = try await Outbox(path: fleet.dir + "/state/ingest.sqlite", logger: Logger(label: "test-ingest"))
+            for extra in [["--dry-run"], []] {
+                let run = try await fleet.cli(["partitions", "resize", "crm-sync", "--to", "2", "--pause-timeout", "1s"] + extra)
+                print("resize crm-sync \(extra): \(run.stderr)")
+                #expect(run.status != 0, "\(extra) \(run.stdout)")
+                #expect(run.stderr.contains("table 'crm_events'") && run.stderr.contains(apart.0) && run.stderr.contains(apart.1)
+                    && run.stderr.contains("nothing was changed"), "\(extra) \(run.stderr)")
+                #expect(!run.stderr.contains("did not acknowledge the pause"), "refused before the pause")
+            }
+            #expect(try await outbox.relayPause() == nil)
+            #expect(FileManager.default.fileExists(atPath: fleet.dbPath))
+            let left = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state").filter { $0.contains(".resize-") }
+            #expect(left.isEmpty)
+        }
     }
 
     // MARK: receipt-sender
