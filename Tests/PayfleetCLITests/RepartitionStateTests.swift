@@ -111,6 +111,21 @@ struct RepartitionStateTests {
         return out
     }
 
+    /// merchant → its transactions (by rowid) and postings (by id), in the file's order.
+    static func order(_ path: String) throws -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        let db = try SQLiteConnection(path: path, readOnly: true)
+        for r in try db.query("SELECT merchant_id, txid FROM transactions ORDER BY rowid") {
+            out[r.string(0) ?? "", default: []].append("tx " + (r.string(1) ?? ""))
+        }
+        for r in try db.query(
+            "SELECT t.merchant_id, p.txid, p.account, p.amount FROM postings p JOIN transactions t ON t.txid = p.txid ORDER BY p.id")
+        {
+            out[r.string(0) ?? "", default: []].append("p \(r.string(1) ?? "") \(r.string(2) ?? "") \(r.int(3) ?? 0)")
+        }
+        return out
+    }
+
     @Test("ledger-writer 2 → 4: each merchant's books in the file that owns it, every transaction balanced in its file, balances as before, manual entries with their transaction")
     func ledgerTwoToFour() async throws {
         let dir = TestEnvironment.makeTempDir("rsz-ledger")
@@ -141,6 +156,7 @@ struct RepartitionStateTests {
             _ = try journal.revert(transactionID: posted.transactionID, date: "2026-01-06", reason: "wrong month")
         }
         let oldBalances = try old.map(Self.balances).reduce(into: [String: Int64]()) { $0.merge($1) { a, _ in a } }
+        let oldOrder = try old.map(Self.order).reduce(into: [String: [String]]()) { $0.merge($1) { a, _ in a } }
         #expect(oldBalances == (try Self.balances(reference.path)))
         hs = nil
 
@@ -164,6 +180,9 @@ struct RepartitionStateTests {
             let b = try Self.balances(f)
             #expect(b == refBalances.filter { mine.contains(String($0.key.split(separator: "|")[0])) }, "file \(i): its merchants' balances as the reference's")
             seen.merge(b) { a, _ in a }
+            for (m, rows) in try Self.order(f) {
+                #expect(rows == oldOrder[m], "file \(i): \(m)'s transactions and postings in their old order")
+            }
             let manual = try Self.strings(f, "SELECT txid FROM manual_entries ORDER BY txid")
             #expect(manual == (mine.contains(manualMerchant) ? ["man_rsz1", "man_rsz1/revert"] : []), "file \(i) manual entries \(manual)")
         }

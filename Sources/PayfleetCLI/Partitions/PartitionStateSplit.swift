@@ -354,7 +354,11 @@ struct PartitionStateSplit: Sendable {
             for (_, old) in existingOld {
                 try db.execute("ATTACH DATABASE ? AS src", [.text(old)])
                 try db.transaction {
-                    let srcTables = try db.query("SELECT name FROM src.sqlite_master WHERE type = 'table'").compactMap { $0.string(0) }
+                    let srcObjects = try db.query("SELECT name, sql FROM src.sqlite_master WHERE type = 'table'")
+                    let srcTables = srcObjects.compactMap { $0.string(0) }
+                    // Rowid tables keep their old row order (`ORDER BY rowid`; FleetTrace lists an
+                    // event's transactions by rowid); WITHOUT ROWID ones are ordered by their key.
+                    let withoutRowid = Set(srcObjects.filter { ($0.string(1) ?? "").uppercased().contains("WITHOUT ROWID") }.compactMap { $0.string(0) })
                     for table in srcTables {
                         guard let rule = rules.tables[table], mainTables.contains(table) || rule == .schema else {
                             throw CLIFailure("\(old) has table '\(table)' that \(template) has not: migrate every partition file with this version first")
@@ -390,7 +394,7 @@ struct PartitionStateSplit: Sendable {
                             let kept = cols.filter { $0 != renumber }
                             let list = kept.map { "\"\($0)\"" }.joined(separator: ", ")
                             let select = kept.map { "t.\"\($0)\"" }.joined(separator: ", ")
-                            let order = renumber.map { " ORDER BY t.\"\($0)\"" } ?? ""
+                            let order = renumber.map { " ORDER BY t.\"\($0)\"" } ?? (withoutRowid.contains(table) ? "" : " ORDER BY t.rowid")
                             try db.execute(
                                 "INSERT INTO main.\"\(table)\" (\(list)) SELECT \(select) FROM src.\"\(table)\" AS t WHERE \(key) IN (SELECT k FROM temp.owned)\(order)")
                         }
