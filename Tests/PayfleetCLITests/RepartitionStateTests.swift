@@ -91,12 +91,45 @@ struct RepartitionStateTests {
         Merchant(id: "m_rl\($0)", timeZone: "UTC", currencies: EventFactory.currencies)
     }
 
+    /// Blocks of ten events of one merchant: payments (one naming an invoice), a refund without
+    /// a customer, a failure, a dispute and its close, an invoice without a customer, a failed
+    /// refund and a reversal,
+    /// so every ledger table has rows (reclassifications, unresolved receivables, reversals).
     static func ledgerEvents(_ range: Range<Int>) -> [PaymentEvent] {
         range.map { n in
-            let types: [PaymentEvent.EventType] = [
-                .paymentSucceeded, .paymentSucceeded, .paymentSucceeded, .paymentRefunded, .paymentFailed, .paymentDisputed,
-            ]
-            return EventFactory.payment(n, prefix: "rl", type: types[n % types.count], merchant: "m_rl\((n * 7) % 12)")
+            let m = "m_rl\((n / 10 * 7) % 12)"
+            let b = n - n % 10
+            var e: PaymentEvent
+            switch n % 10 {
+            case 0, 1, 2:
+                e = EventFactory.payment(n, prefix: "rl", type: .paymentSucceeded, merchant: m)
+                if n % 10 == 2 { e.invoiceID = "in_rl_\(b + 6)" }
+            case 3:
+                e = EventFactory.payment(n, prefix: "rl", type: .paymentRefunded, merchant: m, metadata: ["refund_id": "re_rl_\(n)"])
+                e.payment?.id = "pi_rl_\(b)"
+                e.customer = nil
+            case 4: e = EventFactory.payment(n, prefix: "rl", type: .paymentFailed, merchant: m)
+            case 5:
+                e = EventFactory.payment(n, prefix: "rl", type: .paymentDisputed, merchant: m)
+                e.payment?.id = "pi_rl_\(b + 1)"
+            case 6:
+                // Without a customer: found through the payment at 2 in even blocks, else unresolved.
+                e = EventFactory.payment(n, prefix: "rl", type: .invoiceIssued, merchant: m)
+                e.invoiceID = (b / 10) % 2 == 0 ? "in_rl_\(n)" : "in_rl_open_\(n)"
+                e.payment = nil
+                e.customer = nil
+            case 7:
+                e = EventFactory.payment(n, prefix: "rl", type: .refundFailed, merchant: m, metadata: ["refund_id": "re_rl_\(b + 3)"])
+                e.payment?.id = "pi_rl_\(b)"
+                e.customer = nil
+            case 8:
+                e = EventFactory.payment(n, prefix: "rl", type: .paymentReversed, merchant: m)
+                e.payment?.id = "pi_rl_\(b + 2)"
+            default:
+                e = EventFactory.payment(n, prefix: "rl", type: .disputeClosed, merchant: m, metadata: ["outcome": "won"])
+                e.payment?.id = "pi_rl_\(b + 1)"
+            }
+            return e
         }
     }
 
@@ -187,6 +220,12 @@ struct RepartitionStateTests {
             #expect(manual == (mine.contains(manualMerchant) ? ["man_rsz1", "man_rsz1/revert"] : []), "file \(i) manual entries \(manual)")
         }
         #expect(seen == oldBalances, "balances per merchant, account and currency over the new files equal the old totals")
+        for table in ["reversals", "unresolved_receivables", "booked_originals", "customer_links", "customer_accounts", "manual_entries"] {
+            let n = try files.reduce(0) { $0 + Int(try Self.strings($1, "SELECT count(*) FROM \(table)")[0])! }
+            #expect(n > 0, "the mix gave \(table) rows to split")
+        }
+        let reclass = try files.reduce(0) { $0 + Int(try Self.strings($1, "SELECT count(*) FROM transactions WHERE kind = 'reclass'")[0])! }
+        print("ledger split: \(reclass) reclassifying transactions")
 
         // The new files carry on as the reference: the old events again are duplicates, new ones book as there.
         let nhs = try await Self.harnesses(files, make)
