@@ -405,7 +405,7 @@ struct RepartitionStateTests {
         #expect(try Self.strings(home, "SELECT customer_id FROM crm_events WHERE event_id = '\(refundID)'") == [together.0])
     }
 
-    @Test("payfleet partitions resize crm-sync: keys sharing state that the new layout would part are refused before the relay is paused, and by a dry run")
+    @Test("payfleet partitions resize crm-sync: keys sharing state that the new layout would part are refused before the relay is paused, and by a dry run; kept together, the command resizes 1 → 2")
     func crmRefusedByCommand() async throws {
         var o = WorkerProcess.Options.worker("crm-sync", prefix: "rszc")
         o.adminPort = 0
@@ -433,6 +433,31 @@ struct RepartitionStateTests {
             #expect(FileManager.default.fileExists(atPath: fleet.dbPath))
             let left = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state").filter { $0.contains(".resize-") }
             #expect(left.isEmpty)
+
+            // The same state with a pair the new layout keeps together: the command resizes.
+            guard let together = candidates.first(where: { own2[$0.0] == own2[$0.1] }) else {
+                Issue.record("no pair the 2-partition layout keeps together: \(own2)")
+                return
+            }
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: fleet.dbPath + suffix) }
+            let base = Self.crmEvents(0..<30, prefix: "rszc")
+            hs = try await Self.harnesses([fleet.dbPath]) { try Self.crmHandler(fleet.dir) }
+            try await hs![0].apply(base + Self.coupled(together.0, together.1, 500), performEffects: true)
+            hs = nil
+            let run = try await fleet.cli(["partitions", "resize", "crm-sync", "--to", "2", "--ingest-stopped", "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            print("resize crm-sync 1 → 2: \(run.json ?? run.stdout)")
+            let files = (0..<2).map { fleet.dir + "/state/\(fleet.name).p\($0).sqlite" }
+            let own = try await Self.owners(base.map(\.customerKey) + [together.0], 2, .customer)
+            let expected = Self.facts(base).merging(["\(together.0)|m_acme|GBP": Figures(paid: 5_000, refunded: 1_500)]) { a, _ in a }
+            for (i, f) in files.enumerated() {
+                #expect(try Self.crmFigures(f) == expected.filter { own[String($0.key.split(separator: "|")[0])] == i }, "file \(i): its customers' balances")
+            }
+            #expect(try await outbox.relayPause() == nil)
+            let s = try await AMQPSession.connect(fleet.amqp)
+            let topo = WorkerTopology(name: fleet.name, routingKeys: [], partitions: 2, partitionKey: .customer, retryDelaysMS: [200, 400, 800])
+            _ = try? await s.declare { d in for q in topo.declarations.queues.map(\.name) { try d.delete(queue: q) } }
+            await s.close()
         }
     }
 

@@ -177,13 +177,15 @@ struct Resizer {
         }
         // Keys that share state must land together (crm-sync): refused now rather than after the
         // pause (checked again on the drained files).
-        let owners = try await PartitionProbe.owners(
-            keys: Array(knownKeys.keys), partitions: to, header: header, stem: stem, amqp: ctx.amqp)
-        try await thread.run { try split.checkCouplings(newOwner: owners) }
-        if command.dryRun {
-            let moving = knownKeys.filter { owners[$0.key] != $0.value || old.partitions == 1 }.count
-            say("plan: \(section) \(old.partitions) → \(to) partitions; \(knownKeys.count) keys known, \(moving) change files; preconditions hold; nothing was changed (dry run)")
-            return
+        if command.dryRun || !rules.couplings.isEmpty {
+            let owners = try await PartitionProbe.owners(
+                keys: Array(knownKeys.keys), partitions: to, header: header, stem: stem, amqp: ctx.amqp)
+            try await thread.run { try split.checkCouplings(newOwner: owners) }
+            if command.dryRun {
+                let moving = knownKeys.filter { owners[$0.key] != $0.value || old.partitions == 1 }.count
+                say("plan: \(section) \(old.partitions) → \(to) partitions; \(knownKeys.count) keys known, \(moving) change files; preconditions hold; nothing was changed (dry run)")
+                return
+            }
         }
 
         // Locks held until the end: no second resize, and no DLQ command (a replay publishes to
