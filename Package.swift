@@ -175,7 +175,7 @@ let package = Package(
                 "PayfleetCLI", "PayfleetTestKit", "PayfleetAMQP", "PayfleetCore", "PayfleetWorker", "payfleet",
                 "payfleet-demo-worker", "PayfleetIngest", "PayfleetLedger", "PayfleetSettlement", "PayfleetCRMSync",
                 "PayfleetStore", "PayfleetTelemetry", "ingest", "ledger-writer", "settlement-aggregator",
-                "crm-sync", "receipt-sender",
+                "crm-sync", "receipt-sender", "PayfleetReceipts",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]),

@@ -3,6 +3,7 @@ import Logging
 import PayfleetAMQP
 import PayfleetCore
 import PayfleetIngest
+import PayfleetLedger
 import PayfleetStore
 import PayfleetTestKit
 import PayfleetWorker
@@ -181,7 +182,7 @@ struct RepartitionTests {
         }
     }
 
-    @Test("refused with a clear error and nothing changed: DLQ not empty, relay not answering, no rules, same count")
+    @Test("refused with a clear error and nothing changed: DLQ not empty, relay not answering, a table without a rule, same count")
     func refusals() async throws {
         try await WorkerProcess.with(Self.options(prefix: "rszno")) { fleet in
             try await fleet.declare()
@@ -197,8 +198,13 @@ struct RepartitionTests {
 
             let same = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "2"])
             #expect(same.status != 0 && same.stderr.contains("already has 2 partitions"), "\(same.stderr)")
-            let noRules = try await fleet.cli(["partitions", "resize", "ledger-writer", "--to", "2"])
-            #expect(noRules.status != 0 && noRules.stderr.contains("no partition rules for 'ledger-writer'"), "\(noRules.stderr)")
+            // A table the rules do not know: refused before anything is paused, naming the table.
+            let stray = try SQLiteConnection(path: fleet.dbPath(partition: 0))
+            try stray.executeScript("CREATE TABLE scratch (x TEXT)")
+            let unknown = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "4"])
+            #expect(unknown.status != 0 && unknown.stderr.contains("table 'scratch' in") && unknown.stderr.contains("has no partition rule"), "\(unknown.stderr)")
+            #expect(try await ingest.outbox.relayPause() == nil)
+            try stray.executeScript("DROP TABLE scratch")
 
             // Ingest's relay not running: the pause is never acknowledged, and is lifted again.
             let silent = try await fleet.cli(["partitions", "resize", "demo-worker", "--to", "4", "--pause-timeout", "1s"])
@@ -249,6 +255,120 @@ struct RepartitionTests {
             #expect(all)
             let left = try FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/state").filter { $0.contains(".resize-") }
             #expect(left.isEmpty)
+        }
+    }
+
+    /// (merchant, account, currency) → balance over `paths`.
+    static func ledgerBalances(_ paths: [String]) throws -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        for path in paths where FileManager.default.fileExists(atPath: path) {
+            let db = try SQLiteConnection(path: path, readOnly: true)
+            for r in (try? db.query(
+                "SELECT t.merchant_id, p.account, p.currency, SUM(p.amount) FROM postings p JOIN transactions t ON t.txid = p.txid GROUP BY 1, 2, 3")) ?? []
+            {
+                out["\(r.string(0) ?? "")|\(r.string(1) ?? "")|\(r.string(2) ?? "")", default: 0] += r.int(3) ?? 0
+            }
+        }
+        return out
+    }
+
+    /// (event id, merchant) of ledger_events per partition file.
+    static func ledgerEvents(_ fleet: WorkerProcess, partitions: Int) throws -> [[(id: String, merchant: String)]] {
+        try (0..<partitions).map { p in
+            let path = fleet.dir + "/state/\(fleet.name).p\(p).sqlite"
+            guard FileManager.default.fileExists(atPath: path) else { return [] }
+            let rows = (try? SQLiteConnection(path: path, readOnly: true).query("SELECT event_id, merchant_id FROM ledger_events")) ?? []
+            return rows.map { ($0.string(0) ?? "", $0.string(1) ?? "") }
+        }
+    }
+
+    @Test("ledger-writer 2 → 4 with the real command: each merchant's books in one file, every transaction balanced in its file, balances equal to one ledger of every event, redeliveries not booked twice")
+    func ledgerTwoToFour() async throws {
+        let merchants = (0..<10).map { "m_rszl\($0)" }
+        var o = WorkerProcess.Options.worker("ledger-writer", prefix: "rszl")
+        o.partitions = 2
+        o.adminPort = 0
+        o.batchSize = 100
+        o.topLevelYAML = "merchants:\n" + merchants.map { "  - id: \($0)\n    timezone: UTC\n    currencies: [\(EventFactory.currencies.joined(separator: ", "))]\n" }.joined()
+        o.sectionYAML = ["unknown_customer: Unidentified"]
+        let started = ContinuousClock.now
+        try await WorkerProcess.with(o) { fleet in
+            try await fleet.declare()
+            let old = [try fleet.startInstance(partition: 0), try fleet.startInstance(partition: 1)]
+            let ingest = try await Ingest.start(fleet)
+            defer { ingest.stop() }
+            let types: [PaymentEvent.EventType] = [.paymentSucceeded, .paymentSucceeded, .paymentRefunded, .paymentFailed, .paymentDisputed]
+            let all = (0..<600).map { EventFactory.payment($0, prefix: fleet.name, type: types[$0 % types.count], merchant: merchants[($0 * 3) % 10]) }
+            let first = Array(all[0..<400])
+            let second = Array(all[400...])
+            try await ingest.accept(first)
+            let booked = try await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                try Self.ledgerEvents(fleet, partitions: 2).reduce(0) { $0 + $1.count } == first.count
+            }
+            #expect(booked, "the 2-partition ledger booked the first events")
+            let before = try Self.ledgerBalances((0..<2).map { fleet.dbPath(partition: $0) })
+            let run = try await fleet.cli([
+                "partitions", "resize", "ledger-writer", "--to", "4", "--json",
+                "--stop-command", "kill -TERM \(old[0].pid) \(old[1].pid)", "--drain-timeout", "30s", "--stop-timeout", "30s",
+            ])
+            #expect(run.status == 0, "resize failed: \(run.stderr)")
+            let figures = run.json as? [String: Any] ?? [:]
+            print("ledger resize figures: \(figures)")
+            for c in old { _ = await c.wait(timeout: .seconds(10)) }
+            let moved = (0..<4).map { fleet.dir + "/state/\(fleet.name).p\($0).sqlite" }
+            #expect(try Self.ledgerBalances(moved) == before, "balances over the 4 new files equal the 2 old ones")
+            let config = try String(contentsOfFile: fleet.configPath, encoding: .utf8)
+            try config.replacingOccurrences(of: "partitions: 2", with: "partitions: 4")
+                .write(toFile: fleet.configPath, atomically: true, encoding: .utf8)
+            let new = try (0..<4).map { try fleet.startInstance(partition: $0) }
+            defer { for c in new { c.signal(SIGKILL) } }
+            try await ingest.accept(second)
+            // Redeliveries of events booked before the resize, through the new layout.
+            let again = Array(first.shuffled().prefix(100))
+            let pub = fleet.publisher()
+            defer { pub.close() }
+            #expect(await pub.waitUntilConnected(timeout: .seconds(30)))
+            let out = again.map { e in
+                var headers: [String: AMQPFieldValue] = [:]
+                for (k, v) in Topology.partitionHeaders(for: e) { headers[k] = .string(v) }
+                return AMQPOutgoing(
+                    exchange: fleet.topology.partitionExchange, routingKey: e.type.rawValue,
+                    message: AMQPMessage(body: EventFactory.body(e), messageID: e.id, headers: headers))
+            }
+            let results = await pub.publish(batch: out)
+            #expect(results.allSatisfy { if case .success = $0 { true } else { false } }, "redeliveries published")
+            let done = try await eventually(timeout: .seconds(30), every: .milliseconds(250)) {
+                let pending = try await ingest.outbox.pendingCount()
+                var queued = 0
+                for p in 0..<4 { queued += try await fleet.depth(fleet.topology.queue(partition: p)) }
+                return try Self.ledgerEvents(fleet, partitions: 4).reduce(0) { $0 + $1.count } >= all.count && pending == 0 && queued == 0
+            }
+            try await Task.sleep(for: .seconds(1))
+            let files = try Self.ledgerEvents(fleet, partitions: 4)
+            let rows = files.flatMap { $0 }
+            #expect(done, "booked \(files.map(\.count)) of \(all.count)")
+            #expect(rows.count == all.count && Set(rows.map(\.id)) == Set(all.map(\.id)), "every event booked once: \(rows.count) rows for \(all.count) events")
+            // A merchant's events before the resize (moved by the split) and after it (routed by
+            // the broker to its new partition) are in one file.
+            var fileOf: [String: Set<Int>] = [:]
+            for (p, list) in files.enumerated() { for r in list { fileOf[r.merchant, default: []].insert(p) } }
+            #expect(fileOf.count == merchants.count && fileOf.values.allSatisfy { $0.count == 1 }, "merchants per file: \(fileOf)")
+            #expect(Set(fileOf.values.map { $0.first! }).count > 2, "the merchants spread over the new partitions: \(fileOf)")
+            for f in moved {
+                let db = try SQLiteConnection(path: f, readOnly: true)
+                #expect(try db.query("SELECT txid FROM postings GROUP BY txid, currency HAVING SUM(amount) <> 0").isEmpty, "\(f) balanced")
+            }
+            // The reference: one ledger of every event through the same handler.
+            let reference = try await HandlerHarness(
+                handler: LedgerHandler(merchants: merchants.map { Merchant(id: $0, timeZone: "UTC", currencies: EventFactory.currencies) }),
+                name: "ledger-ref")
+            try await reference.apply(all)
+            #expect(try Self.ledgerBalances(moved) == (try Self.ledgerBalances([reference.path])), "balances equal one ledger of every event")
+            print("ledger resize run: \(all.count) events (\(first.count) before), \(again.count) redelivered, rows per file \(files.map(\.count)), \(ContinuousClock.now - started)")
+            let s = try await AMQPSession.connect(fleet.amqp)
+            let topo = WorkerTopology(name: fleet.name, routingKeys: [], partitions: 4, retryDelaysMS: [200, 400, 800])
+            _ = try? await s.declare { d in for q in topo.declarations.queues.map(\.name) { try d.delete(queue: q) } }
+            await s.close()
         }
     }
 }

@@ -6,59 +6,209 @@ import PayfleetStore
 /// Where each table's rows go when a worker's partitions change (`payfleet partitions resize`).
 ///
 /// - `keyed`: business state of one partition key (the value the worker's consistent-hash
-///   exchange hashes: the merchant id for merchant-partitioned workers). The rows of a key go to
-///   the one new file whose partition owns the key, in their old order (`renumber`: an
-///   AUTOINCREMENT column given new values, in the old order, because rows of several old files
-///   meet in one new file).
-/// - `everywhere`: the dedupe window (`processed`) and the effect journal. They are keyed by
-///   event id, not by partition key, and an event id names one event: a new file that holds ids
-///   of events it will never see loses nothing, while a file that missed the id of an event it
-///   will see again (a redelivery after the resize) would apply it twice. So every new file gets
-///   the union of the old files' rows; pruning by `processed_retention` shrinks them again.
+///   exchange hashes: the merchant id for merchant-partitioned workers, `PaymentEvent.customerKey`
+///   for customer-partitioned ones). The rows of a key go to the one new file whose partition
+///   owns the key, in their old order (`renumber`: an INTEGER PRIMARY KEY or AUTOINCREMENT column
+///   given new values, in the old order, because rows of several old files meet in one new file;
+///   nothing may reference such a column). The key of a row is a column (`.column`), an SQL
+///   expression over the row (`.expression`, for a key that is not one column), or the key of
+///   the row of another keyed table it references (`.parent`: a posting has its transaction's
+///   merchant). A row whose key is NULL (a posting without its transaction) stops the resize.
+/// - `everywhere`: tables keyed by event id: the dedupe window (`processed`), the effect journal,
+///   receipt-sender's receipts and delivery journal. An event id names one event: a new file
+///   that holds ids of events it will never see loses nothing, while a file that missed the id of
+///   an event it will see again (a redelivery after the resize) would apply or send it twice. So
+///   every new file gets the union of the old files' rows. A row in two old files (a copy left by
+///   an earlier resize, progressed only in the file that owned its key) keeps the copy that is
+///   furthest on by `newest` (compared left to right: attempts, then updated_at…), never a
+///   stale `intent` over a `done`.
 /// - `schema`: `schema_migrations` and SQLite's own tables, recreated with the schema.
 /// - `rebuilt`: the dead-letter index (`dead_letters`, runtime.3): created empty. The resize
 ///   refuses a non-empty DLQ, so the index has nothing to carry; a stale row would only be a
 ///   divergence the CLI repairs from the queue (see `DLQIndex`).
 ///
+/// `couplings`: state that ties two keys together inside one file (crm-sync: a refund without a
+/// customer, keyed by its payment id, counted in its customer's balance). Such keys can only be
+/// split if the new layout puts them in one file; otherwise the resize refuses, naming the table
+/// and the keys, because either side alone would be wrong. `invariants` must hold in every new
+/// file, `conserved` sums over all new files must equal the old ones.
+///
 /// A table without a rule stops the resize before anything changes: the command cannot know
 /// where its rows belong.
 public struct PartitionStateRules: Sendable {
+    public enum Key: Sendable, Equatable {
+        case column(String)
+        /// SQL over one row; `$.` stands for the row's table (`$.customer_id`).
+        case expression(String)
+        /// The key of the row of `table` whose `parentColumn` equals this row's `column`.
+        case parent(column: String, table: String, parentColumn: String)
+    }
+
     public enum Rule: Sendable, Equatable {
-        case keyed(column: String, renumber: String?)
+        case keyed(Key, renumber: String?)
         case everywhere
         case schema
         case rebuilt
     }
 
+    /// Keys that must stay in one file: `sql` returns (group, key) rows from one file; all keys
+    /// of a group must have one new owner.
+    public struct Coupling: Sendable {
+        public let table: String
+        public let why: String
+        public let sql: String
+    }
+
+    /// `sql` must return no row in any new file; its first column names the offender.
+    public struct Invariant: Sendable {
+        public let what: String
+        public let sql: String
+    }
+
+    /// Sums that the split must keep: `SUM(value)` per `group` over all files, old and new alike.
+    public struct Conserved: Sendable {
+        public let table: String
+        public let group: [String]
+        public let values: [String]
+    }
+
     public let section: String
     public let partitionKey: WorkerTopology.PartitionKey
     public let tables: [String: Rule]
+    public var couplings: [Coupling] = []
+    public var invariants: [Invariant] = []
+    public var conserved: [Conserved] = []
+    /// For an `everywhere` table: how to tell the copy that is furthest on (SQL over the row,
+    /// `$.` for the row; compared left to right, greater wins).
+    public var newest: [String: [String]] = [:]
+
+    init(section: String, partitionKey: WorkerTopology.PartitionKey, tables: [String: Rule]) {
+        self.section = section
+        self.partitionKey = partitionKey
+        self.tables = tables
+        newest = Self.runtimeNewest
+    }
 
     static let runtime: [String: Rule] = [
-        "processed": .everywhere, "effect_journal": .everywhere, "schema_migrations": .schema, "sqlite_sequence": .schema,
-        "dead_letters": .rebuilt,
+        "processed": .everywhere, "effect_journal": .everywhere,
+        "schema_migrations": .schema, "sqlite_sequence": .schema, "dead_letters": .rebuilt,
     ]
 
-    /// The workers whose state the command can split: the demo worker (`applied`) and
-    /// settlement-aggregator (every table has its merchant). ledger-writer (customer account
-    /// names shared across a merchant's transactions, manual entries), crm-sync and
-    /// receipt-sender (customer keys that are not one column) have no rules yet.
+    /// The key crm-sync's exchange hashes for a recorded event (`PaymentEvent.customerKey`: the
+    /// customer id the event carried, else its payment id, else its merchant). `own_customer`
+    /// says whether `customer_id` came with the event (1) or through a payment/invoice link (0).
+    static let runtimeNewest: [String: [String]] = ["effect_journal": ["$.attempts", "$.updated_at", "$.state = 'done'"]]
+
+    static let crmEventKey =
+        "CASE WHEN $.own_customer = 1 THEN $.customer_id ELSE COALESCE($.payment_id, $.merchant_id) END"
+
+    /// The workers whose state the command can split (docs/operations.md, "Change the number of
+    /// partitions"):
+    /// - demo-worker (`applied`, by merchant, `seq` renumbered);
+    /// - settlement-aggregator: every table has its merchant;
+    /// - ledger-writer: every table has its merchant but `postings` (renumbered), `transaction_checks`
+    ///   and `manual_entries`, which follow their transaction's merchant; every new file is checked
+    ///   balanced (each transaction's postings sum to zero per currency) and the sum per account
+    ///   and currency over the new files must equal the old one;
+    /// - crm-sync: customer state by customer id; `crm_events` by the key each event was routed
+    ///   by; refused when a customerless event (keyed by its payment id or merchant) and the
+    ///   customer it reached through a link, or two keys sharing a payment, invoice or refund id
+    ///   in one file, would go to different new files (`couplings`);
+    /// - receipt-sender: `receipts` and `receipt_deliveries` are per event and do not store the
+    ///   event's customer key: everywhere, like `processed`, so no receipt is sent twice.
     public static func forWorker(_ section: String) -> PartitionStateRules? {
         switch section {
         case "demo-worker":
             return PartitionStateRules(
                 section: section, partitionKey: .merchant,
-                tables: runtime.merging(["applied": .keyed(column: "merchant_id", renumber: "seq")]) { a, _ in a })
+                tables: runtime.merging(["applied": .keyed(.column("merchant_id"), renumber: "seq")]) { a, _ in a })
         case "settlement-aggregator":
             var t = runtime
             for table in ["settlement_events", "settlement_totals", "settlement_days", "settlement_adjustments",
                           "settlement_outbox", "settlement_pending_fees"]
             {
-                t[table] = .keyed(column: "merchant_id", renumber: nil)
+                t[table] = .keyed(.column("merchant_id"), renumber: nil)
             }
             return PartitionStateRules(section: section, partitionKey: .merchant, tables: t)
+        case "ledger-writer":
+            var t = runtime
+            for table in ["transactions", "ledger_events", "customer_links", "unresolved_receivables", "booked_originals",
+                          "reversals", "customer_accounts"]
+            {
+                t[table] = .keyed(.column("merchant_id"), renumber: nil)
+            }
+            let byTransaction = Key.parent(column: "txid", table: "transactions", parentColumn: "txid")
+            t["postings"] = .keyed(byTransaction, renumber: "id")
+            t["transaction_checks"] = .keyed(byTransaction, renumber: nil)
+            t["manual_entries"] = .keyed(byTransaction, renumber: nil)
+            var r = PartitionStateRules(section: section, partitionKey: .merchant, tables: t)
+            r.invariants = [
+                Invariant(
+                    what: "a transaction whose postings do not sum to zero per currency",
+                    sql: "SELECT txid FROM postings GROUP BY txid, currency HAVING SUM(amount) <> 0 LIMIT 1"),
+                Invariant(
+                    what: "a transaction whose postings do not match its check row",
+                    sql: "SELECT c.txid FROM transaction_checks c WHERE c.postings <> (SELECT COUNT(*) FROM postings p WHERE p.txid = c.txid) LIMIT 1"),
+                Invariant(
+                    what: "a transaction without its check row",
+                    sql: "SELECT t.txid FROM transactions t WHERE NOT EXISTS (SELECT 1 FROM transaction_checks c WHERE c.txid = t.txid) LIMIT 1"),
+                Invariant(
+                    what: "a manual entry reversing a transaction not in its file",
+                    sql: "SELECT m.txid FROM manual_entries m WHERE m.reverses IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.txid = m.reverses) LIMIT 1"),
+            ]
+            r.conserved = [Conserved(table: "postings", group: ["account", "currency"], values: ["amount"])]
+            return r
+        case "crm-sync":
+            var t = runtime
+            t["crm_events"] = .keyed(.expression(crmEventKey), renumber: nil)
+            for table in ["crm_links", "crm_customers", "crm_balances"] { t[table] = .keyed(.column("customer_id"), renumber: nil) }
+            var r = PartitionStateRules(section: section, partitionKey: .customer, tables: t)
+            let key = crmEventKey.replacingOccurrences(of: "$.", with: "e.")
+            let us = "char(31)"
+            r.couplings = [
+                Coupling(
+                    table: "crm_events", why: "an event without a customer counted for the customer it reached through a link",
+                    sql: "SELECT 'c' || \(us) || e.merchant_id || \(us) || e.customer_id, \(key) FROM crm_events e WHERE e.customer_id IS NOT NULL"),
+                Coupling(
+                    table: "crm_events", why: "events of one payment (its refunds, reversal, disputes) under different keys",
+                    sql: "SELECT 'p' || \(us) || e.merchant_id || \(us) || e.payment_id, \(key) FROM crm_events e WHERE e.payment_id IS NOT NULL"),
+                Coupling(
+                    table: "crm_events", why: "events of one invoice under different keys",
+                    sql: "SELECT 'i' || \(us) || e.merchant_id || \(us) || e.invoice_id, \(key) FROM crm_events e WHERE e.invoice_id IS NOT NULL"),
+                Coupling(
+                    table: "crm_events", why: "a refund and its failure under different keys",
+                    sql: "SELECT 'r' || \(us) || e.merchant_id || \(us) || e.refund_id, \(key) FROM crm_events e WHERE e.refund_id IS NOT NULL"),
+                Coupling(
+                    table: "crm_links", why: "a payment or invoice link and the events of that payment or invoice under another key",
+                    sql: "SELECT substr(l.kind, 1, 1) || \(us) || l.merchant_id || \(us) || l.ref, l.customer_id FROM crm_links l"),
+            ]
+            r.conserved = [
+                Conserved(table: "crm_balances", group: ["merchant_id", "currency"], values: ["outstanding", "paid", "refunded", "disputed"])
+            ]
+            return r
+        case "receipt-sender":
+            var t = runtime
+            t["receipts"] = .everywhere
+            t["receipt_deliveries"] = .everywhere
+            var r = PartitionStateRules(section: section, partitionKey: .customer, tables: t)
+            r.newest["receipts"] = ["$.status = 'sent'", "$.updated_at"]
+            r.newest["receipt_deliveries"] = ["$.attempts", "$.state = 'sent'", "$.unknown_outcomes", "$.updated_at"]
+            return r
         default:
             return nil
+        }
+    }
+
+    /// SQL for the key of a row of `table` aliased `alias` in `schema` (nil: not keyed).
+    func keySQL(_ table: String, schema: String, alias: String) -> String? {
+        guard case .keyed(let key, _) = tables[table] else { return nil }
+        switch key {
+        case .column(let c): return "\(alias).\"\(c)\""
+        case .expression(let e): return e.replacingOccurrences(of: "$.", with: "\(alias).")
+        case .parent(let column, let parent, let parentColumn):
+            let p = alias + "p"
+            guard let inner = keySQL(parent, schema: schema, alias: p) else { return nil }
+            return "(SELECT \(inner) FROM \(schema).\"\(parent)\" AS \(p) WHERE \(p).\"\(parentColumn)\" = \(alias).\"\(column)\")"
         }
     }
 }
@@ -97,17 +247,29 @@ struct PartitionStateSplit: Sendable {
         }
     }
 
+    /// The keyed tables of the rules, sorted.
+    var keyedTables: [String] {
+        rules.tables.filter { if case .keyed = $0.value { true } else { false } }.map(\.key).sorted()
+    }
+
     /// The keys each old file holds: key → old partition. A key in two files is an error (its
-    /// state would be split; the resize refuses to pick one).
+    /// state would be split; the resize refuses to pick one), and so is a row without a key.
     func keys() throws -> [String: Int] {
         var owner: [String: Int] = [:]
         for (p, path) in existingOld {
             let db = try SQLiteConnection(path: path, readOnly: true)
             let present = Set(try Self.tables(db))
-            for (table, rule) in rules.tables.sorted(by: { $0.key < $1.key }) {
-                guard case .keyed(let column, _) = rule, present.contains(table) else { continue }
-                for row in try db.query("SELECT DISTINCT \(column) FROM \(table)") {
-                    guard let k = row.string(0) else { continue }
+            for table in keyedTables where present.contains(table) {
+                guard let key = rules.keySQL(table, schema: "main", alias: "t") else { continue }
+                for row in try db.query("SELECT \(key) AS k, count(*) FROM \"\(table)\" AS t GROUP BY k") {
+                    guard let k = row.string(0) else {
+                        var why = "no \(rules.partitionKey.rawValue) key"
+                        if case .keyed(.parent(let column, let parent, let parentColumn), _)? = rules.tables[table] {
+                            why = "no \(parent) row with their \(column) (\(parent).\(parentColumn))"
+                        }
+                        throw CLIFailure(
+                            "\(row.int(1) ?? 0) rows of table '\(table)' in \(path) have \(why): the resize cannot tell which partition they belong to; nothing was changed")
+                    }
                     if let other = owner[k], other != p {
                         throw CLIFailure(
                             "\(rules.partitionKey.rawValue) '\(TerminalText.safe(k))' has state in two partition files (\(oldFiles[other]) and \(path)); "
@@ -118,6 +280,33 @@ struct PartitionStateSplit: Sendable {
             }
         }
         return owner
+    }
+
+    /// Keys that share state in one file must have one new owner (`PartitionStateRules.couplings`).
+    func checkCouplings(newOwner: [String: Int]) throws {
+        for (_, path) in existingOld where !rules.couplings.isEmpty {
+            let db = try SQLiteConnection(path: path, readOnly: true)
+            let present = Set(try Self.tables(db))
+            for c in rules.couplings where present.contains(c.table) {
+                var groups: [String: [String: Int]] = [:]  // group → key → new owner
+                for row in try db.query(c.sql) {
+                    guard let g = row.string(0), let k = row.string(1) else { continue }
+                    guard let o = newOwner[k] else {
+                        throw CLIFailure("\(c.table) in \(path): \(c.why) names \(rules.partitionKey.rawValue) '\(TerminalText.safe(k))' that no table holds; nothing was changed")
+                    }
+                    groups[g, default: [:]][k] = o
+                }
+                let split = groups.filter { Set($0.value.values).count > 1 }
+                if let (_, keys) = split.min(by: { $0.key < $1.key }) {
+                    let placed = keys.sorted { $0.key < $1.key }.prefix(4)
+                        .map { "'\(TerminalText.safe($0.key))' to partition \($0.value)" }.joined(separator: ", ")
+                    throw CLIFailure(
+                        "table '\(c.table)' in \(path) holds \(c.why): the new layout of \(newFiles.count) partitions sends \(placed) "
+                            + "(\(split.count) such group\(split.count == 1 ? "" : "s")); their state cannot be split between files. "
+                            + "Try another --to (docs/operations.md, \"Change the number of partitions\"); nothing was changed")
+                }
+            }
+        }
     }
 
     /// Folds each old file's WAL into the file (the workers are stopped) so a file can be
@@ -141,6 +330,7 @@ struct PartitionStateSplit: Sendable {
 
     /// Builds every new file in the staging directory; `owner` maps each key to its new partition.
     func build(newOwner: [String: Int]) throws -> Built {
+        try checkCouplings(newOwner: newOwner)
         let fm = FileManager.default
         try? fm.removeItem(atPath: stagingDir)
         try fm.createDirectory(atPath: stagingDir, withIntermediateDirectories: true)
@@ -164,14 +354,18 @@ struct PartitionStateSplit: Sendable {
             for (_, old) in existingOld {
                 try db.execute("ATTACH DATABASE ? AS src", [.text(old)])
                 try db.transaction {
-                    let srcTables = try db.query("SELECT name FROM src.sqlite_master WHERE type = 'table'").compactMap { $0.string(0) }
+                    let srcObjects = try db.query("SELECT name, sql FROM src.sqlite_master WHERE type = 'table'")
+                    let srcTables = srcObjects.compactMap { $0.string(0) }
+                    // Rowid tables keep their old row order (`ORDER BY rowid`; FleetTrace lists an
+                    // event's transactions by rowid); WITHOUT ROWID ones are ordered by their key.
+                    let withoutRowid = Set(srcObjects.filter { ($0.string(1) ?? "").uppercased().contains("WITHOUT ROWID") }.compactMap { $0.string(0) })
                     for table in srcTables {
                         guard let rule = rules.tables[table], mainTables.contains(table) || rule == .schema else {
                             throw CLIFailure("\(old) has table '\(table)' that \(template) has not: migrate every partition file with this version first")
                         }
-                        let cols = try db.query("PRAGMA src.table_info(\(table))").compactMap { $0.string(1) }
-                        let mine = try db.query("PRAGMA main.table_info(\(table))").compactMap { $0.string(1) }
-                        if rule != .schema, Set(cols) != Set(mine) {
+                        let cols = try db.query("PRAGMA src.table_info(\"\(table)\")").compactMap { $0.string(1) }
+                        let mine = try db.query("PRAGMA main.table_info(\"\(table)\")")
+                        if rule != .schema, Set(cols) != Set(mine.compactMap { $0.string(1) }) {
                             throw CLIFailure("\(old) has other columns in '\(table)' than \(template): migrate every partition file with this version first")
                         }
                         switch rule {
@@ -183,12 +377,26 @@ struct PartitionStateSplit: Sendable {
                             break
                         case .everywhere:
                             let list = cols.map { "\"\($0)\"" }.joined(separator: ", ")
-                            try db.execute("INSERT OR IGNORE INTO main.\(table) (\(list)) SELECT \(list) FROM src.\(table)")
-                        case .keyed(let column, let renumber):
-                            let list = cols.filter { $0 != renumber }.map { "\"\($0)\"" }.joined(separator: ", ")
-                            let order = renumber.map { " ORDER BY \"\($0)\"" } ?? ""
+                            // PRAGMA table_info: column 5 is the column's position in the primary key.
+                            let pk = mine.filter { ($0.int(5) ?? 0) > 0 }.sorted { ($0.int(5) ?? 0) < ($1.int(5) ?? 0) }.compactMap { $0.string(1) }
+                            if let newest = rules.newest[table], !newest.isEmpty, !pk.isEmpty {
+                                let set = cols.filter { !pk.contains($0) }.map { "\"\($0)\" = excluded.\"\($0)\"" }.joined(separator: ", ")
+                                let theirs = newest.map { $0.replacingOccurrences(of: "$.", with: "excluded.") }.joined(separator: ", ")
+                                let ours = newest.map { $0.replacingOccurrences(of: "$.", with: "\"\(table)\".") }.joined(separator: ", ")
+                                try db.execute(
+                                    "INSERT INTO main.\"\(table)\" (\(list)) SELECT \(list) FROM src.\"\(table)\" WHERE true "
+                                        + "ON CONFLICT (\(pk.map { "\"\($0)\"" }.joined(separator: ", "))) DO UPDATE SET \(set) WHERE (\(theirs)) > (\(ours))")
+                            } else {
+                                try db.execute("INSERT OR IGNORE INTO main.\"\(table)\" (\(list)) SELECT \(list) FROM src.\"\(table)\"")
+                            }
+                        case .keyed(_, let renumber):
+                            guard let key = rules.keySQL(table, schema: "src", alias: "t") else { continue }
+                            let kept = cols.filter { $0 != renumber }
+                            let list = kept.map { "\"\($0)\"" }.joined(separator: ", ")
+                            let select = kept.map { "t.\"\($0)\"" }.joined(separator: ", ")
+                            let order = renumber.map { " ORDER BY t.\"\($0)\"" } ?? (withoutRowid.contains(table) ? "" : " ORDER BY t.rowid")
                             try db.execute(
-                                "INSERT INTO main.\(table) (\(list)) SELECT \(list) FROM src.\(table) WHERE \"\(column)\" IN (SELECT k FROM temp.owned)\(order)")
+                                "INSERT INTO main.\"\(table)\" (\(list)) SELECT \(select) FROM src.\"\(table)\" AS t WHERE \(key) IN (SELECT k FROM temp.owned)\(order)")
                         }
                     }
                 }
@@ -201,12 +409,20 @@ struct PartitionStateSplit: Sendable {
             guard try db.queryOne("PRAGMA quick_check")?.string(0) == "ok" else {
                 throw CLIFailure("the new file for partition \(i) fails SQLite's quick_check; nothing was changed")
             }
+            for inv in rules.invariants {
+                if let r = try db.queryOne(inv.sql) {
+                    throw CLIFailure("internal: the new file for partition \(i) has \(inv.what) (\(TerminalText.safe(r.string(0) ?? "?"))); nothing was changed")
+                }
+            }
             var counts: [String: Int] = [:]
             var keys = Set<String>()
-            for (table, rule) in rules.tables where mainTables.contains(table) {
-                guard case .keyed(let column, _) = rule else { continue }
-                counts[table] = Int(try db.queryOne("SELECT count(*) FROM \(table)")?.int(0) ?? 0)
-                for r in try db.query("SELECT DISTINCT \(column) FROM \(table)") { if let k = r.string(0) { keys.insert(k) } }
+            for table in keyedTables where mainTables.contains(table) {
+                guard let key = rules.keySQL(table, schema: "main", alias: "t") else { continue }
+                counts[table] = Int(try db.queryOne("SELECT count(*) FROM \"\(table)\"")?.int(0) ?? 0)
+                for r in try db.query("SELECT DISTINCT \(key) FROM \"\(table)\" AS t") {
+                    guard let k = r.string(0) else { throw CLIFailure("internal: a row of '\(table)' lost its key in new partition \(i)") }
+                    keys.insert(k)
+                }
             }
             // Every key in this file is one it owns.
             if let stray = keys.first(where: { newOwner[$0] != i }) {
@@ -220,15 +436,60 @@ struct PartitionStateSplit: Sendable {
         return built
     }
 
+    /// `build`, then the checks that the new files together hold exactly the old state: every
+    /// keyed row once, every processed id in each file, the conserved sums unchanged.
+    func buildAndVerify(newOwner: [String: Int]) throws -> Built {
+        let built = try build(newOwner: newOwner)
+        for (table, n) in try oldRows() {
+            let now = built.rows.reduce(0) { $0 + ($1[table] ?? 0) }
+            if now != n { throw CLIFailure("internal: \(table) has \(now) rows in the new files and \(n) in the old ones") }
+        }
+        let processed = try oldProcessed()
+        if let i = built.processed.firstIndex(where: { $0 != processed }) {
+            throw CLIFailure("internal: new partition \(i) has \(built.processed[i]) processed ids of \(processed)")
+        }
+        let before = try sums(existingOld.map(\.path))
+        let after = try sums(newFiles.indices.map(staging))
+        if before != after {
+            let wrong = Set(before.keys).union(after.keys).sorted().first { before[$0] != after[$0] } ?? "?"
+            throw CLIFailure("internal: the sum \(TerminalText.safe(wrong)) is \(after[wrong] ?? []) in the new files and \(before[wrong] ?? []) in the old ones")
+        }
+        return built
+    }
+
+    /// The conserved sums over `paths`: "table(group values)" → sums.
+    func sums(_ paths: [String]) throws -> [String: [Int64]] {
+        var out: [String: [Int64]] = [:]
+        for path in paths {
+            let db = try SQLiteConnection(path: path, readOnly: true)
+            let present = Set(try Self.tables(db))
+            for c in rules.conserved where present.contains(c.table) {
+                let group = c.group.map { "\"\($0)\"" }.joined(separator: ", ")
+                let values = c.values.map { "SUM(\"\($0)\")" }.joined(separator: ", ")
+                for r in try db.query("SELECT \(group), \(values) FROM \"\(c.table)\" GROUP BY \(group)") {
+                    let name = c.table + "(" + c.group.indices.map { r.string($0) ?? "NULL" }.joined(separator: ", ") + ")"
+                    let v = c.values.indices.map { r.int(c.group.count + $0) ?? 0 }
+                    var acc = out[name] ?? Array(repeating: 0, count: v.count)
+                    for j in v.indices {
+                        let (sum, over) = acc[j].addingReportingOverflow(v[j])
+                        if over { throw CLIFailure("\(name) overflows 64 bits when summed over the files") }
+                        acc[j] = sum
+                    }
+                    out[name] = acc
+                }
+            }
+        }
+        return out
+    }
+
     /// Rows per keyed table over all old files.
     func oldRows() throws -> [String: Int] {
         var total: [String: Int] = [:]
         for (_, path) in existingOld {
             let db = try SQLiteConnection(path: path, readOnly: true)
             let present = Set(try Self.tables(db))
-            for (table, rule) in rules.tables where present.contains(table) {
-                guard case .keyed = rule else { continue }
-                total[table, default: 0] += Int(try db.queryOne("SELECT count(*) FROM \(table)")?.int(0) ?? 0)
+            for table in keyedTables where present.contains(table) {
+                total[table, default: 0] += Int(try db.queryOne("SELECT count(*) FROM \"\(table)\"")?.int(0) ?? 0)
             }
         }
         return total

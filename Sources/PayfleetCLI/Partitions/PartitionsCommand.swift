@@ -36,7 +36,7 @@ public struct PartitionsCommand: AsyncParsableCommand {
                 lifts the pause.
                 """)
         @OptionGroup public var global: GlobalOptions
-        @Argument(help: "The worker's config section (demo-worker, settlement-aggregator).")
+        @Argument(help: "The worker's config section (demo-worker, settlement-aggregator, ledger-writer, crm-sync, receipt-sender).")
         public var worker: String
         @Option(name: .customLong("to"), help: "The new number of partitions (1–256).")
         public var to: Int
@@ -98,7 +98,7 @@ struct Resizer {
         let section = ctx.section(of: rc)
         guard let rules = PartitionStateRules.forWorker(section) else {
             throw CLIFailure(
-                "the resize has no partition rules for '\(section)' (where each of its tables' rows belong): supported are demo-worker and settlement-aggregator; nothing was changed")
+                "the resize has no partition rules for '\(section)' (where each of its tables' rows belong): supported are demo-worker, settlement-aggregator, ledger-writer, crm-sync and receipt-sender; nothing was changed")
         }
         let old = rc.topology
         let to = command.to
@@ -175,12 +175,17 @@ struct Resizer {
                     "\(old.partitionKey.rawValue) '\(TerminalText.safe(wrong.key))' is in partition \(wrong.value)'s file but the broker routes it to partition \(placed[wrong.key] ?? -1) of \(old.partitions): the probe does not match this broker; nothing was changed")
             }
         }
-        if command.dryRun {
+        // Keys that share state must land together (crm-sync): refused now rather than after the
+        // pause (checked again on the drained files).
+        if command.dryRun || !rules.couplings.isEmpty {
             let owners = try await PartitionProbe.owners(
                 keys: Array(knownKeys.keys), partitions: to, header: header, stem: stem, amqp: ctx.amqp)
-            let moving = knownKeys.filter { owners[$0.key] != $0.value || old.partitions == 1 }.count
-            say("plan: \(section) \(old.partitions) → \(to) partitions; \(knownKeys.count) keys known, \(moving) change files; preconditions hold; nothing was changed (dry run)")
-            return
+            try await thread.run { try split.checkCouplings(newOwner: owners) }
+            if command.dryRun {
+                let moving = knownKeys.filter { owners[$0.key] != $0.value || old.partitions == 1 }.count
+                say("plan: \(section) \(old.partitions) → \(to) partitions; \(knownKeys.count) keys known, \(moving) change files; preconditions hold; nothing was changed (dry run)")
+                return
+            }
         }
 
         // Locks held until the end: no second resize, and no DLQ command (a replay publishes to
@@ -316,20 +321,7 @@ struct Resizer {
                 }
             }
             let owners = try await PartitionProbe.owners(keys: Array(keys.keys), partitions: to, header: header, stem: stem, amqp: ctx.amqp)
-            let b = try await thread.run { () throws -> PartitionStateSplit.Built in
-                let built = try split.build(newOwner: owners)
-                // The new files together hold exactly the old rows, and every processed id each.
-                let oldRows = try split.oldRows()
-                for (table, n) in oldRows {
-                    let now = built.rows.reduce(0) { $0 + ($1[table] ?? 0) }
-                    if now != n { throw CLIFailure("internal: \(table) has \(now) rows in the new files and \(n) in the old ones") }
-                }
-                let processed = try split.oldProcessed()
-                if let i = built.processed.firstIndex(where: { $0 != processed }) {
-                    throw CLIFailure("internal: new partition \(i) has \(built.processed[i]) processed ids of \(processed)")
-                }
-                return built
-            }
+            let b = try await thread.run { () throws -> PartitionStateSplit.Built in try split.buildAndVerify(newOwner: owners) }
             built = b
             keyCount = keys.count
             moved = keys.filter { owners[$0.key] != $0.value || old.partitions == 1 || to == 1 }.count
