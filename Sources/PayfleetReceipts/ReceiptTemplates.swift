@@ -38,6 +38,8 @@ public struct ReceiptTemplates: Sendable {
     ]
 
     private var templates: [String: MustacheTemplate] = [:]
+    /// The same templates compiled (`CompiledTemplate`), for those within its subset.
+    private var compiled: [String: CompiledTemplate] = [:]
     public private(set) var loadedFiles: [String] = []
 
     /// Key: `scope/locale/type.part` with `scope` a merchant id or `default`, `locale` possibly empty.
@@ -105,6 +107,7 @@ public struct ReceiptTemplates: Sendable {
         do { templates[key] = try MustacheTemplate(string: text) } catch {
             throw TemplateError(template: name, message: "does not parse: \(error)")
         }
+        compiled[key] = CompiledTemplate(source: source, html: part == .html)
     }
 
     /// Names used in `{{x}}`, `{{{x}}}`, `{{&x}}`, `{{#x}}`, `{{^x}}` tags (first path component).
@@ -136,10 +139,27 @@ public struct ReceiptTemplates: Sendable {
             Self.key("builtin", "", type, part),
         ]
         for k in candidates {
-            if let t = templates[k] { return t.render(context) }
+            guard let t = templates[k] else { continue }
+            if let c = compiled[k], let text = c.render(context) { return text }
+            return t.render(context)
         }
         return ""
     }
+
+    /// `render` by swift-mustache alone (the reference `CompiledTemplate` is tested against).
+    func renderWithMustache(_ part: TemplatePart, type: String, merchant: String, locale: String, context: [String: Any])
+        -> String
+    {
+        let candidates = [
+            Self.key(merchant, locale, type, part), Self.key(merchant, "", type, part),
+            Self.key("default", locale, type, part), Self.key("default", "", type, part),
+            Self.key("builtin", "", type, part),
+        ]
+        return candidates.lazy.compactMap { templates[$0] }.first?.render(context) ?? ""
+    }
+
+    /// Whether the template `key` renders through `CompiledTemplate`.
+    func isCompiled(_ key: String) -> Bool { compiled[key] != nil }
 
     /// Which templates a merchant/locale resolves to for each part (for `--check-config` and tests).
     public func has(_ key: String) -> Bool { templates[key] != nil }

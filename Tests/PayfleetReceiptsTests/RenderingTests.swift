@@ -331,4 +331,56 @@ import Testing
         }
         #expect(SandboxTransport.stem("<zoë.1@x>") == "zoë.1")
     }
+
+    @Test("Compiled templates render what swift-mustache renders, byte for byte: the built-ins and merchant templates over 3,000 random contexts; anything outside the subset is left to swift-mustache")
+    func compiledTemplatesMatchMustache() throws {
+        let dir = NSTemporaryDirectory() + "receipts-compiled-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/m_acme/fr", withIntermediateDirectories: true)
+        let files: [String: String] = [
+            // Within the subset: triple and & tags, inverted sections, comments, nested sections.
+            "m_acme/payment.succeeded.html.mustache":
+                "<p title=\"{{customer_name}}\">{{! greeting }}Hi {{{customer_name}}} &amp; {{&merchant_name}}</p>{{#card}}<b>{{card}}</b>{{#reference}}[{{reference}}]{{/reference}}{{/card}}{{^card}}no card{{/card}}{{#is_refund}}R{{/is_refund}}{{^is_refund}}P{{/is_refund}} {{is_refund}}",
+            "m_acme/payment.succeeded.txt.mustache": "{{customer_name}} <{{amount}}> {{#invoice_id}}inv {{invoice_id}}{{/invoice_id}}{{^invoice_id}}none{{/invoice_id}}",
+            // Outside it: a standalone section line, set delimiters, a dotted name.
+            "m_acme/fr/payment.succeeded.txt.mustache": "Bonjour {{customer_name}}\n{{#card}}\ncarte {{card}}\n{{/card}}\nfin",
+            "m_acme/fr/payment.succeeded.html.mustache": "{{=<% %>=}}<p><% customer_name %></p>",
+            "m_acme/payment.succeeded.sms.mustache": "{{merchant_name}} {{card.length}}",
+        ]
+        for (rel, text) in files { try text.write(toFile: dir + "/" + rel, atomically: true, encoding: .utf8) }
+        let templates = try ReceiptTemplates(directory: dir)
+        #expect(templates.isCompiled(ReceiptTemplates.key("m_acme", "", "payment.succeeded", .html)))
+        #expect(templates.isCompiled(ReceiptTemplates.key("builtin", "", "payment.refunded", .text)))
+        #expect(!templates.isCompiled(ReceiptTemplates.key("m_acme", "fr", "payment.succeeded", .text)))
+        #expect(!templates.isCompiled(ReceiptTemplates.key("m_acme", "fr", "payment.succeeded", .html)))
+        #expect(!templates.isCompiled(ReceiptTemplates.key("m_acme", "", "payment.succeeded", .sms)))
+
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("abcXYZ019 <>&\"'=/{}!#^\n\té£€日本")
+        func text() -> String { String((0..<Int.random(in: 0...12, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }) }
+        for n in 0..<3_000 {
+            var c: [String: Any] = [
+                "customer_name": text(), "merchant_name": text(), "merchant_id": "m_acme", "amount": text(), "payment_id": text(),
+                "date": "2026-12-04", "is_refund": Bool.random(using: &rng),
+            ]
+            // Present, present and empty, or missing: each section's three cases.
+            for key in ["card", "reference", "invoice_id"] {
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: c[key] = text()
+                case 1: c[key] = ""
+                default: break
+                }
+            }
+            for type in ["payment.succeeded", "payment.refunded"] {
+                for part in TemplatePart.allCases {
+                    for (merchant, locale) in [("m_acme", ""), ("m_acme", "fr"), ("m_other", "")] {
+                        let ours = templates.render(part, type: type, merchant: merchant, locale: locale, context: c)
+                        let reference = templates.renderWithMustache(part, type: type, merchant: merchant, locale: locale, context: c)
+                        #expect(ours == reference, "\(n) \(type) \(part) \(merchant)/\(locale): \(c)")
+                        if ours != reference { return }
+                    }
+                }
+            }
+        }
+    }
 }
