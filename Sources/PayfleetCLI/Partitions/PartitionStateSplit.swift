@@ -117,20 +117,22 @@ public struct PartitionStateRules: Sendable {
     /// - receipt-sender: `receipts` and `receipt_deliveries` are per event and do not store the
     ///   event's customer key: everywhere, like `processed`, so no receipt is sent twice.
     public static func forWorker(_ section: String) -> PartitionStateRules? {
-        switch section {
-        case "demo-worker":
+        // Each worker's partition key is the one its exchange hashes (WorkerIdentity).
+        guard let worker = WorkerIdentity(rawValue: section) else { return nil }
+        switch worker {
+        case .demoWorker:
             return PartitionStateRules(
-                section: section, partitionKey: .merchant,
+                section: section, partitionKey: worker.partitionKey,
                 tables: runtime.merging(["applied": .keyed(.column("merchant_id"), renumber: "seq")]) { a, _ in a })
-        case "settlement-aggregator":
+        case .settlementAggregator:
             var t = runtime
             for table in ["settlement_events", "settlement_totals", "settlement_days", "settlement_adjustments",
                           "settlement_outbox", "settlement_pending_fees"]
             {
                 t[table] = .keyed(.column("merchant_id"), renumber: nil)
             }
-            return PartitionStateRules(section: section, partitionKey: .merchant, tables: t)
-        case "ledger-writer":
+            return PartitionStateRules(section: section, partitionKey: worker.partitionKey, tables: t)
+        case .ledgerWriter:
             var t = runtime
             for table in ["transactions", "ledger_events", "customer_links", "unresolved_receivables", "booked_originals",
                           "reversals", "customer_accounts"]
@@ -141,7 +143,7 @@ public struct PartitionStateRules: Sendable {
             t["postings"] = .keyed(byTransaction, renumber: "id")
             t["transaction_checks"] = .keyed(byTransaction, renumber: nil)
             t["manual_entries"] = .keyed(byTransaction, renumber: nil)
-            var r = PartitionStateRules(section: section, partitionKey: .merchant, tables: t)
+            var r = PartitionStateRules(section: section, partitionKey: worker.partitionKey, tables: t)
             r.invariants = [
                 Invariant(
                     what: "a transaction whose postings do not sum to zero per currency",
@@ -158,11 +160,11 @@ public struct PartitionStateRules: Sendable {
             ]
             r.conserved = [Conserved(table: "postings", group: ["account", "currency"], values: ["amount"])]
             return r
-        case "crm-sync":
+        case .crmSync:
             var t = runtime
             t["crm_events"] = .keyed(.expression(crmEventKey), renumber: nil)
             for table in ["crm_links", "crm_customers", "crm_balances"] { t[table] = .keyed(.column("customer_id"), renumber: nil) }
-            var r = PartitionStateRules(section: section, partitionKey: .customer, tables: t)
+            var r = PartitionStateRules(section: section, partitionKey: worker.partitionKey, tables: t)
             let key = crmEventKey.replacingOccurrences(of: "$.", with: "e.")
             let us = "char(31)"
             r.couplings = [
@@ -186,16 +188,14 @@ public struct PartitionStateRules: Sendable {
                 Conserved(table: "crm_balances", group: ["merchant_id", "currency"], values: ["outstanding", "paid", "refunded", "disputed"])
             ]
             return r
-        case "receipt-sender":
+        case .receiptSender:
             var t = runtime
             t["receipts"] = .everywhere
             t["receipt_deliveries"] = .everywhere
-            var r = PartitionStateRules(section: section, partitionKey: .customer, tables: t)
+            var r = PartitionStateRules(section: section, partitionKey: worker.partitionKey, tables: t)
             r.newest["receipts"] = ["$.status = 'sent'", "$.updated_at"]
             r.newest["receipt_deliveries"] = ["$.attempts", "$.state = 'sent'", "$.unknown_outcomes", "$.updated_at"]
             return r
-        default:
-            return nil
         }
     }
 
