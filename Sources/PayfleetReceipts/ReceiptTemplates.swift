@@ -133,12 +133,7 @@ public struct ReceiptTemplates: Sendable {
     public func render(_ part: TemplatePart, type: String, merchant: String, locale: String, context: [String: Any])
         -> String
     {
-        let candidates = [
-            Self.key(merchant, locale, type, part), Self.key(merchant, "", type, part),
-            Self.key("default", locale, type, part), Self.key("default", "", type, part),
-            Self.key("builtin", "", type, part),
-        ]
-        for k in candidates {
+        for k in Self.candidates(part, type: type, merchant: merchant, locale: locale) {
             guard let t = templates[k] else { continue }
             if let c = compiled[k], let text = c.render(context) { return text }
             return t.render(context)
@@ -150,12 +145,16 @@ public struct ReceiptTemplates: Sendable {
     func renderWithMustache(_ part: TemplatePart, type: String, merchant: String, locale: String, context: [String: Any])
         -> String
     {
-        let candidates = [
-            Self.key(merchant, locale, type, part), Self.key(merchant, "", type, part),
-            Self.key("default", locale, type, part), Self.key("default", "", type, part),
-            Self.key("builtin", "", type, part),
+        return Self.candidates(part, type: type, merchant: merchant, locale: locale).lazy.compactMap { templates[$0] }.first?.render(context) ?? ""
+    }
+
+    /// The keys a part is looked up by, from the most to the least specific scope.
+    static func candidates(_ part: TemplatePart, type: String, merchant: String, locale: String) -> [String] {
+        [
+            key(merchant, locale, type, part), key(merchant, "", type, part),
+            key("default", locale, type, part), key("default", "", type, part),
+            key("builtin", "", type, part),
         ]
-        return candidates.lazy.compactMap { templates[$0] }.first?.render(context) ?? ""
     }
 
     /// Whether the template `key` renders through `CompiledTemplate`.

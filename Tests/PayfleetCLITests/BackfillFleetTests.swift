@@ -63,18 +63,7 @@ struct BackfillFleetTests {
         try await server.start()
         defer { server.stop() }
         let fleet = ProcessFleet("backfill")
-        let keyFile = fleet.dir + "/stripe-api-key"
-        try Self.key.write(toFile: keyFile, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile)
-        let api = server.url
-        fleet.edit = { doc in
-            var ingest = doc["ingest"] as? [String: Any] ?? [:]
-            var stripe = ingest["stripe"] as? [String: Any] ?? [:]
-            stripe["api_key_file"] = keyFile
-            stripe["api_base"] = api
-            ingest["stripe"] = stripe
-            doc["ingest"] = ingest
-        }
+        try fleet.useStripeAPI(server, key: Self.key)
         try await fleet.run { try await run($0, server: server, events: events) }
     }
 

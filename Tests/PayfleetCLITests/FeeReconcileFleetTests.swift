@@ -127,18 +127,7 @@ struct FeeReconcileFleetTests {
         try await server.start()
         defer { server.stop() }
         let fleet = ProcessFleet("feerec")
-        let keyFile = fleet.dir + "/stripe-api-key"
-        try Self.key.write(toFile: keyFile, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile)
-        let api = server.url
-        fleet.edit = { doc in
-            var ingest = doc["ingest"] as? [String: Any] ?? [:]
-            var s = ingest["stripe"] as? [String: Any] ?? [:]
-            s["api_key_file"] = keyFile
-            s["api_base"] = api
-            ingest["stripe"] = s
-            doc["ingest"] = ingest
-        }
+        try fleet.useStripeAPI(server, key: Self.key)
         try await fleet.run { try await run($0, server: server, balanceTransactions: bts) }
     }
 

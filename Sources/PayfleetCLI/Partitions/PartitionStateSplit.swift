@@ -167,19 +167,18 @@ public struct PartitionStateRules: Sendable {
             var r = PartitionStateRules(section: section, partitionKey: worker.partitionKey, tables: t)
             let key = crmEventKey.replacingOccurrences(of: "$.", with: "e.")
             let us = "char(31)"
-            r.couplings = [
+            // Events sharing a customer, payment, invoice or refund under different keys.
+            let shared: [(tag: String, column: String, why: String)] = [
+                ("c", "customer_id", "an event without a customer counted for the customer it reached through a link"),
+                ("p", "payment_id", "events of one payment (its refunds, reversal, disputes) under different keys"),
+                ("i", "invoice_id", "events of one invoice under different keys"),
+                ("r", "refund_id", "a refund and its failure under different keys"),
+            ]
+            r.couplings = shared.map { c in
                 Coupling(
-                    table: "crm_events", why: "an event without a customer counted for the customer it reached through a link",
-                    sql: "SELECT 'c' || \(us) || e.merchant_id || \(us) || e.customer_id, \(key) FROM crm_events e WHERE e.customer_id IS NOT NULL"),
-                Coupling(
-                    table: "crm_events", why: "events of one payment (its refunds, reversal, disputes) under different keys",
-                    sql: "SELECT 'p' || \(us) || e.merchant_id || \(us) || e.payment_id, \(key) FROM crm_events e WHERE e.payment_id IS NOT NULL"),
-                Coupling(
-                    table: "crm_events", why: "events of one invoice under different keys",
-                    sql: "SELECT 'i' || \(us) || e.merchant_id || \(us) || e.invoice_id, \(key) FROM crm_events e WHERE e.invoice_id IS NOT NULL"),
-                Coupling(
-                    table: "crm_events", why: "a refund and its failure under different keys",
-                    sql: "SELECT 'r' || \(us) || e.merchant_id || \(us) || e.refund_id, \(key) FROM crm_events e WHERE e.refund_id IS NOT NULL"),
+                    table: "crm_events", why: c.why,
+                    sql: "SELECT '\(c.tag)' || \(us) || e.merchant_id || \(us) || e.\(c.column), \(key) FROM crm_events e WHERE e.\(c.column) IS NOT NULL")
+            } + [
                 Coupling(
                     table: "crm_links", why: "a payment or invoice link and the events of that payment or invoice under another key",
                     sql: "SELECT substr(l.kind, 1, 1) || \(us) || l.merchant_id || \(us) || l.ref, l.customer_id FROM crm_links l"),

@@ -91,6 +91,23 @@ final class ProcessFleet: @unchecked Sendable {
         if ProcessInfo.processInfo.environment["PAYFLEET_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: dir) }
     }
 
+    /// Points ingest's Stripe API client at `server` with `key` in a 0600 `api_key_file` (the
+    /// fee fetcher and backfill use it).
+    func useStripeAPI(_ server: LoopbackStripe, key: String) throws {
+        let keyFile = dir + "/stripe-api-key"
+        try key.write(toFile: keyFile, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile)
+        let api = server.url
+        edit = { doc in
+            var ingest = doc["ingest"] as? [String: Any] ?? [:]
+            var stripe = ingest["stripe"] as? [String: Any] ?? [:]
+            stripe["api_key_file"] = keyFile
+            stripe["api_base"] = api
+            ingest["stripe"] = stripe
+            doc["ingest"] = ingest
+        }
+    }
+
     /// `startAll`, `body`, and `stop` whatever `body` did.
     func run(_ body: (ProcessFleet) async throws -> Void) async throws {
         do {
