@@ -24,7 +24,7 @@ rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" -ne 0 ]; then
   echo "---- failures (from $log) ----"
-  grep -E '✘|recorded an issue|error: |Fatal error|Test .* failed|Crash|signal' "$log" | grep -v '^.*info payfleet' | cut -c1-400 | head -80
+  grep -E '^✘|Fatal error|error: ' "$log" | grep -v ' info ' | cut -c1-400 | head -80
   echo "---- swift test exited $rc ----"
 fi
 exit "$rc"
