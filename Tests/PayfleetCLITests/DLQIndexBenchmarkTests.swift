@@ -85,18 +85,29 @@ struct DLQIndexBenchmarkTests {
             let plainTime = ContinuousClock.now - t
             #expect(plain.stdout.split(separator: "\n").count == n + 2)
 
-            // replay --max 1000: the replay reads the whole queue (the source of truth), then the
-            // index is what it found; the next list answers from the index again.
+            // replay --max 1000: stops reading once 1,000 are chosen; the index loses just those;
+            // the next list answers from the index again.
             t = ContinuousClock.now
             let replay = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--max", "1000", "--json"])
             let replayTime = ContinuousClock.now - t
-            #expect(((replay.json as? [String: Any])?["replayed"] as? [String])?.count == 1_000, "\(replay.stderr)")
-            #expect(try await fleet.depth(fleet.topology.dlq) == n - 1_000)
+            let rj = replay.json as? [String: Any] ?? [:]
+            #expect((rj["replayed"] as? [String])?.count == 1_000, "\(replay.stderr)")
+            #expect(rj["read"] as? Int == 1_000 && rj["read_whole_queue"] as? Bool == false, "\(rj["read"] ?? "?")")
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == n - 1_000 })
             t = ContinuousClock.now
             let after = try await fleet.cli(["dlq", "list", fleet.name, "--group-by", "error", "--json"])
             let afterTime = ContinuousClock.now - t
             #expect(after.stderr.isEmpty, "\(after.stderr)")
             #expect((after.json as? [[String: Any]] ?? []).reduce(0) { $0 + ($1["count"] as? Int ?? 0) } == n - 1_000)
+
+            // A whole-queue read past the 65,535 prefetch (consumers hand over): a dry run reads
+            // every letter, selects them all, and leaves the queue and the index as they were.
+            t = ContinuousClock.now
+            let whole = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--dry-run", "--json"])
+            let wholeTime = ContinuousClock.now - t
+            let wj = whole.json as? [String: Any] ?? [:]
+            #expect(wj["read"] as? Int == n - 1_000 && (wj["selected"] as? [String])?.count == n - 1_000, "\(whole.stderr)")
+            #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == n - 1_000 })
 
             print("BENCH dlq index, \(n) letters: index written in \(indexTime), published in \(publishTime)")
             print("BENCH dlq list --group-by error --json, \(n) letters: \(groupTime)")
@@ -104,6 +115,7 @@ struct DLQIndexBenchmarkTests {
             print("BENCH dlq list --merchant m_b3 --json, \(n) letters: \(merchantTime)")
             print("BENCH dlq list (all rows, table), \(n) letters: \(plainTime)")
             print("BENCH dlq replay --all --max 1000, \(n) letters: \(replayTime); list --group-by error after it: \(afterTime)")
+            print("BENCH dlq replay --all --dry-run (reads all \(n - 1_000) letters, requeues them in order): \(wholeTime)")
             #expect(groupTime < .seconds(10))
         }
     }

@@ -148,20 +148,33 @@ struct DLQIndexTests {
             #expect(fromIndex.stderr.isEmpty, "\(fromIndex.stderr)")
             #expect((fromIndex.json as? [[String: Any]])?.count == 6)
 
-            // replay --max 2: two replayed (and applied), the old one refused (exit 1, why, --force).
+            // replay --max 2: two replayed (and applied); it stops reading there, so the old one
+            // (last in the queue) is not reached; the index takes out just the two.
             let capped = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--max", "2", "--json"])
             let cj = capped.json as? [String: Any] ?? [:]
             let replayed = cj["replayed"] as? [String] ?? []
             #expect(replayed.count == 2, "\(capped.stdout) \(capped.stderr)")
             #expect(Set(replayed).isSubset(of: Set(letters.map(\.id))))
-            #expect(cj["refused_older_than_retention"] as? [String] == [old.id])
-            #expect(capped.status == 1)
-            #expect(capped.stderr.contains("processed_retention") && capped.stderr.contains("--force"), "\(capped.stderr)")
+            #expect(cj["read"] as? Int == 2 && cj["read_whole_queue"] as? Bool == false, "\(cj)")
+            #expect(capped.status == 0, "\(capped.stderr)")
             #expect(try await eventually(timeout: .seconds(30)) { Set(replayed).isSubset(of: try fleet.appliedIDs().ids) })
             let afterMax = try await Self.queued(fleet)
             #expect(afterMax.count == 4)
             #expect(Set(afterMax.keys) == Set(letters.map(\.id) + [old.id]).subtracting(replayed))
             #expect(try Self.indexed(fleet) == afterMax)
+
+            // A --max past what is there reads the whole queue: three replayed, the old one
+            // refused (exit 1, why, --force); the index is what the read found.
+            let wide = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--max", "10", "--json"])
+            let wj = wide.json as? [String: Any] ?? [:]
+            #expect((wj["replayed"] as? [String])?.count == 3, "\(wide.stdout) \(wide.stderr)")
+            #expect(wj["refused_older_than_retention"] as? [String] == [old.id])
+            #expect(wj["read_whole_queue"] as? Bool == true)
+            #expect(wide.status == 1)
+            #expect(wide.stderr.contains("processed_retention") && wide.stderr.contains("--force"), "\(wide.stderr)")
+            let afterWide = try await Self.queued(fleet)
+            #expect(Set(afterWide.keys) == [old.id])
+            #expect(try Self.indexed(fleet) == afterWide)
 
             // --force replays the old one; it leaves queue and index.
             let forced = try await fleet.cli(["dlq", "replay", fleet.name, "--id", old.id, "--force", "--json"])
@@ -169,12 +182,13 @@ struct DLQIndexTests {
             #expect((forced.json as? [String: Any])?["replayed"] as? [String] == [old.id])
             #expect(try await eventually(timeout: .seconds(30)) { try fleet.appliedIDs().ids.contains(old.id) })
             let afterForce = try await Self.queued(fleet)
-            #expect(afterForce.count == 3 && afterForce[old.id] == nil)
+            #expect(afterForce.isEmpty)
             #expect(try Self.indexed(fleet) == afterForce)
 
-            // The rest: index and queue both empty; the worker applied each event once.
+            // Nothing left: index and queue both empty; the worker applied each event once.
             let rest = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--json"])
             #expect(rest.status == 0, "\(rest.stderr)")
+            #expect((rest.json as? [String: Any])?["replayed"] as? [String] == [])
             #expect(try await eventually(timeout: .seconds(30)) { try fleet.appliedIDs().ids.count == 6 })
             #expect(try await fleet.depth(fleet.topology.dlq) == 0)
             #expect(try Self.indexed(fleet).isEmpty)

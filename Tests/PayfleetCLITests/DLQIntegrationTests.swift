@@ -52,9 +52,11 @@ struct DLQIntegrationTests {
             #expect(((dry.json as? [String: Any])?["selected"] as? [String])?.count == 15)
             #expect(try await eventually(timeout: .seconds(10)) { try await fleet.depth(fleet.topology.dlq) == 50 })
 
-            // Replay by the group's id, as an operator would copy it from the listing.
+            // Replay by the group's id, as an operator would copy it from the listing. A window
+            // of 4 deliveries: the 35 letters held and the 15 acked go through many consumers.
             let groupID = transientGroup?["fingerprint"] as? String ?? "?"
-            let replay = try await fleet.cli(["dlq", "replay", fleet.name, "--error", groupID, "--json"])
+            let replay = try await fleet.cli(
+                ["dlq", "replay", fleet.name, "--error", groupID, "--json", "--prefetch", "4", "--batch-size", "3"])
             #expect(replay.status == 0, "\(replay.stderr)")
             #expect(Set(((replay.json as? [String: Any])?["replayed"] as? [String]) ?? []) == Set(transient.map(\.id)))
 
@@ -113,13 +115,29 @@ struct DLQIntegrationTests {
             #expect(try await listed(["--since", "30d"]).count == 10)
             #expect(try await listed(["--merchant", "m_fa"]).count == 7)
 
+            // --max 2 stops reading once two are chosen: the old letter (last in the queue) is
+            // not reached, so not refused either; everything else is still in the DLQ.
             let capped = try await fleet.cli(["dlq", "replay", fleet.name, "--all", "--merchant", "m_fa", "--max", "2", "--json"])
             let cj = capped.json as? [String: Any] ?? [:]
-            #expect((cj["replayed"] as? [String])?.count == 2, "\(capped.stdout) \(capped.stderr)")
-            #expect(Set(cj["replayed"] as? [String] ?? []).isSubset(of: Set(a.map(\.id))))
-            #expect(cj["refused_older_than_retention"] as? [String] == [old.id])
-            #expect(capped.status == 1)
-            #expect(capped.stderr.contains("processed_retention") && capped.stderr.contains("--force"), "\(capped.stderr)")
+            let replayed = cj["replayed"] as? [String] ?? []
+            #expect(replayed.count == 2, "\(capped.stdout) \(capped.stderr)")
+            #expect(Set(replayed).isSubset(of: Set(a.map(\.id))))
+            #expect(cj["read_whole_queue"] as? Bool == false)
+            #expect((cj["read"] as? Int ?? 99) < 11, "\(cj)")
+            #expect(cj["refused_older_than_retention"] as? [String] == [])
+            #expect(capped.status == 0, "\(capped.stderr)")
+            let untouched = Set((a + b + [old]).map(\.id)).subtracting(replayed)
+            #expect(untouched.isSubset(of: Set(try await fleet.deadLetterIDs())))
+            // The two replayed fail for good again (demo_fault permanent) and come back.
+            #expect(try await eventually(timeout: .seconds(20)) { try await fleet.depth(fleet.topology.dlq) == 11 })
+            #expect(Set(try await fleet.deadLetterIDs()) == Set((a + b + [old]).map(\.id)))
+
+            // The old letter asked for by id: refused, with the reason and the way out.
+            let refused = try await fleet.cli(["dlq", "replay", fleet.name, "--id", old.id, "--json"])
+            #expect((refused.json as? [String: Any])?["refused_older_than_retention"] as? [String] == [old.id])
+            #expect((refused.json as? [String: Any])?["replayed"] as? [String] == [])
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("processed_retention") && refused.stderr.contains("--force"), "\(refused.stderr)")
             #expect(try await fleet.deadLetterIDs().contains(old.id))
 
             let forced = try await fleet.cli(["dlq", "replay", fleet.name, "--id", old.id, "--force", "--json"])

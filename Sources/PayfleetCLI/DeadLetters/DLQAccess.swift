@@ -12,8 +12,11 @@ import PayfleetWorker
 /// read. A quorum queue (RabbitMQ 3.10, measured) appends a returned message at its *tail*: so
 /// every command reads the whole queue (as it was when the lock was taken) before returning
 /// anything — a full turn leaves the order as it was, where returning a prefix would rotate
-/// the queue for good. If the process dies, the broker returns everything held (in an order of
-/// its choosing: nothing lost, perhaps reordered).
+/// the queue for good. The one exception is a replay told when it has done enough (`--max N`,
+/// or every `--id` found): it stops reading there, and the letters it read and left (passed
+/// over by the filters, or already on their way to it) go to the tail — nothing lost, the
+/// rest of the queue not read at all. If the process dies, the broker returns everything held
+/// (in an order of its choosing: nothing lost, perhaps reordered).
 ///
 /// Two commands interleaving their basic.gets on one queue would each see part of it and
 /// return their parts interleaved (a lasting reorder). So each command first declares an
@@ -82,40 +85,83 @@ public final class DLQAccess {
     private var consuming = false
     private var drained = false
     private var stalled = false
-    /// The consumer's prefetch (tests lower it to exercise the basic.get fallback).
+    /// The consumer's prefetch (tests lower it to exercise the consumer hand-over).
     public var prefetch = 65_535
     static let consumerTag = "payfleet-cli"
+    /// Consumers started so far: each gets its own tag (`payfleet-cli`, `payfleet-cli-2`, …).
+    private var consumers = 0
+    private var tag: String { consumers <= 1 ? DLQAccess.consumerTag : "\(DLQAccess.consumerTag)-\(consumers)" }
+    /// Deliveries of the current consumer not acked yet (what its prefetch counts).
+    private var outstanding = 0
+    /// Delivery tags above this one belong to the current consumer.
+    private var lastTagBefore: UInt64 = 0
+    private var highestTag: UInt64 = 0
+    /// Deliveries already on their way to a cancelled consumer, not yet answered by `next()`.
+    private var pending: [AMQPFetched] = []
+    private var pendingAt = 0
+    /// Consumers started because the previous one reached its prefetch (for the benchmark).
+    public private(set) var handOvers = 0
 
     /// The next message (held until acked or released), or nil once the queue is empty.
     ///
     /// A consumer rather than basic.get: on a quorum queue each basic.get is a Raft round trip
     /// (~4 ms here, 230 msg/s), while deliveries to a consumer stream (5,000 in ~3 s). Every
-    /// delivery stays unacked exactly as a basic.get would. A quorum queue stops delivering at
-    /// the prefetch (65,535, the most AMQP allows; "unlimited" means 2,000 there): when
-    /// deliveries stall, the rest is read with basic.get until the queue answers empty.
+    /// delivery stays unacked exactly as a basic.get would. A quorum queue stops delivering to a
+    /// consumer at its prefetch (65,535, the most AMQP allows; "unlimited" means 2,000 there),
+    /// so a consumer that holds that many is cancelled and a new one started on the same
+    /// channel: a cancelled consumer's unacked deliveries stay checked out to this channel
+    /// (ack and requeue work as before), and the new consumer carries on from the queue's head
+    /// with a window of its own. When deliveries stall below the window (messages other
+    /// clients hold are still coming back), the rest is read with basic.get until the queue
+    /// answers empty.
     public func next() async throws -> AMQPFetched? {
         guard !drained, read < snapshot + max(snapshot, 10_000) else { return nil }
-        if !consuming {
-            try await session.consume(queue: dlq, prefetch: prefetch, tag: DLQAccess.consumerTag)
-            consuming = true
-        }
+        if let f = takePending() { return f }
         if !stalled {
+            if !consuming {
+                try await startConsumer()
+            } else if prefetch > 0, outstanding >= prefetch {
+                // At its window: hand over to a fresh consumer (what was on its way comes first).
+                pending = try await session.cancelConsumer(tag: tag)
+                pendingAt = 0
+                for f in pending { highestTag = max(highestTag, f.deliveryTag) }
+                handOvers += 1
+                try await startConsumer()
+                if let f = takePending() { return f }
+            }
             if let f = try await session.nextDelivery(timeoutMS: read >= snapshot ? 300 : 1_000) {
-                read += 1
-                return f
+                return delivered(f, counted: true)
             }
             stalled = true
         }
-        if let f = try await session.nextDelivery(timeoutMS: 0) {
-            read += 1
-            return f
-        }
-        if let f = try await session.get(queue: dlq) {
-            read += 1
-            return f
-        }
+        if let f = try await session.nextDelivery(timeoutMS: 0) { return delivered(f, counted: true) }
+        if let f = try await session.get(queue: dlq) { return delivered(f, counted: false) }
         drained = true
         return nil
+    }
+
+    private func startConsumer() async throws {
+        consumers += 1
+        lastTagBefore = highestTag
+        outstanding = 0
+        try await session.consume(queue: dlq, prefetch: prefetch, tag: tag)
+        consuming = true
+    }
+
+    private func takePending() -> AMQPFetched? {
+        guard pendingAt < pending.count else { return nil }
+        let f = pending[pendingAt]
+        pendingAt += 1
+        if pendingAt == pending.count { pending.removeAll(); pendingAt = 0 }
+        read += 1
+        return f
+    }
+
+    private func delivered(_ f: AMQPFetched, counted: Bool) -> AMQPFetched {
+        read += 1
+        highestTag = max(highestTag, f.deliveryTag)
+        if counted { outstanding += 1 }
+        return f
     }
 
     /// Keeps a fetched message aside, to be requeued in order by `release()`.
@@ -128,7 +174,10 @@ public final class DLQAccess {
     }
 
     /// Removes a message from the DLQ: only after it is safe elsewhere (confirmed or archived).
-    public func ack(_ f: AMQPFetched) async throws { try await session.ack(f.deliveryTag) }
+    public func ack(_ f: AMQPFetched) async throws {
+        try await session.ack(f.deliveryTag)
+        if consuming, f.deliveryTag > lastTagBefore, outstanding > 0 { outstanding -= 1 }
+    }
 
     /// Reads the whole queue, holds it, and answers the first `limit` messages (all by
     /// default). The rest is read too: returning only a prefix would rotate the queue.
@@ -147,10 +196,13 @@ public final class DLQAccess {
     public func release() async {
         guard !released else { return }
         released = true
+        // Read from a cancelled consumer and not answered yet: after what was answered.
+        held += pending[pendingAt...]
+        pending.removeAll()
         if consuming {
             // Stop deliveries first: a requeued message would come straight back to us.
             // Deliveries already on their way are held too (after the others, as they came).
-            if let late = try? await session.cancelConsumer(tag: DLQAccess.consumerTag) { held += late }
+            if let late = try? await session.cancelConsumer(tag: tag) { held += late }
             consuming = false
         }
         for f in held { try? await session.requeue(f.deliveryTag) }
@@ -228,15 +280,19 @@ public final class DLQAccess {
         /// Every letter read and left in the DLQ (not selected, dry run, not confirmed, or back
         /// from this very run): with `replayed`, the whole queue as read, for the index.
         public var remaining: [DeadLetter] = []
+        /// False when the replay stopped because it had done enough (`enough`): the letters
+        /// after the last one read were not looked at.
+        public var readWholeQueue = true
     }
 
     /// Republishes every selected message with confirm, then acks its DLQ copy — per batch,
     /// recording each batch in the audit log between the confirm and the acks. A crash at any
     /// point leaves each message in the DLQ, in the worker's queue, or (between confirm and
-    /// ack) in both; never in neither.
+    /// ack) in both; never in neither. Once `enough()` answers true (asked after each letter is
+    /// selected or passed over), the batch in hand is finished and nothing more is read.
     public func replay(
         where select: (DeadLetter) -> Bool, dryRun: Bool, batchSize: Int, rate: Double?, audit: AuditLog?,
-        progress: (ReplayResult) -> Void = { _ in }
+        enough: () -> Bool = { false }, progress: (ReplayResult) -> Void = { _ in }
     ) async throws -> ReplayResult {
         var result = ReplayResult()
         var publisher: AMQPPublisher?
@@ -265,6 +321,11 @@ public final class DLQAccess {
                 } else {
                     hold(f)
                     result.remaining.append(letter)
+                }
+                if enough() {
+                    done = true
+                    result.readWholeQueue = false
+                    break
                 }
             }
             guard let publisher, !batch.isEmpty else { continue }

@@ -290,7 +290,11 @@ public struct DLQCommand: AsyncParsableCommand {
         @Option(name: .customLong("batch-size"), help: "Messages per confirm round.") public var batchSize = 100
         @Option(help: "At most this many messages per second.") public var rate: Double?
         @OptionGroup public var filter: Filter
-        @Option(help: "Replay at most N of the selected letters (oldest in the queue first).") public var max: Int?
+        @Option(help: ArgumentHelp(
+            "Replay at most N of the selected letters (oldest in the queue first), and stop reading there.",
+            discussion: "The letters read and left on the way (not selected, or already on their way to this command) "
+                + "return to the end of the DLQ; the rest of the queue is not read."))
+        public var max: Int?
         @Flag(help: "Also replay letters older than the worker's processed_retention (see the note this prints).")
         public var force = false
         public init() {}
@@ -330,7 +334,8 @@ public struct DLQCommand: AsyncParsableCommand {
                 try printJSON([
                     "dry_run": dryRun, "selected": result.selected, "replayed": result.replayed,
                     "failed": result.failed.map { ["id": $0.id, "error": $0.error] }, "not_found": missing,
-                    "read": result.read, "seconds": (o.seconds * 1000).rounded() / 1000,
+                    "read": result.read, "read_whole_queue": result.readWholeQueue,
+                    "seconds": (o.seconds * 1000).rounded() / 1000,
                     "refused_older_than_retention": o.refused,
                 ])
             } else if dryRun {
@@ -338,7 +343,8 @@ public struct DLQCommand: AsyncParsableCommand {
                 for id in result.selected { print("  \(id)") }
             } else {
                 print("replayed \(result.replayed.count) of \(result.read) dead letters in \(String(format: "%.1f", o.seconds)) s "
-                      + "(republished with confirm, then removed from \(o.dlq))")
+                      + "(republished with confirm, then removed from \(o.dlq))"
+                      + (result.readWholeQueue ? "" : "; stopped at --max \(max ?? 0): the rest of the queue was not read"))
             }
             let refused = o.refused
             if !refused.isEmpty {
@@ -398,19 +404,27 @@ public struct DLQCommand: AsyncParsableCommand {
             do {
                 audit = try dryRun ? nil : AuditLog(path: ctx.auditLogPath)
                 try audit?.record(action: "dlq.replay", worker: access.worker.worker, outcome: "started")
+                // Enough once --max letters are chosen: reading on would only rotate the queue.
+                // (Not for --id: every copy of an id is replayed, wherever it is in the queue.)
+                let enough: () -> Bool = { budget.current == 0 }
                 result = try await access.replay(
-                    where: select, dryRun: dryRun, batchSize: batchSize, rate: rate, audit: audit, progress: progress)
+                    where: select, dryRun: dryRun, batchSize: batchSize, rate: rate, audit: audit, enough: enough,
+                    progress: progress)
             } catch {
                 await access.release()
                 throw error
             }
             await access.release()
-            // The replay read the whole queue: the index becomes what it found (the replayed
-            // letters leave it, letters it lacked join it). The queue is already right if this fails.
+            // A replay that read the whole queue makes the index what it found (the replayed
+            // letters leave it, letters it lacked join it); one that stopped early only takes
+            // out what it replayed. The queue is already right if this fails.
             var indexNote: String?
             do {
                 let index = DLQIndex(worker: access.worker)
-                if try await index.count() != nil {
+                if try await index.count() != nil, !result.readWholeQueue {
+                    let left = Set(result.remaining.map(\.id))
+                    try await index.remove(result.replayed.filter { !left.contains($0) })
+                } else if try await index.count() != nil {
                     let (removed, added) = try await index.reconcile(with: result.remaining, readStartedMS: readStartedMS)
                     if added > 0 || removed > result.replayed.count {
                         indexNote = "dead-letter index brought in line with \(access.dlq): \(removed) removed, \(added) added"

@@ -51,6 +51,9 @@ extension WorkerRuntime {
             lastErrorText.withLock { $0 = err.description }
         }
         guard !outgoing.isEmpty else { return }
+        // The publisher may still be connecting (the consumer came up first, or the broker
+        // connection is being re-made): give it a moment rather than send the batch round again.
+        if !publisher.isConnected { _ = await publisher.waitUntilConnected(timeout: .seconds(5)) }
         let results = await publisher.publish(batch: outgoing)
         var indexed: [DeadLetterIndex.Summary] = []
         for (k, r) in results.enumerated() {
