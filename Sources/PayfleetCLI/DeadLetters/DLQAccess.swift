@@ -111,9 +111,9 @@ public final class DLQAccess {
     /// so a consumer that holds that many is cancelled and a new one started on the same
     /// channel: a cancelled consumer's unacked deliveries stay checked out to this channel
     /// (ack and requeue work as before), and the new consumer carries on from the queue's head
-    /// with a window of its own. When deliveries stall below the window (messages other
-    /// clients hold are still coming back), the rest is read with basic.get until the queue
-    /// answers empty.
+    /// with a window of its own. When deliveries pause below the window, the consumer is
+    /// stopped and basic.get asks the queue: empty ends the read; a message (the broker was
+    /// busy, or messages another client held came back) starts a consumer again.
     public func next() async throws -> AMQPFetched? {
         guard !drained, read < snapshot + max(snapshot, 10_000) else { return nil }
         if let f = takePending() { return f }
@@ -122,9 +122,7 @@ public final class DLQAccess {
                 try await startConsumer()
             } else if prefetch > 0, outstanding >= prefetch {
                 // At its window: hand over to a fresh consumer (what was on its way comes first).
-                pending = try await session.cancelConsumer(tag: tag)
-                pendingAt = 0
-                for f in pending { highestTag = max(highestTag, f.deliveryTag) }
+                try await stopConsumer()
                 handOvers += 1
                 try await startConsumer()
                 if let f = takePending() { return f }
@@ -132,12 +130,26 @@ public final class DLQAccess {
             if let f = try await session.nextDelivery(timeoutMS: read >= snapshot ? 300 : 1_000) {
                 return delivered(f, counted: true)
             }
+            // Quiet: stop the consumer first — a delivery arriving in the middle of a basic.get's
+            // answer breaks the channel's protocol state — and take what was still on its way.
+            try await stopConsumer()
+            if let f = takePending() { return f }
             stalled = true
         }
-        if let f = try await session.nextDelivery(timeoutMS: 0) { return delivered(f, counted: true) }
-        if let f = try await session.get(queue: dlq) { return delivered(f, counted: false) }
+        if let f = try await session.get(queue: dlq) {
+            // More is there after all (the broker paused, or held messages came back): stream again.
+            stalled = false
+            return delivered(f, counted: false)
+        }
         drained = true
         return nil
+    }
+
+    private func stopConsumer() async throws {
+        guard consuming else { return }
+        pending += try await session.cancelConsumer(tag: tag)
+        consuming = false
+        for f in pending { highestTag = max(highestTag, f.deliveryTag) }
     }
 
     private func startConsumer() async throws {
@@ -196,9 +208,11 @@ public final class DLQAccess {
     public func release() async {
         guard !released else { return }
         released = true
-        // Read from a cancelled consumer and not answered yet: after what was answered.
+        // Read from a cancelled consumer and not answered yet: after what was answered, before
+        // what the running consumer (started after them) has on its way.
         held += pending[pendingAt...]
         pending.removeAll()
+        pendingAt = 0
         if consuming {
             // Stop deliveries first: a requeued message would come straight back to us.
             // Deliveries already on their way are held too (after the others, as they came).
@@ -210,7 +224,8 @@ public final class DLQAccess {
         // that when the command returns the queue is as it was for the next reader.
         let requeued = held.count
         held.removeAll()
-        let deadline = ContinuousClock.now + .seconds(3)
+        // (About 5,000 requeues a second here: a 99,000-letter read takes ~20 s to return.)
+        let deadline = ContinuousClock.now + .seconds(3) + .milliseconds(requeued / 2)
         while requeued > 0, ContinuousClock.now < deadline {
             guard let n = try? await session.inspect(queue: dlq).messages, n < requeued else { break }
             try? await Task.sleep(for: .milliseconds(20))
