@@ -15,6 +15,18 @@ public struct ReceiptEffect: Codable, Sendable, Equatable {
     public var dateMS: Int64
 }
 
+extension ReceiptEffect: JournalEncodable {
+    /// What `JSONEncoder` writes for it, without its dynamic dispatch (once per event).
+    public var journalJSON: [UInt8] {
+        var w = JSONObjectWriter(capacity: 128)
+        w.field("email", email)
+        w.field("phone", phone)
+        w.field("locale", locale)
+        w.field("dateMS", dateMS)
+        return w.finished()
+    }
+}
+
 /// `receipt-sender`: one email and/or SMS receipt per `payment.succeeded` / `payment.refunded`;
 /// none for reversals (`refund.failed`, `payment.reversed`, `payout.failed`), `fee.assessed` or
 /// internal types, even if one is delivered (a replay, a changed binding): recorded as

@@ -384,3 +384,20 @@ import Testing
         }
     }
 }
+
+/// The receipt effect's hand-written journal bytes equal what `JSONEncoder` writes (parsed) and
+/// decode to the same effect.
+@Suite struct ReceiptJournalEncodingTests {
+    @Test(arguments: [
+        ReceiptEffect(email: "ada@example.com", phone: "+447700900123", locale: "en", dateMS: 1_764_000_000_000),
+        ReceiptEffect(email: nil, phone: nil, locale: "pt-BR", dateMS: -1),
+        ReceiptEffect(email: "\"odd\"\\@例え.jp", phone: nil, locale: "ja", dateMS: Int64.max),
+    ])
+    func sameAsJSONEncoder(_ effect: ReceiptEffect) throws {
+        let fast = effect.journalJSON
+        let a = try JSONSerialization.jsonObject(with: Data(fast)) as? NSDictionary
+        let b = try JSONSerialization.jsonObject(with: JSONEncoder().encode(effect)) as? NSDictionary
+        #expect(a != nil && a == b, "\(String(decoding: fast, as: UTF8.self))")
+        #expect(try JSONDecoder().decode(ReceiptEffect.self, from: Data(fast)) == effect)
+    }
+}

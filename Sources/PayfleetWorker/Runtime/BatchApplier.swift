@@ -66,7 +66,8 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
                         let effect = try handler.apply(event, db: db)
                         try db.markProcessed(event.id)
                         guard let effect else { return .applied }
-                        try EffectJournal.intent(event.id, effect: Array(try JSONEncoder().encode(effect)), now: now, db: db)
+                        let bytes = try (effect as? any JournalEncodable)?.journalJSON ?? Array(JSONEncoder().encode(effect))
+                        try EffectJournal.intent(event.id, effect: bytes, now: now, db: db)
                         return .effect(effect, attempts: 0, outcomeUnknown: false)
                     }
                 } catch let e as SQLiteError where e.isStorageFailure {

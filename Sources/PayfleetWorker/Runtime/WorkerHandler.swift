@@ -12,6 +12,13 @@ import Prometheus
 /// duplicate). If `apply` returns an effect, the runtime journals it (intent) in the same
 /// transaction, performs it after the commit, and journals the outcome — so a crash between
 /// the call and the outcome is visible on redelivery as `outcomeUnknown`, not blindly repeated.
+/// An effect that writes its own effect-journal bytes (with `JSONObjectWriter`, on the store
+/// thread once per event): JSON that `JSONDecoder` decodes back to an equal value, as a
+/// redelivery or `payfleet trace` reads it. Other effects are written by `JSONEncoder`.
+public protocol JournalEncodable {
+    var journalJSON: [UInt8] { get }
+}
+
 public protocol WorkerHandler: Sendable {
     associatedtype Effect: Codable & Sendable = NoEffect
 
