@@ -57,5 +57,8 @@ public struct JSONObjectWriter {
     }
 
     /// The object, closed.
-    public func finished() -> [UInt8] { bytes + [UInt8(ascii: "}")] }
+    public consuming func finished() -> [UInt8] {
+        bytes.append(UInt8(ascii: "}"))
+        return bytes
+    }
 }
