@@ -172,7 +172,7 @@ public struct ReceiptHandler: WorkerHandler {
         }
         var emailAddress: String?
         if rule.channels.contains(.email), email != nil,
-            let raw = event.customer?.email?.trimmingCharacters(in: .whitespaces), !raw.isEmpty
+            let raw = event.customer?.email.map(Trim.whitespaces), !raw.isEmpty
         {
             guard MailAddress.isValid(raw) else {
                 throw HandlerError.permanent("InvalidAddress", "customer.email is not a valid email address")
@@ -213,8 +213,10 @@ public struct ReceiptHandler: WorkerHandler {
         // Line breaks and other control characters in text that becomes a header (the subject,
         // the customer's display name) are spaces: a header value is one line.
         func oneLine(_ t: String) -> String {
-            String(String.UnicodeScalarView(t.unicodeScalars.map { MIMEEncoding.hasControl(String($0)) ? " " : $0 }))
-                .trimmingCharacters(in: .whitespaces)
+            let control: (Unicode.Scalar) -> Bool = { $0.value < 32 || ($0.value >= 127 && $0.value < 160) }  // as MIMEEncoding.hasControl
+            let flat = t.unicodeScalars.contains(where: control)
+                ? String(String.UnicodeScalarView(t.unicodeScalars.map { control($0) ? " " : $0 })) : t
+            return Trim.whitespaces(flat)
         }
         let subject = oneLine(r(.subject))
         let name = event.customer?.name.map(oneLine).flatMap { $0.isEmpty ? nil : $0 }
@@ -232,10 +234,9 @@ public struct ReceiptHandler: WorkerHandler {
     public func renderSMS(_ effect: ReceiptEffect, event: PaymentEvent) -> SMSMessage? {
         guard let to = effect.phone else { return nil }
         let ctx = ReceiptContext.make(event: event, merchant: merchants[event.merchantID], channel: "sms")
-        let body = templates.render(
+        let body = Trim.whitespacesAndNewlines(templates.render(
             .sms, type: event.type.rawValue, merchant: event.merchantID, locale: effect.locale,
-            context: ctx
-        ).trimmingCharacters(in: .whitespacesAndNewlines)
+            context: ctx))
         return SMSMessage(
             to: to, body: body, eventID: event.id,
             messageID: MIMEMessage.messageID(eventID: event.id, channel: "sms", domain: config.messageIDDomain))

@@ -231,7 +231,7 @@ public enum ReceiptContext {
             "amount": event.amount.formatted,
             "amount_major": event.amount.majorString,
             "currency": event.amount.currency.code,
-            "currency_symbol": event.amount.currency.symbol.trimmingCharacters(in: .whitespaces),
+            "currency_symbol": Trim.whitespaces(event.amount.currency.symbol),
             "payment_id": event.payment?.id ?? event.id,
             "event_id": event.id,
             "type": event.type.rawValue,
