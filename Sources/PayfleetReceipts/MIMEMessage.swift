@@ -245,9 +245,10 @@ public struct MailAddress: Sendable, Equatable {
 
 enum MIMEEncoding {
     /// True when `text` holds CR, LF, NUL or another C0/C1 control character (or DEL).
-    static func hasControl(_ text: String) -> Bool {
-        text.unicodeScalars.contains { $0.value < 32 || ($0.value >= 127 && $0.value < 160) }
-    }
+    static func hasControl(_ text: String) -> Bool { text.unicodeScalars.contains(where: isControl) }
+
+    /// C0, DEL and C1 controls: never in a header value.
+    static func isControl(_ u: Unicode.Scalar) -> Bool { u.value < 32 || (u.value >= 127 && u.value < 160) }
 
     /// RFC 2047 `=?UTF-8?B?…?=` words (each at most 75 characters, split on character
     /// boundaries, folded with CRLF SP) — or the text itself when it is plain short ASCII.

@@ -213,9 +213,8 @@ public struct ReceiptHandler: WorkerHandler {
         // Line breaks and other control characters in text that becomes a header (the subject,
         // the customer's display name) are spaces: a header value is one line.
         func oneLine(_ t: String) -> String {
-            let control: (Unicode.Scalar) -> Bool = { $0.value < 32 || ($0.value >= 127 && $0.value < 160) }  // as MIMEEncoding.hasControl
-            let flat = t.unicodeScalars.contains(where: control)
-                ? String(String.UnicodeScalarView(t.unicodeScalars.map { control($0) ? " " : $0 })) : t
+            let flat = MIMEEncoding.hasControl(t)
+                ? String(String.UnicodeScalarView(t.unicodeScalars.map { MIMEEncoding.isControl($0) ? " " : $0 })) : t
             return Trim.whitespaces(flat)
         }
         let subject = oneLine(r(.subject))

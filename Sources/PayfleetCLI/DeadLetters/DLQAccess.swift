@@ -99,8 +99,6 @@ public final class DLQAccess {
     /// Deliveries already on their way to a cancelled consumer, not yet answered by `next()`.
     private var pending: [AMQPFetched] = []
     private var pendingAt = 0
-    /// Consumers started because the previous one reached its prefetch (for the benchmark).
-    public private(set) var handOvers = 0
 
     /// The next message (held until acked or released), or nil once the queue is empty.
     ///
@@ -123,7 +121,6 @@ public final class DLQAccess {
             } else if prefetch > 0, outstanding >= prefetch {
                 // At its window: hand over to a fresh consumer (what was on its way comes first).
                 try await stopConsumer()
-                handOvers += 1
                 try await startConsumer()
                 if let f = takePending() { return f }
             }

@@ -421,10 +421,11 @@ public struct DLQCommand: AsyncParsableCommand {
             var indexNote: String?
             do {
                 let index = DLQIndex(worker: access.worker)
-                if try await index.count() != nil, !result.readWholeQueue {
+                let indexed = try await index.count() != nil
+                if indexed, !result.readWholeQueue {
                     let left = Set(result.remaining.map(\.id))
                     try await index.remove(result.replayed.filter { !left.contains($0) })
-                } else if try await index.count() != nil {
+                } else if indexed {
                     let (removed, added) = try await index.reconcile(with: result.remaining, readStartedMS: readStartedMS)
                     if added > 0 || removed > result.replayed.count {
                         indexNote = "dead-letter index brought in line with \(access.dlq): \(removed) removed, \(added) added"
