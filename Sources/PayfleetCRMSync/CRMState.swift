@@ -7,8 +7,12 @@ import PayfleetWorker
 /// through which a refund or dispute reaches its customer, the customer profile, and one
 /// summary row per customer, merchant and currency.
 ///
-/// Convergence: every money figure is a sum over the customer's events, recomputed from
-/// `crm_events` whenever one of them changes, so the order of arrival cannot matter; the
+/// Convergence: every money figure is a sum over the customer's events. Each event adds its
+/// own contribution when it reaches its customer (counting zero when a reversal already
+/// cancels it), and a reversal takes back the contribution of each original it is the first
+/// to cancel, so the figures equal that sum whatever the order of arrival (`recompute`, the
+/// sum itself, is used for a summary row that does not exist yet; `CRMIncrementalTests`
+/// compares the two over shuffled histories); the
 /// profile (name, email, phone) and the last payment are taken from the newest event by
 /// `occurred_at` (then event id), so an older event never overwrites newer state.
 ///
@@ -133,6 +137,15 @@ public enum CRMSchema {
             ALTER TABLE crm_events ADD COLUMN refund_id TEXT;
             CREATE INDEX crm_events_refund_idx ON crm_events(merchant_id, refund_id) WHERE refund_id IS NOT NULL;
             CREATE INDEX crm_events_merchant_customer_idx ON crm_events(merchant_id, customer_id);
+            """),
+        // Issue 17: figures are kept up to date by each event's contribution instead of a sum
+        // over all the customer's events; what is still asked of the events per customer (open
+        // disputes, the last payment after a reversal) is found by type within the customer.
+        Migration(
+            "crm.3",
+            """
+            DROP INDEX crm_events_customer_idx;
+            CREATE INDEX crm_events_customer_type_idx ON crm_events(customer_id, merchant_id, currency, type);
             """),
     ]
 }
@@ -320,21 +333,43 @@ public enum CRMState {
                 keys.append((c, m, cur))
             }
         }
+        // A reversal takes back its originals' contributions only when it is the first to
+        // cancel them (the same reversal reported twice undoes them once).
+        var alreadyCancelled = false
+        if !cancelled.isEmpty {
+            let (column, value) = event.type == .refundFailed ? ("refund_id", refundID) : ("payment_id", paymentID)
+            alreadyCancelled = try db.queryOne(
+                "SELECT 1 FROM crm_events WHERE merchant_id = ? AND \(column) = ? AND type = ? AND event_id <> ? LIMIT 1",
+                [.text(merchant), SQLValue(value), .text(event.type.rawValue), .text(event.id)]) != nil
+        }
         var payments: [PaymentRecord] = []
+        var deltas: [Int: KeyDelta] = [:]
         for id in visit {
             guard let row = try db.queryOne(
                 """
-                SELECT event_id, type, payment_id, customer_id, merchant_id, currency, amount, fee, occurred_at,
-                    invoice_id, outcome, channel, method, reference FROM crm_events WHERE event_id = ?
+                SELECT e.event_id, e.type, e.payment_id, e.customer_id, e.merchant_id, e.currency, e.amount, e.fee,
+                    e.occurred_at, e.invoice_id, e.outcome, e.channel, e.method, e.reference, \(cancelledSQL)
+                FROM crm_events e WHERE e.event_id = ?
                 """, [.text(id)]), let record = paymentRecord(row)
             else { continue }
             touch(record.customerID, record.merchantID, record.currency)
+            let k = keys.firstIndex { $0.customer == record.customerID && $0.merchant == record.merchantID && $0.currency == record.currency }!
+            let isCancelled = (row.int(14) ?? 0) != 0
+            let counted = Contribution(record)
+            if ids.contains(id) {
+                // Reaches its customer now: counts unless a reversal already cancels it.
+                if !isCancelled { deltas[k, default: KeyDelta()].added.append(counted) }
+            } else if !alreadyCancelled {
+                // An original this reversal cancels: what it counted is taken back.
+                deltas[k, default: KeyDelta()].removed.append(counted)
+            }
             // Payment records: this event's and those that were waiting for their customer.
             if ids.contains(id) && record.type != PaymentEvent.EventType.invoiceIssued.rawValue { payments.append(record) }
         }
         var snapshots: [CustomerSnapshot] = []
-        for k in keys {
-            snapshots.append(try recompute(db, customer: k.customer, merchant: k.merchant, currency: k.currency, now: now))
+        for (i, k) in keys.enumerated() {
+            snapshots.append(
+                try update(db, customer: k.customer, merchant: k.merchant, currency: k.currency, by: deltas[i] ?? KeyDelta(), now: now))
         }
         if snapshots.isEmpty && payments.isEmpty { return nil }
         return CRMChange(eventID: event.id, eventType: event.type.rawValue, customers: snapshots, payments: payments)
@@ -432,34 +467,123 @@ public enum CRMState {
               AND e.type IN ('invoice.issued', 'payment.succeeded', 'payment.refunded', 'payment.disputed', 'dispute.closed')
             """, [.text(customer), .text(merchant), .text(currency)])
         var f = Figures()
-        func add(_ v: inout Int64, _ x: Int64, _ name: String) throws {
-            let (r, o) = v.addingReportingOverflow(x)
-            if o { throw overflow(name, customer: customer, merchant: merchant, currency: currency) }
-            v = r
-        }
-        func sub(_ v: inout Int64, _ x: Int64, _ name: String) throws {
-            let (r, o) = v.subtractingReportingOverflow(x)
-            if o { throw overflow(name, customer: customer, merchant: merchant, currency: currency) }
-            v = r
-        }
         for r in rows {
             guard let type = r.string(0), let amount = r.int(1) else { continue }
-            let invoiced = (r.int(2) ?? 0) != 0
             if (r.int(4) ?? 0) != 0 { continue }  // cancelled by a reversal
+            let c = Contribution(type: type, amount: amount, invoiced: (r.int(2) ?? 0) != 0, outcome: r.string(3))
+            try c.apply(to: &f, removing: false, customer: customer, merchant: merchant, currency: currency)
+        }
+        return f
+    }
+
+    /// What one event counts in its customer's figures (DESIGN §5a), when no reversal cancels it.
+    struct Contribution {
+        var type: String
+        var amount: Int64
+        var invoiced: Bool
+        var outcome: String?
+        var eventID = ""
+        var paymentID: String?
+        var occurredMS: Int64 = 0
+
+        init(type: String, amount: Int64, invoiced: Bool, outcome: String?) {
+            self.type = type
+            self.amount = amount
+            self.invoiced = invoiced
+            self.outcome = outcome
+        }
+
+        init(_ r: PaymentRecord) {
+            self.init(type: r.type, amount: r.amount, invoiced: r.invoiceID != nil, outcome: r.outcome)
+            eventID = r.eventID
+            paymentID = r.paymentID
+            occurredMS = ms(r.occurredAt) ?? 0
+        }
+
+        /// Adds (or, `removing`, takes back) the contribution with checked arithmetic: an
+        /// overflow is the event's permanent failure, the savepoint keeps the figures as they were.
+        func apply(to f: inout Figures, removing: Bool, customer: String, merchant: String, currency: String) throws {
+            func change(_ v: inout Int64, _ sign: Int64, _ name: String) throws {
+                let (r, o) = (sign > 0) != removing ? v.addingReportingOverflow(amount) : v.subtractingReportingOverflow(amount)
+                if o { throw overflow(name, customer: customer, merchant: merchant, currency: currency) }
+                v = r
+            }
             switch type {
-            case "invoice.issued": try add(&f.outstanding, amount, "outstanding")
+            case "invoice.issued": try change(&f.outstanding, 1, "outstanding")
             case "payment.succeeded":
-                try add(&f.paid, amount, "paid")
-                if invoiced { try sub(&f.outstanding, amount, "outstanding") }
+                try change(&f.paid, 1, "paid")
+                if invoiced { try change(&f.outstanding, -1, "outstanding") }
             case "payment.refunded":
-                try add(&f.refunded, amount, "refunded")
-                if invoiced { try add(&f.outstanding, amount, "outstanding") }
-            case "payment.disputed": try add(&f.disputed, amount, "disputed")
-            case "dispute.closed" where r.string(3) == "won": try sub(&f.disputed, amount, "disputed")
+                try change(&f.refunded, 1, "refunded")
+                if invoiced { try change(&f.outstanding, 1, "outstanding") }
+            case "payment.disputed": try change(&f.disputed, 1, "disputed")
+            case "dispute.closed" where outcome == "won": try change(&f.disputed, -1, "disputed")
             default: break
             }
         }
-        return f
+    }
+
+    /// The contributions one event adds to, and takes back from, one summary row.
+    struct KeyDelta {
+        var added: [Contribution] = []
+        var removed: [Contribution] = []
+    }
+
+    /// The summary row of one customer, merchant and currency changed by `delta` (one read and
+    /// one upsert, whatever the length of the customer's history); a row not written yet is
+    /// computed from all its events (`recompute`).
+    static func update(
+        _ db: SQLiteConnection, customer: String, merchant: String, currency: String, by delta: KeyDelta, now: Date
+    ) throws -> CustomerSnapshot {
+        let args: [SQLValue] = [.text(customer), .text(merchant), .text(currency)]
+        guard let row = try db.queryOne(
+            """
+            SELECT outstanding, paid, refunded, disputed, last_payment_id, last_payment_amount, last_payment_at, version
+            FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?
+            """, args)
+        else { return try recompute(db, customer: customer, merchant: merchant, currency: currency, now: now) }
+        var f = Figures(outstanding: row.int(0) ?? 0, paid: row.int(1) ?? 0, refunded: row.int(2) ?? 0, disputed: row.int(3) ?? 0)
+        var last = LastPayment(id: row.string(4), amount: row.int(5), atMS: row.int(6))
+        var lastNeedsQuery = false
+        for c in delta.removed {
+            try c.apply(to: &f, removing: true, customer: customer, merchant: merchant, currency: currency)
+            if c.type == "payment.succeeded" { lastNeedsQuery = true }
+        }
+        for c in delta.added {
+            try c.apply(to: &f, removing: false, customer: customer, merchant: merchant, currency: currency)
+            guard c.type == "payment.succeeded" else { continue }
+            if let at = last.atMS, last.amount != nil {
+                if c.occurredMS > at {
+                    last = LastPayment(id: c.paymentID, amount: c.amount, atMS: c.occurredMS)
+                } else if c.occurredMS == at {
+                    lastNeedsQuery = true  // the tie goes to the greater event id, not kept in the row
+                }
+            } else {
+                last = LastPayment(id: c.paymentID, amount: c.amount, atMS: c.occurredMS)
+            }
+        }
+        if lastNeedsQuery { last = try lastPayment(db, args) }
+        return try store(
+            db, customer: customer, merchant: merchant, currency: currency, figures: f, last: last,
+            version: (row.int(7) ?? 0) &+ 1, now: now)
+    }
+
+    struct LastPayment {
+        var id: String?
+        var amount: Int64?
+        var atMS: Int64?
+    }
+
+    /// The newest payment of a customer, merchant and currency that no reversal cancels.
+    static func lastPayment(_ db: SQLiteConnection, _ args: [SQLValue]) throws -> LastPayment {
+        let r = try db.queryOne(
+            """
+            SELECT e.payment_id, e.amount, e.occurred_at FROM crm_events e
+            WHERE e.customer_id = ? AND e.merchant_id = ? AND e.currency = ? AND e.type = 'payment.succeeded'
+              AND \(cancelledSQL) = 0
+            ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1
+            """, args)
+        return LastPayment(id: r?.string(0), amount: r?.int(1), atMS: r?.int(2))
     }
 
     /// The DESIGN §5a figures for one customer, merchant and currency, from all its events.
@@ -468,13 +592,20 @@ public enum CRMState {
     ) throws -> CustomerSnapshot {
         let args: [SQLValue] = [.text(customer), .text(merchant), .text(currency)]
         let f = try figures(db, customer: customer, merchant: merchant, currency: currency)
-        let last = try db.queryOne(
-            """
-            SELECT e.payment_id, e.amount, e.occurred_at FROM crm_events e
-            WHERE e.customer_id = ? AND e.merchant_id = ? AND e.currency = ? AND e.type = 'payment.succeeded'
-              AND \(cancelledSQL) = 0
-            ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1
-            """, args)
+        let previous = try db.queryOne(
+            "SELECT version FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?", args)?.int(0) ?? 0
+        return try store(
+            db, customer: customer, merchant: merchant, currency: currency, figures: f, last: try lastPayment(db, args),
+            version: previous &+ 1, now: now)
+    }
+
+    /// Writes the summary row (status from the figures and the customer's open disputes) and
+    /// returns it as pushed, with the profile.
+    static func store(
+        _ db: SQLiteConnection, customer: String, merchant: String, currency: String, figures f: Figures, last: LastPayment,
+        version: Int64, now: Date
+    ) throws -> CustomerSnapshot {
+        let args: [SQLValue] = [.text(customer), .text(merchant), .text(currency)]
         // A dispute is open until a dispute.closed names the same payment.
         let openDisputes = try db.queryOne(
             """
@@ -496,9 +627,6 @@ public enum CRMState {
         let profile = try db.queryOne(
             "SELECT name, email, phone FROM crm_customers WHERE merchant_id = ? AND customer_id = ?",
             [.text(merchant), .text(customer)])
-        let previous = try db.queryOne(
-            "SELECT version FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?", args)?.int(0) ?? 0
-        let version = previous &+ 1
         let nowMS = ms(now) ?? 0
         try db.execute(
             """
@@ -512,11 +640,11 @@ public enum CRMState {
                 version = excluded.version, updated_at = excluded.updated_at
             """,
             args + [.int(f.outstanding), .int(f.paid), .int(f.refunded), .int(f.disputed), .text(status),
-                    SQLValue(last?.string(0)), SQLValue(last?.int(1)), SQLValue(last?.int(2)), .int(version), .int(nowMS)])
+                    SQLValue(last.id), SQLValue(last.amount), SQLValue(last.atMS), .int(version), .int(nowMS)])
         return CustomerSnapshot(
             customerID: customer, merchantID: merchant, currency: currency, outstanding: f.outstanding, paid: f.paid,
-            refunded: f.refunded, disputed: f.disputed, status: status, lastPaymentID: last?.string(0),
-            lastPaymentAmount: last?.int(1), lastPaymentAt: date(last?.int(2)), name: profile?.string(0),
+            refunded: f.refunded, disputed: f.disputed, status: status, lastPaymentID: last.id,
+            lastPaymentAmount: last.amount, lastPaymentAt: date(last.atMS), name: profile?.string(0),
             email: profile?.string(1), phone: profile?.string(2), version: version, at: date(nowMS)!)
     }
 
