@@ -49,13 +49,25 @@ struct FleetBench: AsyncParsableCommand {
         print(String(format: "(1) broker fan-out ceiling (publish with confirms → 4 queues consumed with acks): %8.0f events/s", ceiling))
 
         let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let cpuBefore = cpuByProcess(fleet)
         let fast = try await send(fleet, runID: runID + "f", total: count, ratePerSecond: nil)
         let fastDone = try await waitCommitted(fleet, workers: workers, sent: fast)
+        let cpuAfter = cpuByProcess(fleet)
         let span = Double(fastDone.lastCommitMS - fast.firstSendMS) / 1000
         let fleetRate = Double(fast.ids.count) / max(span, 0.001)
         print(String(format: "(2) fleet, full speed (%d concurrent webhooks): %8.0f events/s   (ingest 202s alone: %.0f/s)",
                      concurrency, fleetRate, Double(fast.ids.count) / max(Double(fast.lastAckMS - fast.firstSendMS) / 1000, 0.001)))
         print(String(format: "    ratio fleet / ceiling = %.2f", fleetRate / ceiling))
+        print("    CPU per 1,000 events in (2), by process (user + system):")
+        var totalCPU = 0.0
+        for name in cpuAfter.keys.sorted() {
+            let ms = (cpuAfter[name] ?? 0) - (cpuBefore[name] ?? 0)
+            totalCPU += ms
+            print("      " + name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                + String(format: " %7.0f ms", ms * 1000 / Double(fast.ids.count)))
+        }
+        print(String(format: "      %@ %7.0f ms (%.2f of 2 cores over %.1f s)", "all".padding(toLength: 22, withPad: " ", startingAt: 0),
+                     totalCPU * 1000 / Double(fast.ids.count), totalCPU / 1000 / max(span, 0.001) / 2, span))
 
         let paced = try await send(fleet, runID: runID + "r", total: rate * duration, ratePerSecond: rate)
         let pacedDone = try await waitCommitted(fleet, workers: workers, sent: paced)
@@ -275,6 +287,23 @@ struct FleetBench: AsyncParsableCommand {
             c.latencyMS.append(Int(last - ack))
         }
         return c
+    }
+
+    /// CPU time (ms) of each fleet process, of the broker (every process whose command line names
+    /// the fleet's broker directory: beam.smp and its helpers) and of this load generator.
+    func cpuByProcess(_ fleet: Fleet) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for (name, pid) in fleet.pids where name != "supervisor" { out[name] = WorkerBench.usage(pid: pid).cpuMS }
+        out["supervisor"] = fleet.pids["supervisor"].map { WorkerBench.usage(pid: $0).cpuMS }
+        let brokerDir = URL(fileURLWithPath: fleet.stateDir).deletingLastPathComponent().path + "/broker"
+        var broker = 0.0
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            if String(decoding: cmd, as: UTF8.self).contains(brokerDir) { broker += WorkerBench.usage(pid: pid).cpuMS }
+        }
+        out["broker (beam)"] = broker
+        out["bench load generator"] = WorkerBench.usage(pid: getpid()).cpuMS
+        return out.compactMapValues { $0 }
     }
 
     /// (VmRSS, VmHWM) in MiB.
