@@ -146,6 +146,7 @@ public enum CRMSchema {
             """
             DROP INDEX crm_events_customer_idx;
             CREATE INDEX crm_events_customer_type_idx ON crm_events(customer_id, merchant_id, currency, type);
+            ALTER TABLE crm_balances ADD COLUMN last_payment_event TEXT;
             """),
     ]
 }
@@ -538,12 +539,13 @@ public enum CRMState {
         let args: [SQLValue] = [.text(customer), .text(merchant), .text(currency)]
         guard let row = try db.queryOne(
             """
-            SELECT outstanding, paid, refunded, disputed, last_payment_id, last_payment_amount, last_payment_at, version
+            SELECT outstanding, paid, refunded, disputed, last_payment_id, last_payment_amount, last_payment_at, version,
+                last_payment_event
             FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?
             """, args)
         else { return try recompute(db, customer: customer, merchant: merchant, currency: currency, now: now) }
         var f = Figures(outstanding: row.int(0) ?? 0, paid: row.int(1) ?? 0, refunded: row.int(2) ?? 0, disputed: row.int(3) ?? 0)
-        var last = LastPayment(id: row.string(4), amount: row.int(5), atMS: row.int(6))
+        var last = LastPayment(id: row.string(4), amount: row.int(5), atMS: row.int(6), eventID: row.string(8))
         var lastNeedsQuery = false
         for c in delta.removed {
             try c.apply(to: &f, removing: true, customer: customer, merchant: merchant, currency: currency)
@@ -552,14 +554,21 @@ public enum CRMState {
         for c in delta.added {
             try c.apply(to: &f, removing: false, customer: customer, merchant: merchant, currency: currency)
             guard c.type == "payment.succeeded" else { continue }
+            let candidate = LastPayment(id: c.paymentID, amount: c.amount, atMS: c.occurredMS, eventID: c.eventID)
             if let at = last.atMS, last.amount != nil {
                 if c.occurredMS > at {
-                    last = LastPayment(id: c.paymentID, amount: c.amount, atMS: c.occurredMS)
+                    last = candidate
                 } else if c.occurredMS == at {
-                    lastNeedsQuery = true  // the tie goes to the greater event id, not kept in the row
+                    // The tie goes to the greater event id (SQLite's byte order); a row written
+                    // before crm.3 does not know its last payment's event.
+                    if let e = last.eventID {
+                        if e.utf8.lexicographicallyPrecedes(c.eventID.utf8) { last = candidate }
+                    } else {
+                        lastNeedsQuery = true
+                    }
                 }
             } else {
-                last = LastPayment(id: c.paymentID, amount: c.amount, atMS: c.occurredMS)
+                last = candidate
             }
         }
         if lastNeedsQuery { last = try lastPayment(db, args) }
@@ -572,18 +581,20 @@ public enum CRMState {
         var id: String?
         var amount: Int64?
         var atMS: Int64?
+        /// The event that made it the last payment (ties of `atMS` go to the greater event id).
+        var eventID: String?
     }
 
     /// The newest payment of a customer, merchant and currency that no reversal cancels.
     static func lastPayment(_ db: SQLiteConnection, _ args: [SQLValue]) throws -> LastPayment {
         let r = try db.queryOne(
             """
-            SELECT e.payment_id, e.amount, e.occurred_at FROM crm_events e
+            SELECT e.payment_id, e.amount, e.occurred_at, e.event_id FROM crm_events e
             WHERE e.customer_id = ? AND e.merchant_id = ? AND e.currency = ? AND e.type = 'payment.succeeded'
               AND \(cancelledSQL) = 0
             ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1
             """, args)
-        return LastPayment(id: r?.string(0), amount: r?.int(1), atMS: r?.int(2))
+        return LastPayment(id: r?.string(0), amount: r?.int(1), atMS: r?.int(2), eventID: r?.string(3))
     }
 
     /// The DESIGN §5a figures for one customer, merchant and currency, from all its events.
@@ -631,16 +642,18 @@ public enum CRMState {
         try db.execute(
             """
             INSERT INTO crm_balances (customer_id, merchant_id, currency, outstanding, paid, refunded, disputed, status,
-                last_payment_id, last_payment_amount, last_payment_at, version, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                last_payment_id, last_payment_amount, last_payment_at, version, updated_at, last_payment_event)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (customer_id, merchant_id, currency) DO UPDATE SET
                 outstanding = excluded.outstanding, paid = excluded.paid, refunded = excluded.refunded,
                 disputed = excluded.disputed, status = excluded.status, last_payment_id = excluded.last_payment_id,
                 last_payment_amount = excluded.last_payment_amount, last_payment_at = excluded.last_payment_at,
-                version = excluded.version, updated_at = excluded.updated_at
+                version = excluded.version, updated_at = excluded.updated_at,
+                last_payment_event = excluded.last_payment_event
             """,
             args + [.int(f.outstanding), .int(f.paid), .int(f.refunded), .int(f.disputed), .text(status),
-                    SQLValue(last.id), SQLValue(last.amount), SQLValue(last.atMS), .int(version), .int(nowMS)])
+                    SQLValue(last.id), SQLValue(last.amount), SQLValue(last.atMS), .int(version), .int(nowMS),
+                    SQLValue(last.eventID)])
         return CustomerSnapshot(
             customerID: customer, merchantID: merchant, currency: currency, outstanding: f.outstanding, paid: f.paid,
             refunded: f.refunded, disputed: f.disputed, status: status, lastPaymentID: last.id,
