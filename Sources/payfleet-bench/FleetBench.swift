@@ -181,61 +181,38 @@ struct FleetBench: AsyncParsableCommand {
 
     static func nowMS() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-    /// Signed `charge.succeeded` webhooks (a customer with an email, so every worker acts):
-    /// as fast as `concurrency` allows, or paced at `ratePerSecond`.
+    /// Signed `charge.succeeded` webhooks (a customer with an email, so every worker acts),
+    /// built and signed before the clock starts and sent by `HTTPLoad` on its own threads: as
+    /// fast as `concurrency` connections allow, or paced at `ratePerSecond`.
     func send(_ fleet: Fleet, runID: String, total: Int, ratePerSecond: Int?) async throws -> Sent {
-        guard let url = URL(string: fleet.ingestURL + "/webhooks/stripe") else { throw CLIError("bad ingest URL") }
-        let secret = stripeSecret
-        let config = URLSessionConfiguration.default
-        config.httpMaximumConnectionsPerHost = concurrency
-        config.timeoutIntervalForRequest = 30
-        let http = URLSession(configuration: config)
-        let start = ContinuousClock.now
+        guard let url = URL(string: fleet.ingestURL), let host = url.host, let port = url.port.flatMap({ UInt16(exactly: $0) })
+        else { throw CLIError("bad ingest URL \(fleet.ingestURL)") }
         let created = Int64(Date().timeIntervalSince1970)
-        let workers = ratePerSecond.map { max(concurrency, $0 / 20) } ?? concurrency
-        return try await withThrowingTaskGroup(of: [(String, Int64, Int64)].self) { group in
-            for w in 0..<workers {
-                group.addTask {
-                    var out: [(String, Int64, Int64)] = []
-                    var i = w
-                    while i < total {
-                        if let r = ratePerSecond {
-                            let due = start + .milliseconds(Int64(i) * 1000 / Int64(r))
-                            if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
-                        }
-                        let body = Array(Self.chargeSucceeded(run: runID, n: i, created: created).utf8)
-                        var req = URLRequest(url: url)
-                        req.httpMethod = "POST"
-                        req.httpBody = Data(body)
-                        req.setValue("application/json", forHTTPHeaderField: "Content-Type")
-                        req.setValue(StripeSignature.sign(payload: body, secret: secret, timestamp: created),
-                                     forHTTPHeaderField: "Stripe-Signature")
-                        let sent = Self.nowMS()
-                        let (data, response) = try await http.data(for: req)
-                        let acked = Self.nowMS()
-                        guard (response as? HTTPURLResponse)?.statusCode == 202,
-                            let j = try JSONSerialization.jsonObject(with: data) as? [String: Any], let id = j["id"] as? String
-                        else {
-                            throw CLIError("ingest answered \((response as? HTTPURLResponse)?.statusCode ?? 0): \(String(decoding: data, as: UTF8.self))")
-                        }
-                        out.append((id, sent, acked))
-                        i += workers
-                    }
-                    return out
-                }
-            }
-            var s = Sent()
-            for try await part in group {
-                for (id, sent, acked) in part {
-                    s.ids.append(id)
-                    s.sendMS[id] = sent
-                    s.ackMS[id] = acked
-                    s.firstSendMS = min(s.firstSendMS, sent)
-                    s.lastAckMS = max(s.lastAckMS, acked)
-                }
-            }
-            return s
+        let requests = (0..<total).map { i in
+            let body = Array(Self.chargeSucceeded(run: runID, n: i, created: created).utf8)
+            return HTTPLoad.request(
+                path: "/webhooks/stripe", host: "\(host):\(port)",
+                headers: [("Content-Type", "application/json"),
+                          ("Stripe-Signature", StripeSignature.sign(payload: body, secret: stripeSecret, timestamp: created))],
+                body: body)
         }
+        let connections = ratePerSecond.map { max(concurrency, $0 / 20) } ?? concurrency
+        let answers = try await HTTPLoad.run(
+            host: host, port: port, requests: requests, connections: connections, ratePerSecond: ratePerSecond)
+        var s = Sent()
+        for a in answers {
+            guard a.status == 202, let j = try? JSONSerialization.jsonObject(with: Data(a.body)) as? [String: Any],
+                let id = j["id"] as? String
+            else {
+                throw CLIError("ingest answered \(a.status): \(String(decoding: a.body, as: UTF8.self))")
+            }
+            s.ids.append(id)
+            s.sendMS[id] = a.sentMS
+            s.ackMS[id] = a.ackedMS
+            s.firstSendMS = min(s.firstSendMS, a.sentMS)
+            s.lastAckMS = max(s.lastAckMS, a.ackedMS)
+        }
+        return s
     }
 
     static func chargeSucceeded(run: String, n: Int, created: Int64) -> String {
