@@ -146,8 +146,10 @@ public enum CRMSchema {
             """
             DROP INDEX crm_events_customer_idx;
             CREATE INDEX crm_events_customer_type_idx ON crm_events(customer_id, merchant_id, currency, type);
-            ALTER TABLE crm_balances ADD COLUMN last_payment_event TEXT;
             """),
+        // The event that made the row's last payment: payments at the same instant are ordered
+        // by event id without reading the customer's payments (NULL in older rows: read once).
+        Migration("crm.4", "ALTER TABLE crm_balances ADD COLUMN last_payment_event TEXT"),
     ]
 }
 
