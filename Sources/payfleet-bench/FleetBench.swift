@@ -77,6 +77,11 @@ struct FleetBench: AsyncParsableCommand {
         print(String(format: "(3) fleet at %d events/s for %d s (achieved %.0f/s): 202 → last worker's commit p50 %d ms, p99 %d ms, max %d ms",
                      rate, duration, achieved, pct(0.5), pct(0.99), latencies.last ?? -1))
         print(String(format: "    ingest 202 latency p50 %d ms, p99 %d ms", paced.ackLatencyP(0.5), paced.ackLatencyP(0.99)))
+        for (w, l) in pacedDone.byWorker.sorted(by: { $0.key < $1.key }) {
+            let s = l.sorted()
+            print("    202 → " + w.padding(toLength: 22, withPad: " ", startingAt: 0)
+                + String(format: " commit p50 %6d ms, p99 %6d ms", s[s.count / 2], s[min(s.count - 1, s.count * 99 / 100)]))
+        }
         print("    resident memory after the runs (VmRSS / peak VmHWM):")
         for (name, pid) in fleet.pids.sorted(by: { $0.key < $1.key }) where name != "supervisor" {
             let (rss, hwm) = Self.memory(pid: pid)
@@ -231,6 +236,8 @@ struct FleetBench: AsyncParsableCommand {
     struct Committed {
         var lastCommitMS: Int64 = 0
         var latencyMS: [Int] = []
+        /// Per worker: 202 → that worker's commit.
+        var byWorker: [String: [Int]] = [:]
     }
 
     /// Waits until every worker's `processed` table holds every id, then per event the time
@@ -262,6 +269,7 @@ struct FleetBench: AsyncParsableCommand {
             }
             c.lastCommitMS = max(c.lastCommitMS, last)
             c.latencyMS.append(Int(last - ack))
+            for w in workers { if let t = seen[w]?[id] { c.byWorker[w, default: []].append(Int(t - ack)) } }
         }
         return c
     }

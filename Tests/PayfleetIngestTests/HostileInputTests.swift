@@ -121,6 +121,20 @@ import Testing
         #expect(!AdyenMapper.isExempt(path: "notificationItems[0].NotificationRequestItem.additionalData.pspReference", key: "pspReference", value: "1"))
     }
 
+    /// The exemption's parent path collapses array indices as the regular expression `\[\d+\]`
+    /// did (ICU's `\d`: every Unicode decimal digit), without one.
+    @Test func indexCollapsingMatchesTheRegularExpression() {
+        let paths = [
+            "", "data.object", "data.object.charges.data[0]", "data.object.charges.data[12].balance_transaction",
+            "a[0][1]", "a[]", "a[x]", "a[1x]", "a[", "a]", "[0]", "a[[0]]", "a[0", "a[٣]", "a[१२]", "a[𝟘]", "a[½]", "a[Ⅻ]",
+            "métadata[7].é", "a[0]b[00]c[-1]", "a[ 1]", "a[1 ]", "data.object.refunds.data[3]",
+        ]
+        for p in paths {
+            let regex = p.replacingOccurrences(of: #"\[\d+\]"#, with: "[]", options: .regularExpression)
+            #expect(StripeMapper.collapsingIndices(p[...]) == regex, "\(p)")
+        }
+    }
+
     @Test func cardNumbersInKeysAndHeadersAreRefused() async throws {
         try await TestIngest.withApp { client, config in
             let inKey = try await api(client, bytes(canonical("k1", ["metadata": ["4111111111111111": "x"]])))

@@ -36,12 +36,37 @@ public struct StripeMapper: Sendable {
     public static func isExempt(path: String, key: String, value: String) -> Bool {
         guard exemptKeys.contains(key) else { return false }
         let parentEnd = path.count > key.count ? path.index(path.endIndex, offsetBy: -(key.count + 1)) : path.startIndex
-        let parent = String(path[..<parentEnd]).replacingOccurrences(of: #"\[\d+\]"#, with: "[]", options: .regularExpression)
+        let parent = collapsingIndices(path[..<parentEnd])
         guard exemptParents.contains(parent), let us = value.lastIndex(of: "_"), us != value.startIndex else { return false }
         let prefix = value[..<us]
         let rest = value[value.index(after: us)...]
         return !rest.isEmpty && prefix.allSatisfy { ($0.isASCII && $0.isLowercase) || $0 == "_" }
             && rest.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) }
+    }
+
+    /// `path` with every `[<digits>]` written `[]` — what the regular expression `\[\d+\]`
+    /// replaced, `\d` being any Unicode decimal digit (Nd) as in ICU — without compiling a
+    /// regular expression per identifier field (11 % of ingest's CPU in the fleet benchmark).
+    public static func collapsingIndices(_ path: Substring) -> String {
+        guard path.utf8.contains(UInt8(ascii: "[")) else { return String(path) }
+        let scalars = Array(path.unicodeScalars)
+        var out = String.UnicodeScalarView()
+        var i = 0
+        while i < scalars.count {
+            if scalars[i] == "[" {
+                var j = i + 1
+                while j < scalars.count, scalars[j].properties.numericType == .decimal { j += 1 }
+                if j > i + 1, j < scalars.count, scalars[j] == "]" {
+                    out.append("[")
+                    out.append("]")
+                    i = j + 1
+                    continue
+                }
+            }
+            out.append(scalars[i])
+            i += 1
+        }
+        return String(out)
     }
 
     public func map(_ event: [String: Any], receivedAt: Date) throws(IngestError) -> MappedEvent {
