@@ -69,7 +69,13 @@ public enum EventCodec {
         return event
     }
 
-    public static func encode(_ event: PaymentEvent) -> Data {
+    public static func encode(_ event: PaymentEvent) -> Data { Data(EventWriter.write(event)) }
+
+    /// The event as bytes (what the outbox stores and the relay publishes).
+    public static func encodeBytes(_ event: PaymentEvent) -> [UInt8] { EventWriter.write(event) }
+
+    /// `JSONEncoder`'s encoding of the event: the reference `EventWriter` is tested against.
+    public static func encodeWithJSONEncoder(_ event: PaymentEvent) -> Data {
         // Encoding a value type of strings and integers cannot fail.
         (try? encoder().encode(event)) ?? Data()
     }

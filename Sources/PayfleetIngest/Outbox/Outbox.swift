@@ -208,7 +208,7 @@ public final class Outbox: Sendable {
         let now = Int64(Date().timeIntervalSince1970)
         // Encode here, on the caller's task: the store thread is serial and does only SQL.
         let bodies: [String: [UInt8]] = items.reduce(into: [:]) { acc, item in
-            if let e = item.event { acc[e.id] = Array(EventCodec.encode(e)) }
+            if let e = item.event { acc[e.id] = EventCodec.encodeBytes(e) }
         }
         return try await store.groupWrite { db in
             if let idem = idempotency,
@@ -231,7 +231,7 @@ public final class Outbox: Sendable {
                                 if published != e.metadata["refund_id"] {
                                     e.metadata["stripe_refund_id"] = e.metadata["refund_id"]
                                     e.metadata["refund_id"] = published
-                                    body = Array(EventCodec.encode(e))
+                                    body = EventCodec.encodeBytes(e)
                                 }
                             } else if let rid = link.refundID {
                                 try Self.noteEarlyFailure(link, refundID: rid, db: db)
@@ -241,7 +241,7 @@ public final class Outbox: Sendable {
                             continue
                         } else if let name = try Self.nameOfFailedRefund(link, db: db), name != e.metadata["refund_id"] {
                             e.metadata["refund_id"] = name
-                            body = Array(EventCodec.encode(e))
+                            body = EventCodec.encodeBytes(e)
                         }
                     }
                     let n = try db.execute(
@@ -251,7 +251,7 @@ public final class Outbox: Sendable {
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                         [.text(e.id), .text(e.type.rawValue), .text(e.merchantID), SQLValue(e.customer?.id),
-                         .text(e.customerKey), .text(traceparent), .blob(body ?? Array(EventCodec.encode(e))), .int(now),
+                         .text(e.customerKey), .text(traceparent), .blob(body ?? EventCodec.encodeBytes(e)), .int(now),
                          SQLValue(e.payment?.id), SQLValue(e.invoiceID), .text(e.source.eventID)])
                     out.append((e.id, n == 0))
                     if n == 1, let fields = redactions[e.id] {
