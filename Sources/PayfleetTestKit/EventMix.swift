@@ -35,9 +35,13 @@ public struct EventMix {
     var refunds: [(Paid, String, Int64)] = []
     let start = Date().addingTimeInterval(-3600)
 
-    public init(seed: UInt64 = 1, prefix: String) {
+    /// Customers drawn from (fewer: longer histories per customer).
+    let customers: UInt64
+
+    public init(seed: UInt64 = 1, prefix: String, customers: Int = 400) {
         rng = SplitMix(seed: seed)
         self.prefix = prefix
+        self.customers = UInt64(max(1, customers))
     }
 
     /// The next `count` events.
@@ -48,7 +52,7 @@ public struct EventMix {
         let roll = Int(rng.next() % 100)
         let m = EventMix.merchants[Int(rng.next() % UInt64(EventMix.merchants.count))]
         let currency = m.currencies[Int(rng.next() % UInt64(m.currencies.count))]
-        let customer = Int(rng.next() % 400)
+        let customer = Int(rng.next() % customers)
         switch roll {
         case 0..<10:
             let amount = amountFor(currency)

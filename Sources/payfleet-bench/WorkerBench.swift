@@ -27,6 +27,8 @@ struct WorkerBench: AsyncParsableCommand {
     var count = 20_000
     @Option(help: "Batch size (prefetch is twice it).")
     var batchSize = 200
+    @Option(help: "Customers the events are spread over (fewer: longer histories per customer).")
+    var customers = 400
     @Flag(help: "Keep the temp directories (configs, SQLite files, logs).")
     var keep = false
     @Flag(help: "Count fsync/fdatasync syscalls with perf stat (root).")
@@ -57,7 +59,7 @@ struct WorkerBench: AsyncParsableCommand {
         print("worker                    events/s   events/batch   fsyncs/1000 ev   RSS MiB   CPU ms/1000 ev   written KiB/ev   ratio to demo")
         for name in names {
             let spec = WorkerIdentity.fleet.first { $0.name == name }!
-            var mix = EventMix(seed: 17, prefix: "b\(UInt32.random(in: 0...UInt32.max))")
+            var mix = EventMix(seed: 17, prefix: "b\(UInt32.random(in: 0...UInt32.max))", customers: customers)
             var events: [PaymentEvent] = []
             while events.count < count {
                 events += mix.take(1000).filter { spec.routingKeys.contains($0.type.rawValue) }
