@@ -69,7 +69,34 @@ public enum PANGuard {
         return sum % 10 == 0
     }
 
-    public static func containsPAN(_ s: String) -> Bool { !maskOffsets(Array(s.utf8)).isEmpty }
+    public static func containsPAN(_ s: String) -> Bool {
+        // A card number has at least 13 digits: most strings (ids, names, emails) have fewer,
+        // and are answered without copying their bytes.
+        var digits = 0
+        for b in s.utf8 where b >= 48 && b <= 57 {
+            digits += 1
+            if digits >= 13 { return !maskOffsets(Array(s.utf8)).isEmpty }
+        }
+        return false
+    }
+
+    /// Whether any key or value inside `value` holds a card number (what `redact` would mask
+    /// were nothing exempt): when none does, `redact` has nothing to do.
+    static func holdsPAN(_ value: Any) -> Bool {
+        switch value {
+        case let d as [String: Any]:
+            for (k, v) in d where containsPAN(k) || holdsPAN(v) { return true }
+            return false
+        case let a as [Any]:
+            return a.contains { holdsPAN($0) }
+        case let s as String:
+            return containsPAN(s)
+        case let n as NSNumber:
+            return containsPAN(n.stringValue)
+        default:
+            return false
+        }
+    }
 
     /// Every digit of a card number but the last four becomes `*`; separators stay.
     public static func mask(_ s: String) -> String {
@@ -110,6 +137,9 @@ public enum PANGuard {
     /// Masks every card number (provider routes), in values and in object keys; returns the
     /// masked value and the fields masked. `exempt` keeps provider identifiers unchanged.
     public static func redact(_ value: Any, path: String = "", exempt: Exemption) -> (Any, [String]) {
+        // The common case, a payload without a card number, is returned as it came: no copy,
+        // no paths built (the scan below was 9 % of ingest's CPU in the fleet benchmark).
+        if path.isEmpty && !holdsPAN(value) { return (value, []) }
         switch value {
         case let d as [String: Any]:
             var out: [String: Any] = [:]
@@ -121,7 +151,8 @@ public enum PANGuard {
                     fields.append(child(path, "<key>"))
                 }
                 let p = child(path, k)
-                if let s = v as? String, exempt(p, k0, s) { out[k] = v; continue }
+                // Only a value that holds a card number can need its exemption.
+                if let s = v as? String, containsPAN(s), exempt(p, k0, s) { out[k] = v; continue }
                 let (nv, f) = redact(v, path: p, exempt: exempt)
                 out[k] = nv
                 fields += f
