@@ -19,7 +19,7 @@ for _ in $(seq 1 3000); do
     sleep 0.1
 done
 [ -n "$pid" ] || { echo "no $w process appeared" >&2; kill "$bench" 2>/dev/null; exit 1; }
-timeout -s INT "$secs" perf record -g -F 999 -o "$out/$w.perf.data" -p "$pid" >/dev/null 2>&1 || true
+timeout -s INT "$secs" perf record ${PERF_CALL_GRAPH:--g} -F 999 -o "$out/$w.perf.data" -p "$pid" >/dev/null 2>&1 || true
 wait "$bench" || true
 grep -v -e ' info ' -e ' warning ' "$out/$w.bench.txt" | tail -3
 perf report -i "$out/$w.perf.data" --stdio --no-children --percent-limit 1 --sort dso,symbol -g none 2>/dev/null \
