@@ -94,6 +94,7 @@ import Testing
             let s = try await stripe(client, Array(nested.utf8))
             #expect(s.status == .badRequest)
             #expect(TestIngest.errorCode(s) == "duplicate_key")
+            #expect(TestIngest.errorMessage(s).hasPrefix("data.object.metadata.a:"), "\(TestIngest.errorMessage(s))")
             #expect(try TestIngest.outbox(config).isEmpty)
             #expect(try nowhere("4242 4242 4242 4242", config))
         }

@@ -13,7 +13,15 @@ enum StrictJSON {
     }
 
     static func check(_ bytes: [UInt8], maxDepth: Int) -> Problem? {
-        var p = Parser(bytes: bytes, maxDepth: maxDepth)
+        // The first pass builds no paths (most bodies have no problem); a duplicate key is
+        // named by a second pass that does.
+        let problem = check(bytes, maxDepth: maxDepth, paths: false)
+        if case .duplicateKey? = problem { return check(bytes, maxDepth: maxDepth, paths: true) }
+        return problem
+    }
+
+    static func check(_ bytes: [UInt8], maxDepth: Int, paths: Bool) -> Problem? {
+        var p = Parser(bytes: bytes, maxDepth: maxDepth, paths: paths)
         do {
             p.skipSpace()
             try p.value(depth: 0, path: "")
@@ -27,6 +35,8 @@ enum StrictJSON {
     struct Parser {
         let bytes: [UInt8]
         let maxDepth: Int
+        /// Whether to build each value's path (for the name of a duplicate key).
+        let paths: Bool
         var i = 0
 
         mutating func skipSpace() {
@@ -46,8 +56,11 @@ enum StrictJSON {
                     skipSpace()
                     guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw .malformed }
                     let key = try string()
-                    let name = String(decoding: key, as: UTF8.self)
-                    let childPath = path.isEmpty ? name : path + "." + name
+                    var childPath = ""
+                    if paths {
+                        let name = String(decoding: key, as: UTF8.self)
+                        childPath = path.isEmpty ? name : path + "." + name
+                    }
                     guard keys.insert(key).inserted else { throw .duplicateKey(String(childPath.prefix(200))) }
                     skipSpace()
                     guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw .malformed }
@@ -68,7 +81,7 @@ enum StrictJSON {
                 var n = 0
                 while true {
                     skipSpace()
-                    try value(depth: depth + 1, path: path + "[\(n)]")
+                    try value(depth: depth + 1, path: paths ? path + "[\(n)]" : "")
                     n += 1
                     skipSpace()
                     guard i < bytes.count else { throw .malformed }
@@ -77,7 +90,7 @@ enum StrictJSON {
                     throw .malformed
                 }
             case UInt8(ascii: "\""):
-                _ = try string()
+                _ = try string(collect: false)
             default:
                 // A number or a literal: the parser proper checks its grammar.
                 let start = i
@@ -91,14 +104,19 @@ enum StrictJSON {
         }
 
         /// The unescaped UTF-8 of the string at `i` (which is at the opening quote).
-        mutating func string() throws(Problem) -> [UInt8] {
+        /// `collect: false` checks the string the same way without keeping its bytes (values).
+        mutating func string(collect: Bool = true) throws(Problem) -> [UInt8] {
             i += 1
             var out: [UInt8] = []
             while i < bytes.count {
                 let b = bytes[i]
                 if b == UInt8(ascii: "\"") { i += 1; return out }
                 if b < 0x20 { throw .malformed }  // raw control characters are not JSON
-                if b != UInt8(ascii: "\\") { out.append(b); i += 1; continue }
+                if b != UInt8(ascii: "\\") {
+                    if collect { out.append(b) }
+                    i += 1
+                    continue
+                }
                 guard i + 1 < bytes.count else { throw .malformed }
                 let e = bytes[i + 1]
                 i += 2
