@@ -331,10 +331,11 @@ public enum CRMState {
         var visit = ids
         for id in cancelled.sorted() where !visit.contains(id) { visit.append(id) }
         var keys: [(customer: String, merchant: String, currency: String)] = []
-        func touch(_ c: String, _ m: String, _ cur: String) {
-            if !keys.contains(where: { $0.customer == c && $0.merchant == m && $0.currency == cur }) {
-                keys.append((c, m, cur))
-            }
+        /// The summary's position in `keys`, added when new.
+        func touch(_ c: String, _ m: String, _ cur: String) -> Int {
+            if let k = keys.firstIndex(where: { $0.customer == c && $0.merchant == m && $0.currency == cur }) { return k }
+            keys.append((c, m, cur))
+            return keys.count - 1
         }
         // A reversal takes back its originals' contributions only when it is the first to
         // cancel them (the same reversal reported twice undoes them once).
@@ -355,8 +356,7 @@ public enum CRMState {
                 FROM crm_events e WHERE e.event_id = ?
                 """, [.text(id)]), let record = paymentRecord(row)
             else { continue }
-            touch(record.customerID, record.merchantID, record.currency)
-            let k = keys.firstIndex { $0.customer == record.customerID && $0.merchant == record.merchantID && $0.currency == record.currency }!
+            let k = touch(record.customerID, record.merchantID, record.currency)
             let isCancelled = (row.int(14) ?? 0) != 0
             let counted = Contribution(record)
             if ids.contains(id) {

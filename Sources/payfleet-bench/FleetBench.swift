@@ -184,8 +184,6 @@ struct FleetBench: AsyncParsableCommand {
         }
     }
 
-    static func nowMS() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
-
     /// Signed `charge.succeeded` webhooks (a customer with an email, so every worker acts),
     /// built and signed before the clock starts and sent by `HTTPLoad` on its own threads: as
     /// fast as `concurrency` connections allow, or paced at `ratePerSecond`.
@@ -278,8 +276,7 @@ struct FleetBench: AsyncParsableCommand {
     /// the fleet's broker directory: beam.smp and its helpers) and of this load generator.
     func cpuByProcess(_ fleet: Fleet) -> [String: Double] {
         var out: [String: Double] = [:]
-        for (name, pid) in fleet.pids where name != "supervisor" { out[name] = WorkerBench.usage(pid: pid).cpuMS }
-        out["supervisor"] = fleet.pids["supervisor"].map { WorkerBench.usage(pid: $0).cpuMS }
+        for (name, pid) in fleet.pids { out[name] = WorkerBench.usage(pid: pid).cpuMS }
         let brokerDir = URL(fileURLWithPath: fleet.stateDir).deletingLastPathComponent().path + "/broker"
         var broker = 0.0
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
@@ -288,7 +285,7 @@ struct FleetBench: AsyncParsableCommand {
         }
         out["broker (beam)"] = broker
         out["bench load generator"] = WorkerBench.usage(pid: getpid()).cpuMS
-        return out.compactMapValues { $0 }
+        return out
     }
 
     /// (VmRSS, VmHWM) in MiB.

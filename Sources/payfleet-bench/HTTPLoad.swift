@@ -11,7 +11,6 @@ import Glibc
 /// the fleet is measured on; this costs a few per cent of that, so the figures are the fleet's.
 enum HTTPLoad {
     struct Answer: Sendable {
-        var index: Int
         var sentMS: Int64
         var ackedMS: Int64
         var status: Int
@@ -62,7 +61,7 @@ enum HTTPLoad {
                                 answer = try conn.exchange(requests[i])
                             }
                             guard let (status, body, keepAlive) = answer else { throw Failure(description: "connection closed") }
-                            mine.append(Answer(index: i, sentMS: sent, ackedMS: nowMS(), status: status, body: body))
+                            mine.append(Answer(sentMS: sent, ackedMS: nowMS(), status: status, body: body))
                             if !keepAlive { conn = try Connection(host: host, port: port) }
                             i += connections
                         }

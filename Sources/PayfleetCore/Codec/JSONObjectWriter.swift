@@ -45,6 +45,31 @@ public struct JSONObjectWriter {
         bytes.append(contentsOf: (s.isFinite ? s.description : "0").utf8)
     }
 
+    /// A field whose key is data (escaped), e.g. a metadata entry.
+    public mutating func field(escapedKey k: String, _ v: String) {
+        if fields > 0 { bytes.append(UInt8(ascii: ",")) }
+        fields += 1
+        JSONText.string(k, into: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        JSONText.string(v, into: &bytes)
+    }
+
+    /// A nested object written by `body` into the same buffer.
+    public mutating func object(_ k: StaticString, _ body: (inout JSONObjectWriter) -> Void) {
+        key(k)
+        var inner = JSONObjectWriter(continuing: &bytes)
+        body(&inner)
+        swap(&inner.bytes, &bytes)
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    /// A writer that takes over `buffer` (left empty) and opens an object in it.
+    private init(continuing buffer: inout [UInt8]) {
+        bytes = []
+        swap(&bytes, &buffer)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
     /// An array of objects, each written by `write`.
     public mutating func field<T>(_ k: StaticString, _ items: [T], _ write: (T) -> [UInt8]) {
         key(k)
