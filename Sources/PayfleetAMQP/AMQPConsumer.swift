@@ -246,6 +246,10 @@ public final class AMQPConsumer: @unchecked Sendable {
                 }
             }
             if isClosed { return }
+            // Deliveries already read and now demanded go at once: with the prefetch window
+            // full the broker sends nothing until an ack, and the poll below would hold them
+            // for its whole slice.
+            if demanded && !pending.isEmpty { hand([]) }
 
             if !conn.hasBufferedData {
                 var fds = [

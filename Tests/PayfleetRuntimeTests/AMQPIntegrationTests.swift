@@ -63,6 +63,41 @@ struct AMQPIntegrationTests {
         }
     }
 
+    @Test("On demand, deliveries already read are handed over at once, not after the next poll times out")
+    func demandedDeliveriesAreNotHeld() async throws {
+        try await withQueue { queue, config in
+            let s = try await AMQPSession.connect(config)
+            for i in 0..<30 {
+                try await s.publish(AMQPOutgoing(exchange: "", routingKey: queue, message: AMQPMessage(body: [UInt8(i)], messageID: "d\(i)")))
+            }
+            await s.close()
+            // The whole queue fits the prefetch window, and nothing is acked: once the consumer
+            // has read all 30, the broker sends nothing more, so only the demand can release a batch.
+            let consumer = AMQPConsumer(
+                configuration: config, queue: queue, prefetch: 30, logger: logger, onDemand: true, maxBatch: 5)
+            var seen: [String] = []
+            var started: ContinuousClock.Instant?
+            consumer.requestDeliveries()
+            for await event in consumer.events {
+                guard case .deliveries(let batch) = event else { continue }
+                seen += batch.compactMap(\.message.messageID)
+                if started == nil {
+                    // Let the consumer read the rest into its pending list before the next demand.
+                    try await Task.sleep(for: .milliseconds(500))
+                    started = .now
+                }
+                if seen.count >= 30 { break }
+                consumer.requestDeliveries()
+            }
+            let elapsed = ContinuousClock.now - started!
+            consumer.shutdown()
+            #expect(seen == (0..<30).map { "d\($0)" })
+            // Five demands of pending deliveries: held for a poll slice (up to 1 s) each before
+            // the fix, a few milliseconds each now.
+            #expect(elapsed < .milliseconds(2500), "five demanded batches took \(elapsed)")
+        }
+    }
+
     @Test("An unroutable mandatory publish is an error, not a silent drop")
     func unroutableIsAnError() async throws {
         let config = try AMQPConfiguration(url: TestEnvironment.amqpURL)
