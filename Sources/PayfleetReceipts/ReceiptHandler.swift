@@ -194,20 +194,6 @@ public struct ReceiptHandler: WorkerHandler {
             return nil
         }
         try record("pending", email: emailAddress != nil, phone: phone != nil)
-        // Each message's intent, in the batch transaction beside the effect's: committed before
-        // anything leaves, without a commit of its own (the first attempt's `deliver` relies on it).
-        let channels = [("email", emailAddress.flatMap { _ in email?.name }), ("sms", phone.flatMap { _ in sms?.name })]
-        for case let (channel, transport?) in channels {
-            try db.execute(
-                """
-                INSERT INTO receipt_deliveries (message_id, event_id, channel, transport, state, created_at, updated_at)
-                VALUES (?, ?, ?, ?, 'intent', ?, ?)
-                """,
-                [
-                    .text(MIMEMessage.messageID(eventID: event.id, channel: channel, domain: config.messageIDDomain)),
-                    .text(event.id), .text(channel), .text(transport), .int(now), .int(now),
-                ])
-        }
         let locale = event.metadata["locale"].flatMap { $0.isEmpty ? nil : $0 } ?? rule.locale
         return ReceiptEffect(
             email: emailAddress, phone: phone, locale: locale, dateMS: Int64(Date().timeIntervalSince1970 * 1000))
@@ -261,15 +247,11 @@ public struct ReceiptHandler: WorkerHandler {
         guard let a = attached.current else {
             throw HandlerError.transient("NotAttached", "receipt store not attached yet")
         }
-        // The first attempt of an effect journaled in this batch: its messages' intents were
-        // committed with it (`apply`) and nothing was sent yet. Any later attempt (a retry, a
-        // redelivery after a crash, a replay) reads each message's state first.
-        let fresh = attempt == 1 && !outcomeUnknown
         var sentNow: [String] = []
         do {
             if let message = renderEmail(effect, event: event), let email {
                 if try await deliver(
-                    channel: "email", messageID: message.messageID, transport: email.name, event: event, attached: a, fresh: fresh,
+                    channel: "email", messageID: message.messageID, transport: email.name, event: event, attached: a,
                     limiter: emailLimiter, send: { () async throws(TransportError) in try await email.send(message) })
                 {
                     sentNow.append(message.messageID)
@@ -277,7 +259,7 @@ public struct ReceiptHandler: WorkerHandler {
             }
             if let message = renderSMS(effect, event: event), let sms {
                 if try await deliver(
-                    channel: "sms", messageID: message.messageID, transport: sms.name, event: event, attached: a, fresh: fresh,
+                    channel: "sms", messageID: message.messageID, transport: sms.name, event: event, attached: a,
                     limiter: smsLimiter, send: { () async throws(TransportError) in try await sms.send(message) })
                 {
                     sentNow.append(message.messageID)
@@ -315,12 +297,11 @@ public struct ReceiptHandler: WorkerHandler {
 
     private func deliver(
         channel: String, messageID: String, transport: String, event: PaymentEvent, attached a: Attached,
-        fresh: Bool, limiter: RateLimiter, send: @Sendable () async throws(TransportError) -> Void
+        limiter: RateLimiter, send: @Sendable () async throws(TransportError) -> Void
     ) async throws -> Bool {
         let eventID = event.id
-        // 1. Intent, committed before anything leaves: by `apply` for a fresh effect, else here
-        // (group-committed with concurrent sends).
-        let prior: String? = fresh ? nil : try await a.store.groupWrite { db in
+        // 1. Intent, committed before anything leaves (group-committed with concurrent sends).
+        let prior: String? = try await a.store.groupWrite { db in
             let now = Int64(Date().timeIntervalSince1970)
             let state = try db.queryOne(
                 "SELECT state FROM receipt_deliveries WHERE message_id = ?", [.text(messageID)])?.string(0)
