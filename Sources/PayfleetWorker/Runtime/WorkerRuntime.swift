@@ -33,6 +33,8 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
     /// When the batch in hand was handed over (nil while the loop waits for deliveries): the
     /// systemd watchdog is fed only while this is recent, so a stuck batch gets the process restarted.
     let batchStartedAt = Locked<ContinuousClock.Instant?>(nil)
+    /// Batches handed over and not yet acked or requeued (two at most; under `batchStartedAt`'s lock).
+    var batchesInHand = 0
 
     public init(configuration: RuntimeConfiguration, handler: Handler, logger: Logger) async throws {
         self.configuration = configuration
@@ -52,8 +54,8 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             configuration: configuration.amqp, name: "\(configuration.worker)-pub", logger: logger, onConnect: declare)
         self.consumer = AMQPConsumer(
             configuration: configuration.amqp, queue: topology.queue(partition: configuration.partition),
-            // Twice the batch in flight: the next batch arrives while one is being committed.
-            prefetch: configuration.batchSize * 2, name: configuration.worker, logger: logger, onDemand: true,
+            // Three batches in flight: one finishing, one being applied, the next one arriving.
+            prefetch: configuration.batchSize * 3, name: configuration.worker, logger: logger, onDemand: true,
             maxBatch: configuration.batchSize, onConnect: declare)
     }
 
@@ -132,14 +134,30 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         logger.info("worker stopped")
     }
 
+    /// Two batches in hand at most: batch N+1 is decoded and applied (its transaction committed)
+    /// while batch N's effects, failures and acks run. Finishes stay in delivery order, one at a
+    /// time, so no two batches' effects overlap and acks go out in order; a batch holding an
+    /// event of the batch still finishing waits for that finish before it is applied (its
+    /// journal would otherwise read an effect in flight as one whose outcome is unknown), and a
+    /// batch after one with failures to republish waits too (an event that kills the process in
+    /// its apply must not take the earlier failures' acks with it: they would be republished twice).
     private func consumeLoop() async throws {
         consumer.requestDeliveries()
+        var finishing: Finishing? = nil
         for await event in consumer.events {
             switch event {
             case .deliveries(let batch):
-                batchStartedAt.withLock { $0 = .now }
-                await process(batch)
-                batchStartedAt.withLock { $0 = nil }
+                inHand(+1)
+                let prepared = await prepare(batch, after: finishing)
+                await finishing?.task.value
+                finishing = nil
+                if let prepared {
+                    finishing = Finishing(
+                        task: Task { [self] in await finish(prepared); inHand(-1) }, ids: prepared.ids,
+                        failed: prepared.items.contains { if case .failed = $0.outcome { true } else { false } })
+                } else {
+                    inHand(-1)
+                }
                 consumer.requestDeliveries()
             case .connected(let generation):
                 consumer.requestDeliveries()
@@ -147,8 +165,19 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             case .disconnected(let error):
                 lastErrorText.withLock { $0 = error.description }
             case .stopped:
+                await finishing?.task.value
                 return
             }
+        }
+        await finishing?.task.value
+    }
+
+    /// Counts the batches in hand; `batchStartedAt` is when the last one was handed over, nil
+    /// once none is (the watchdog then has nothing to time).
+    private func inHand(_ delta: Int) {
+        batchStartedAt.withLock { started in
+            batchesInHand += delta
+            if delta > 0 { started = .now } else if batchesInHand == 0 { started = nil }
         }
     }
 
@@ -165,8 +194,32 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         var span: TraceSpan? = nil
     }
 
+    /// The batch whose effects, failures and acks are running.
+    struct Finishing {
+        let task: Task<Void, Never>
+        /// The ids of its decoded events.
+        let ids: Set<String>
+        /// Some of its events failed to decode or apply: republished before its ack.
+        let failed: Bool
+    }
+
+    /// A batch decoded and applied (its transaction committed), its effects and acks to come.
+    struct Prepared {
+        var items: [Item]
+        let started: ContinuousClock.Instant
+        let tracing: Bool
+        /// The ids of its decoded events.
+        var ids: Set<String> { Set(items.compactMap { $0.event?.id }) }
+    }
+
     /// Applies one batch of deliveries; returns once every delivery was acked or requeued.
     public func process(_ batch: [AMQPDelivery]) async {
+        if let prepared = await prepare(batch, after: nil) { await finish(prepared) }
+    }
+
+    /// Decodes and applies a batch (step 1); nil when the batch was requeued. Waits for
+    /// `earlier` to finish first when the two share an event or `earlier` has failures.
+    func prepare(_ batch: [AMQPDelivery], after earlier: Finishing?) async -> Prepared? {
         let started = ContinuousClock.now
         metrics.deliveries.increment(by: Int64(batch.count))
         metrics.batchSize.record(Double(batch.count))
@@ -176,18 +229,30 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
             case .failure(let err): return Item(delivery: d, event: nil, outcome: .failed(err))
             }
         }
-        metrics.eventLag.begin(items.map { $0.event?.receivedAt })
-        defer { metrics.eventLag.end() }
+        if let earlier, earlier.failed || items.contains(where: { $0.event.map { earlier.ids.contains($0.id) } ?? false }) {
+            await earlier.task.value
+        }
         let tracing = PayfleetTracing.isEnabled
         if tracing { startSpans(&items) }
-        defer { if tracing { endSpans(items) } }
         let applySpans = tracing ? startApplySpans(items) : []
 
         // 1. One transaction for the whole batch; each event in its own savepoint (held while
         // the store refuses writes; nil: the batch was requeued).
-        guard let outcomes = await applyHolding(items.map(\.event), batch: batch) else { return }
+        guard let outcomes = await applyHolding(items.map(\.event), batch: batch) else {
+            if tracing { endSpans(items) }
+            return nil
+        }
         for i in items.indices where items[i].event != nil { items[i].outcome = outcomes[i] }
         if tracing { Self.endApplySpans(applySpans, items) }
+        return Prepared(items: items, started: started, tracing: tracing)
+    }
+
+    /// Steps 2–4 of an applied batch: effects, failures, acks.
+    func finish(_ prepared: Prepared) async {
+        var items = prepared.items
+        metrics.eventLag.begin(items.map { $0.event?.receivedAt })
+        defer { metrics.eventLag.end() }
+        defer { if prepared.tracing { endSpans(items) } }
 
         // 2. External effects, after the commit, bounded concurrency.
         await performEffects(&items)
@@ -199,6 +264,6 @@ public final class WorkerRuntime<Handler: WorkerHandler>: Service, @unchecked Se
         ackAll(items)
 
         countOutcomes(items)
-        metrics.handlerLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        metrics.handlerLatency.recordNanoseconds((ContinuousClock.now - prepared.started).nanoseconds)
     }
 }
