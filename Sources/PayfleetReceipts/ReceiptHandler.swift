@@ -247,28 +247,67 @@ public struct ReceiptHandler: WorkerHandler {
         guard let a = attached.current else {
             throw HandlerError.transient("NotAttached", "receipt store not attached yet")
         }
+        var messages: [Outgoing] = []
+        if let message = renderEmail(effect, event: event), let email {
+            messages.append(Outgoing(
+                channel: "email", messageID: message.messageID, transport: email.name, limiter: emailLimiter,
+                send: { () async throws(TransportError) in try await email.send(message) }))
+        }
+        if let message = renderSMS(effect, event: event), let sms {
+            messages.append(Outgoing(
+                channel: "sms", messageID: message.messageID, transport: sms.name, limiter: smsLimiter,
+                send: { () async throws(TransportError) in try await sms.send(message) }))
+        }
+        guard !messages.isEmpty else { return }
+        // 1. Every message's intent, committed before anything leaves (one group commit for the
+        // effect's messages, shared with the concurrent effects of the batch).
+        let priors = try await intents(messages, eventID: event.id, attached: a)
+        // 2. Messages already sent are skipped; one whose send was interrupted before its outcome
+        // was recorded follows `outcome_unknown` (flagged: not sent, the others still are).
+        var toSend: [Outgoing] = []
+        var flagged: HandlerError?
+        for (m, prior) in zip(messages, priors) {
+            if prior == "sent" { continue }
+            if prior == "intent", let flag = try await interrupted(m, eventID: event.id, attached: a) {
+                flagged = flagged ?? flag
+                continue
+            }
+            toSend.append(m)
+        }
+        // 3. The sends, each channel at once (each paced by its transport's limiter).
+        let results = await withTaskGroup(of: (Int, TransportError?).self) { group in
+            for (i, m) in toSend.enumerated() {
+                group.addTask {
+                    await m.limiter.acquire()
+                    do throws(TransportError) { try await m.send() } catch { return (i, error) }
+                    return (i, nil)
+                }
+            }
+            var out = [TransportError?](repeating: nil, count: toSend.count)
+            for await (i, e) in group { out[i] = e }
+            return out
+        }
         var sentNow: [String] = []
-        do {
-            if let message = renderEmail(effect, event: event), let email {
-                if try await deliver(
-                    channel: "email", messageID: message.messageID, transport: email.name, event: event, attached: a,
-                    limiter: emailLimiter, send: { () async throws(TransportError) in try await email.send(message) })
-                {
-                    sentNow.append(message.messageID)
-                }
+        var firstError: (any Error)? = flagged
+        for (m, e) in zip(toSend, results) {
+            guard let e else {
+                a.metrics.sent(channel: m.channel)
+                sentNow.append(m.messageID)
+                continue
             }
-            if let message = renderSMS(effect, event: event), let sms {
-                if try await deliver(
-                    channel: "sms", messageID: message.messageID, transport: sms.name, event: event, attached: a,
-                    limiter: smsLimiter, send: { () async throws(TransportError) in try await sms.send(message) })
-                {
-                    sentNow.append(message.messageID)
-                }
+            a.metrics.failed(channel: m.channel)
+            let definite = e.certainty == .notSent
+            _ = try? await a.store.write { db in
+                try db.execute(
+                    "UPDATE receipt_deliveries SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE message_id = ?",
+                    [.text(definite ? "failed" : "intent"), .text(e.description), .int(Int64(Date().timeIntervalSince1970)), .text(m.messageID)])
             }
-        } catch {
-            // One message went out and the next failed: record the first as sent now, so the
-            // retry sends only what is missing. (Should this write fail, the retry finds it at
-            // `intent` and applies the outcome_unknown policy: never a blind resend.)
+            if firstError == nil { firstError = e.handlerError }
+        }
+        // 4. All sent: the outcome is recorded by `completed`. One failed: the others are recorded
+        // as sent now, so the retry sends only what is missing. (Should this write fail, the
+        // retry finds them at `intent` and applies the outcome_unknown policy: never a blind resend.)
+        if let firstError {
             if !sentNow.isEmpty {
                 let ids = sentNow
                 _ = try? await a.store.write { db in
@@ -279,7 +318,7 @@ public struct ReceiptHandler: WorkerHandler {
                     }
                 }
             }
-            throw error
+            throw firstError
         }
     }
 
@@ -295,75 +334,63 @@ public struct ReceiptHandler: WorkerHandler {
             [.int(now), .text(event.id)])
     }
 
-    private func deliver(
-        channel: String, messageID: String, transport: String, event: PaymentEvent, attached a: Attached,
-        limiter: RateLimiter, send: @Sendable () async throws(TransportError) -> Void
-    ) async throws -> Bool {
-        let eventID = event.id
-        // 1. Intent, committed before anything leaves (group-committed with concurrent sends).
-        let prior: String? = try await a.store.groupWrite { db in
+    /// One message of a receipt: its channel, id, transport and send.
+    struct Outgoing: Sendable {
+        let channel: String
+        let messageID: String
+        let transport: String
+        let limiter: RateLimiter
+        let send: @Sendable () async throws(TransportError) -> Void
+    }
+
+    /// Writes each message's intent (a message known not sent, or replayed after review, goes
+    /// back to `intent`); returns each message's state before it (nil: never tried).
+    private func intents(_ messages: [Outgoing], eventID: String, attached a: Attached) async throws -> [String?] {
+        try await a.store.groupWrite { db in
             let now = Int64(Date().timeIntervalSince1970)
-            let state = try db.queryOne(
-                "SELECT state FROM receipt_deliveries WHERE message_id = ?", [.text(messageID)])?.string(0)
-            switch state {
-            case nil:
-                try db.execute(
-                    """
-                    INSERT INTO receipt_deliveries (message_id, event_id, channel, transport, state, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, 'intent', ?, ?)
-                    """, [.text(messageID), .text(eventID), .text(channel), .text(transport), .int(now), .int(now)])
-            case "failed"?, "review"?:
-                // Known not sent, or an operator replayed a flagged receipt: send it now.
-                try db.execute(
-                    "UPDATE receipt_deliveries SET state = 'intent', updated_at = ? WHERE message_id = ?",
-                    [.int(now), .text(messageID)])
-            default: break
-            }
-            return state
-        }
-        if prior == "sent" { return false }
-        if prior == "intent" {
-            // A send started and its outcome was never recorded.
-            let flag = config.outcomeUnknown == .review
-            a.metrics.outcomeUnknown(channel: channel, action: flag ? "flagged" : "resent")
-            logger.warning(
-                "receipt outcome unknown after an interrupted send",
-                metadata: [
-                    LogKey.eventID: "\(eventID)", LogKey.receiptChannel: "\(channel)",
-                    LogKey.receiptAction: "\(flag ? "flag for review" : "resend with the same Message-ID")",
-                ])
-            _ = try await a.store.write { db in
-                try db.execute(
-                    "UPDATE receipt_deliveries SET unknown_outcomes = unknown_outcomes + 1, state = ?, updated_at = ? WHERE message_id = ?",
-                    [.text(flag ? "review" : "intent"), .int(Int64(Date().timeIntervalSince1970)), .text(messageID)])
-            }
-            if flag {
-                throw HandlerError.permanent(
-                    "OutcomeUnknown",
-                    "\(channel) receipt \(messageID) may already have been sent (interrupted before its outcome was recorded); flagged for review — replay to send it again with the same Message-ID"
-                )
+            return try messages.map { m -> String? in
+                let state = try db.queryOne(
+                    "SELECT state FROM receipt_deliveries WHERE message_id = ?", [.text(m.messageID)])?.string(0)
+                switch state {
+                case nil:
+                    try db.execute(
+                        """
+                        INSERT INTO receipt_deliveries (message_id, event_id, channel, transport, state, created_at, updated_at)
+                        VALUES (?, ?, ?, ?, 'intent', ?, ?)
+                        """, [.text(m.messageID), .text(eventID), .text(m.channel), .text(m.transport), .int(now), .int(now)])
+                case "failed"?, "review"?:
+                    // Known not sent, or an operator replayed a flagged receipt: send it now.
+                    try db.execute(
+                        "UPDATE receipt_deliveries SET state = 'intent', updated_at = ? WHERE message_id = ?",
+                        [.int(now), .text(m.messageID)])
+                default: break
+                }
+                return state
             }
         }
-        // 2. The send, paced per transport.
-        await limiter.acquire()
-        do {
-            try await send()
-        } catch {
-            let definite = error.certainty == .notSent
-            a.metrics.failed(channel: channel)
-            _ = try? await a.store.write { db in
-                try db.execute(
-                    "UPDATE receipt_deliveries SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE message_id = ?",
-                    [
-                        .text(definite ? "failed" : "intent"), .text(error.description),
-                        .int(Int64(Date().timeIntervalSince1970)), .text(messageID),
-                    ])
-            }
-            throw error.handlerError
+    }
+
+    /// A message whose send started and whose outcome was never recorded: counted, said, and
+    /// either flagged for review (the error returned: not sent) or resent with the same Message-ID (nil).
+    private func interrupted(_ m: Outgoing, eventID: String, attached a: Attached) async throws -> HandlerError? {
+        let flag = config.outcomeUnknown == .review
+        a.metrics.outcomeUnknown(channel: m.channel, action: flag ? "flagged" : "resent")
+        logger.warning(
+            "receipt outcome unknown after an interrupted send",
+            metadata: [
+                LogKey.eventID: "\(eventID)", LogKey.receiptChannel: "\(m.channel)",
+                LogKey.receiptAction: "\(flag ? "flag for review" : "resend with the same Message-ID")",
+            ])
+        _ = try await a.store.write { db in
+            try db.execute(
+                "UPDATE receipt_deliveries SET unknown_outcomes = unknown_outcomes + 1, state = ?, updated_at = ? WHERE message_id = ?",
+                [.text(flag ? "review" : "intent"), .int(Int64(Date().timeIntervalSince1970)), .text(m.messageID)])
         }
-        // 3. The outcome is recorded by `completed` (or by `perform` when a later message fails).
-        a.metrics.sent(channel: channel)
-        return true
+        guard flag else { return nil }
+        return HandlerError.permanent(
+            "OutcomeUnknown",
+            "\(m.channel) receipt \(m.messageID) may already have been sent (interrupted before its outcome was recorded); flagged for review — replay to send it again with the same Message-ID"
+        )
     }
 }
 

@@ -129,9 +129,9 @@ final class SMTPSink: @unchecked Sendable {
 
     func start(
         auth: String? = nil, tls: (cert: String, key: String)? = nil, implicitTLS: Bool = false,
-        killPIDFile: String? = nil, keepPort: Bool = false
+        killPIDFile: String? = nil, keepPort: Bool = false, failFirst: Int = 0
     ) async throws {
-        var args = ["--dir", dir]
+        var args = ["--dir", dir, "--fail-first", "\(failFirst)"]
         if let auth { args += ["--auth", auth] }
         if let tls { args += ["--tls", "\(tls.cert):\(tls.key)"] + (implicitTLS ? ["--implicit-tls"] : []) }
         if let killPIDFile { args += ["--kill-pid-file", killPIDFile] }

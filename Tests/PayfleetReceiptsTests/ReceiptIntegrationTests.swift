@@ -472,4 +472,42 @@ import Testing
             pub.close()
         }
     }
+
+    /// Email and SMS for one payment, sent side by side; the SMTP server refuses the first
+    /// message (451): the SMS went out and is not sent again, the retry sends only the email.
+    @Test func aFailedEmailRetriesWithoutResendingTheSMS() async throws {
+        let dir = TestEnvironment.makeTempDir("rcpt-both-email")
+        let smtp = SMTPSink(dir: dir + "/smtp")
+        let sms = SMSSink(dir: dir + "/sms")
+        try await smtp.start(failFirst: 1)
+        try await sms.start()
+        defer {
+            smtp.kill()
+            sms.kill()
+        }
+        let section =
+            Self.smtpSection(smtp.port).filter { $0 != "sms_transport: none" } + [
+                "sms_transport: twilio", "sms:", "  base_url: http://127.0.0.1:\(sms.port)", "  account_sid: AC9",
+                "  auth_token: t", "  from: \"+15005550006\"", "  rate_limit: 0",
+            ]
+        try await WorkerProcess.receipts(prefix: "rcpt-both-email", section: section) { fleet in
+            try await fleet.declare()
+            let p = "bothe\(UInt32.random(in: 0...UInt32.max))"
+            let event = receiptEvent(
+                1, prefix: p, currency: "JPY", amount: 1500, phone: "+819012345678", merchant: "m_tokyo")
+            let pub = fleet.publisher()
+            try await fleet.publish([event], via: pub)
+            try fleet.start()
+            let done = await eventually(timeout: .seconds(60)) {
+                smtp.count == 1 && (try? fleet.count("receipt_deliveries", where: "state = 'sent'")) == 2
+            }
+            #expect(done, "\(fleet.process?.log ?? "")")
+            #expect(((try? sms.requests()) ?? []).count == 1, "the SMS sent once, not again with the email's retry")
+            let retried = await fleet.metric("payfleet_retried_total") ?? 0
+            #expect(retried == 1)
+            let dead = try await fleet.deadLetters()
+            #expect(dead.isEmpty)
+            pub.close()
+        }
+    }
 }

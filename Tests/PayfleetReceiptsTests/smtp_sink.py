@@ -5,7 +5,8 @@ Python's own email parser makes of them (NNNN.json: decoded headers and MIME par
 tests check the message with an independent MIME implementation.
 
 Options: --auth USER:PASS requires AUTH; --tls CERT:KEY offers STARTTLS (and requires it);
-recipients containing "reject" get 550; --kill-pid-file F: on the first message, after it
+recipients containing "reject" get 550; --fail-first N: the first N messages get 451 at DATA
+(a transient refusal, nothing stored); --kill-pid-file F: on the first message, after it
 is stored, SIGKILL the pid written in F (a crash between the send and its commit) and delete F.
 """
 import argparse
@@ -23,9 +24,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Handler:
-    def __init__(self, out, kill_pid_file):
+    def __init__(self, out, kill_pid_file, fail_first=0):
         self.out = out
         self.kill_pid_file = kill_pid_file
+        self.fail_first = fail_first
         self.lock = threading.Lock()
         self.n = 0
 
@@ -36,6 +38,10 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return "451 4.3.0 Temporary failure, try again later"
         raw = envelope.original_content or envelope.content
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         parts = []
@@ -84,6 +90,7 @@ def main():
     p.add_argument("--tls")
     p.add_argument("--implicit-tls", action="store_true")
     p.add_argument("--kill-pid-file")
+    p.add_argument("--fail-first", type=int, default=0)
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     kwargs = {}
@@ -104,7 +111,7 @@ def main():
             kwargs.update(ssl_context=ctx)
         else:
             kwargs.update(tls_context=ctx, require_starttls=True)
-    c = Controller(Handler(a.dir, a.kill_pid_file), hostname="127.0.0.1", port=a.port, **kwargs)
+    c = Controller(Handler(a.dir, a.kill_pid_file, a.fail_first), hostname="127.0.0.1", port=a.port, **kwargs)
     c.start()
     with open(a.ready_file + ".tmp", "w") as f:
         f.write(str(os.getpid()))
