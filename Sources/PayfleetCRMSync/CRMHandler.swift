@@ -103,14 +103,13 @@ public struct CRMHandler: WorkerHandler {
             return nil
         }
         guard let change = try CRMState.apply(event, db: db) else { return nil }
-        // Seed what the CRM already has from the database (a restart forgets the memory).
-        for s in change.customers {
-            if let v = try db.queryOne(
+        // Seed what the CRM already has from the database, once per customer state in this
+        // process (a restart forgets the memory; afterwards only this process's pushes raise it).
+        for s in change.customers where pushed.withLock({ $0[s.key] }) == nil {
+            let v = try db.queryOne(
                 "SELECT pushed_version FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?",
-                [.text(s.customerID), .text(s.merchantID), .text(s.currency)])?.int(0), v > 0
-            {
-                pushed.withLock { $0[s.key] = max($0[s.key] ?? 0, v) }
-            }
+                [.text(s.customerID), .text(s.merchantID), .text(s.currency)])?.int(0) ?? 0
+            pushed.withLock { $0[s.key] = max($0[s.key] ?? 0, v) }
         }
         return change
     }
