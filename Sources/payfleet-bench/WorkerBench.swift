@@ -25,7 +25,7 @@ struct WorkerBench: AsyncParsableCommand {
     var amqp = ProcessInfo.processInfo.environment["PAYFLEET_TEST_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:25672/"
     @Option(help: "Events per worker (of the worker's own types).")
     var count = 20_000
-    @Option(help: "Batch size (prefetch is twice it).")
+    @Option(help: "Batch size (prefetch is three times it).")
     var batchSize = 200
     @Option(help: "Customers the events are spread over (fewer: longer histories per customer).")
     var customers = 400

@@ -107,7 +107,7 @@ struct ClusterTests {
     }
 
     /// Seconds until the worker applied 500 events more than `after` (more than it can hold in
-    /// hand: prefetch is twice the batch of 100), i.e. it consumes again after the failure.
+    /// hand: prefetch is three batches of 100), i.e. it consumes again after the failure.
     static func recovery(_ files: [String], after: Int, timeout: Duration = .seconds(120)) async throws -> Double? {
         let start = ContinuousClock.now
         let ok = try await eventually(timeout: timeout, every: .milliseconds(50)) { try applied(files).distinct > after + 500 }
