@@ -329,8 +329,10 @@ public struct ReceiptHandler: WorkerHandler {
         let now = Int64(Date().timeIntervalSince1970)
         try db.execute(
             "UPDATE receipts SET status = 'sent', updated_at = ? WHERE event_id = ?", [.int(now), .text(event.id)])
+        // `+state`: look the rows up by event (two rows at most), not by state — SQLite's planner
+        // otherwise takes the state index and walks every message in flight for each event.
         try db.execute(
-            "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE event_id = ? AND state = 'intent'",
+            "UPDATE receipt_deliveries SET state = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE event_id = ? AND +state = 'intent'",
             [.int(now), .text(event.id)])
     }
 
