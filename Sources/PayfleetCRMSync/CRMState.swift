@@ -303,6 +303,8 @@ public enum CRMState {
 
         // The originals a reversal cancels: their customers' figures change too (they may be
         // known while the reversal's own customer is not, or be another currency).
+        // `+customer_id`: found by refund or payment id; on the (merchant, customer) index SQLite
+        // would walk every event of the merchant that has a customer.
         var cancelled: [String] = []
         switch event.type {
         case .refundFailed:
@@ -310,7 +312,7 @@ public enum CRMState {
                 cancelled = try db.query(
                     """
                     SELECT event_id FROM crm_events WHERE merchant_id = ? AND refund_id = ? AND type = 'payment.refunded'
-                      AND customer_id IS NOT NULL
+                      AND +customer_id IS NOT NULL
                     """, [.text(merchant), .text(refundID)]).compactMap { $0.string(0) }
             }
         case .paymentReversed:
@@ -318,7 +320,7 @@ public enum CRMState {
                 cancelled = try db.query(
                     """
                     SELECT event_id FROM crm_events WHERE merchant_id = ? AND payment_id = ? AND type = 'payment.succeeded'
-                      AND customer_id IS NOT NULL
+                      AND +customer_id IS NOT NULL
                     """, [.text(merchant), .text(paymentID)]).compactMap { $0.string(0) }
             }
         default: break
