@@ -43,6 +43,10 @@ broker_env() {
     export RABBITMQ_CONFIG_FILE="$DIR/rabbitmq.conf"
     export RABBITMQ_ADVANCED_CONFIG_FILE="$DIR/advanced.config"
     export RABBITMQ_CONF_ENV_FILE="$DIR/rabbitmq-env.conf"
+    # Erlang's schedulers spin for work before they sleep (busy-wait). On a host whose few cores
+    # the broker shares with the workers that spinning is CPU taken from them; RabbitMQ's
+    # runtime guide recommends turning it off there. PAYFLEET_BROKER_ERL_ARGS overrides.
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${PAYFLEET_BROKER_ERL_ARGS-+sbwt none +sbwtdcpu none +sbwtdio none}"
 }
 
 # A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate, so
