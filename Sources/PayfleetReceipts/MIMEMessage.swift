@@ -94,6 +94,25 @@ public struct MIMEMessage: Sendable, Equatable {
         return "\(names[weekday]), \(two(d)) \(months[m - 1]) \(y) \(two(secs / 3600)):\(two(secs / 60 % 60)):\(two(secs % 60)) +0000"
     }
 
+    /// `=_payfleet_` and the first 40 letters and digits of the Message-ID. An ASCII id (every
+    /// id this worker makes) is filtered byte by byte: the `Character` properties were a
+    /// fiftieth of receipt-sender's time. Anything else takes the general rule.
+    static func boundary(_ messageID: String) -> String {
+        let utf8 = messageID.utf8
+        guard utf8.allSatisfy({ $0 < 0x80 }) else { return unicodeBoundary(messageID) }
+        var kept: [UInt8] = []
+        kept.reserveCapacity(40)
+        for b in utf8 where kept.count < 40 {
+            if (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) { kept.append(b) }
+        }
+        return "=_payfleet_" + String(decoding: kept, as: UTF8.self)
+    }
+
+    /// The general rule: any Unicode letter or number.
+    static func unicodeBoundary(_ messageID: String) -> String {
+        "=_payfleet_" + String(messageID.filter { $0.isLetter || $0.isNumber }.prefix(40))
+    }
+
     /// The wire form: CRLF line ends, 7-bit clean (quoted-printable bodies, encoded-word headers).
     public var bytes: [UInt8] { Array(rendered.utf8) }
 
@@ -111,7 +130,7 @@ public struct MIMEMessage: Sendable, Equatable {
         let textHeaders = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
         let textBody = MIMEEncoding.quotedPrintable(text)
         if let html {
-            let boundary = "=_payfleet_" + String(messageID.filter { $0.isLetter || $0.isNumber }.prefix(40))
+            let boundary = Self.boundary(messageID)
             h.append(("Content-Type", "multipart/alternative; boundary=\"\(boundary)\""))
             for (k, v) in h { out += "\(k): \(v)\r\n" }
             out += "\r\nThis is a multi-part message in MIME format.\r\n"
@@ -162,14 +181,21 @@ public struct MailAddress: Sendable, Equatable {
     /// other control character can pass, so what passes never breaks the SMTP dialogue
     /// (`MAIL FROM`, `RCPT TO`) or a header.
     public static func isValid(_ s: String) -> Bool {
-        guard s.utf8.count <= 254, s.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 }),
+        guard s.utf8.count <= 254, s.utf8.allSatisfy({ $0 > 32 && $0 < 127 }),
             let at = s.lastIndex(of: "@")
         else { return false }
         let local = s[..<at]
         let domain = s[s.index(after: at)...]
         guard !local.isEmpty, local.utf8.count <= 64, !domain.isEmpty else { return false }
-        let localOK = local.unicodeScalars.allSatisfy { c in
-            !"()<>[]:;@\\,\"".unicodeScalars.contains(c)
+        // Every byte is printable ASCII here (checked above): the specials are bytes.
+        let localOK = local.utf8.allSatisfy { b in
+            switch b {
+            case UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "["),
+                UInt8(ascii: "]"), UInt8(ascii: ":"), UInt8(ascii: ";"), UInt8(ascii: "@"), UInt8(ascii: "\\"),
+                UInt8(ascii: ","), UInt8(ascii: "\""):
+                return false
+            default: return true
+            }
         }
         guard localOK, !local.hasPrefix("."), !local.hasSuffix("."), !local.contains("..") else { return false }
         if domain.hasPrefix("[") || domain.hasSuffix("]") {

@@ -332,6 +332,33 @@ import Testing
         #expect(SandboxTransport.stem("<zoë.1@x>") == "zoë.1")
     }
 
+    @Test("A message's MIME boundary: the ASCII fast path gives what the general rule gives, on 5,000 Message-IDs of letters, digits and punctuation, longer and shorter than 40 kept characters")
+    func boundaryFastPathMatchesTheRule() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("<>@.-_+=/:aZ09xY ")
+        var samples = ["<receipt.0123456789abcdef0123456789abcdef@receipts.payfleet>", "", "<>", "<@>"]
+        for _ in 0..<5_000 {
+            samples.append(String((0..<Int.random(in: 0...70, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }))
+        }
+        for s in samples {
+            #expect(MIMEMessage.boundary(s) == MIMEMessage.unicodeBoundary(s), "\(s)")
+        }
+        #expect(MIMEMessage.boundary("<receipt.0123456789abcdef0123456789abcdef@receipts.payfleet>")
+            == "=_payfleet_receipt0123456789abcdef0123456789abcdefr")
+        #expect(MIMEMessage.boundary("<zoë.1@x>") == "=_payfleet_zoë1x")
+    }
+
+    @Test("An address's local part refuses each special character, wherever it stands")
+    func localPartSpecials() {
+        for c in ["(", ")", "<", ">", "[", "]", ":", ";", "@", "\\", ",", "\""] {
+            #expect(!MailAddress.isValid("a\(c)b@example.com"), "a\(c)b")
+            #expect(!MailAddress.isValid("\(c)ab@example.com"), "\(c)ab")
+        }
+        for ok in ["a!b@example.com", "a#b$c%d&e'f*g+h/i=j?k^l_m`n{o|p}q~r@example.com", "a.b@example.com"] {
+            #expect(MailAddress.isValid(ok), "\(ok)")
+        }
+    }
+
     @Test("Compiled templates render what swift-mustache renders, byte for byte: the built-ins and merchant templates over 3,000 random contexts; anything outside the subset is left to swift-mustache")
     func compiledTemplatesMatchMustache() throws {
         let dir = NSTemporaryDirectory() + "receipts-compiled-\(UUID().uuidString)"
