@@ -92,6 +92,19 @@ struct BatchApplierTests {
         #expect(try await count(h2, "SELECT COUNT(*) FROM seen") == 1)
     }
 
+    @Test("A journaled effect this build cannot decode fails its own event (permanent), not the batch's transaction")
+    func unreadableJournalFailsItsEventAlone() async throws {
+        let h = try await HandlerHarness(handler: ScriptedHandler())
+        let first = event(1, ["effect": "push"])
+        _ = try await h.run([first])
+        #expect(try await journal(h, first.id)?.state == "intent")
+        try await h.store.write { db in try db.execute("UPDATE effect_journal SET effect = X'7B' WHERE event_id = ?", [.text(first.id)]) }
+        let outcomes = try await h.run([first, event(2)])
+        #expect(outcomes[0].failure?.errorClass == "UnreadableEffectJournal" && outcomes[0].failure?.kind == .permanent)
+        #expect(outcomes[1].isNew)
+        #expect(try await count(h, "SELECT COUNT(*) FROM seen") == 2)
+    }
+
     @Test("An undecodable body is a permanent InvalidEvent")
     func decode() {
         guard case .failure(let e) = BatchApplier<ScriptedHandler>.decode(Array("{not json".utf8)) else {

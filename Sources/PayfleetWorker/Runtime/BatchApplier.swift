@@ -46,7 +46,10 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
     /// an event.
     public func apply(_ events: [PaymentEvent?]) async throws -> [Outcome] {
         let handler = self.handler
-        return try await store.write { db -> [Outcome] in
+        // In the store's group commit: the previous batch's outcomes (and receipt-sender's
+        // intents) recorded meanwhile share this transaction and its fsync. Bare (no outer
+        // savepoint): each event has its own, and what this throws fails the transaction.
+        return try await store.groupWriteBare { db -> [Outcome] in
             let now = Int64(Date().timeIntervalSince1970)
             // The same event twice in one batch (a duplicate publish): the second copy is a
             // duplicate, not an effect whose outcome is unknown.
@@ -56,7 +59,12 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
                 guard inBatch.insert(event.id).inserted else { return .duplicate }
                 if try db.isProcessed(event.id) {
                     if let pending = try EffectJournal.pending(event.id, db: db) {
-                        let effect = try JSONDecoder().decode(Handler.Effect.self, from: Data(pending.effect))
+                        // A journaled effect this build cannot read fails its event alone (retry
+                        // tiers, then the DLQ): it must not fail the shared transaction.
+                        let effect: Handler.Effect
+                        do { effect = try JSONDecoder().decode(Handler.Effect.self, from: Data(pending.effect)) } catch {
+                            return .failed(.permanent("UnreadableEffectJournal", "the journaled effect cannot be decoded by this build (\(type(of: error)))"))
+                        }
                         return .effect(effect, attempts: pending.attempts, outcomeUnknown: pending.outcomeUnknown)
                     }
                     return .duplicate
