@@ -6,15 +6,12 @@ import PayfleetCore
 /// every job in it gets that error. A caller's `submit` returns once its job is on disk.
 ///
 /// Every `Store` has one (`Store.groupWrite`), run on the store's own thread: ingest's outbox
-/// (accepted requests), a worker's batch transaction (`BatchApplier.apply`, bare), receipt-sender's
-/// delivery journal (intents) and the runtime's effect outcomes all share it, so whatever of
-/// them completes at the same time shares one fsync — and the pages they both touch (the effect
-/// journal's, the `processed` index's) are written to the log once.
+/// (accepted requests), receipt-sender's delivery journal (intents) and the runtime's effect
+/// outcomes all share it, so whatever of them completes at the same time shares one fsync.
 public final class GroupCommit: Sendable {
     struct Entry: Sendable {
-        /// Runs the job (in its savepoint, or bare) and keeps its result (on the store thread);
-        /// throws only for a bare job that failed, which fails the whole transaction.
-        let run: @Sendable (SQLiteConnection) throws -> Void
+        /// Runs the job in its savepoint and keeps its result (on the store thread).
+        let run: @Sendable (SQLiteConnection) -> Void
         /// Hands the kept result over (nil) or the transaction's error.
         let finish: @Sendable ((any Error)?) -> Void
     }
@@ -36,27 +33,13 @@ public final class GroupCommit: Sendable {
     }
 
     /// Runs `job` in the next group transaction; its result once committed, or its error.
-    ///
-    /// `savepoint: false` runs the job without a savepoint of its own, for a job that keeps its
-    /// own savepoints (a worker's batch: one per event) and throws only when the transaction as
-    /// a whole cannot commit. An outer savepoint would make SQLite journal every page the job
-    /// touches a second time, in memory (measured: ledger-writer's RSS 53 → 72 MiB and its CPU
-    /// +40 %). Such a job that throws rolls the whole transaction back: every job in it gets the
-    /// error, nothing of it is half-written.
-    public func submit<T: Sendable>(savepoint: Bool = true, _ job: @escaping @Sendable (SQLiteConnection) throws -> T)
-        async throws -> T
-    {
+    public func submit<T: Sendable>(_ job: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
             let result = Locked<Result<T, any Error>?>(nil)
             let entry = Entry(
                 run: { db in
-                    if savepoint {
-                        let r = Result<T, any Error> { try db.savepoint { try job(db) } }
-                        result.withLock { $0 = r }
-                    } else {
-                        let r = try job(db)
-                        result.withLock { $0 = .success(r) }
-                    }
+                    let r = Result<T, any Error> { try db.savepoint { try job(db) } }
+                    result.withLock { $0 = r }
                 },
                 finish: { error in
                     if let error { c.resume(throwing: error) } else { c.resume(with: result.current!) }
@@ -88,7 +71,7 @@ public final class GroupCommit: Sendable {
         }
         if batch.isEmpty { return }
         do {
-            try db.transaction { for e in batch { try e.run(db) } }
+            try db.transaction { for e in batch { e.run(db) } }
             counts.withLock { $0.transactions += 1; $0.jobs += batch.count }
             for e in batch { e.finish(nil) }
         } catch {

@@ -116,12 +116,6 @@ public final class Store: Sendable {
         try await groupCommit.submit(body)
     }
 
-    /// Runs `body` in the next group transaction without a savepoint of its own
-    /// (`GroupCommit.submit(savepoint:)`): if it throws, the whole transaction is rolled back.
-    public func groupWriteBare<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
-        try await groupCommit.submit(savepoint: false, body)
-    }
-
     /// Deletes processed ids older than `retention`, in chunks so a big prune never holds the
     /// write lock for long. Returns how many rows went.
     public func pruneProcessed(olderThan retention: TimeInterval, now: Date = Date()) async throws -> Int {

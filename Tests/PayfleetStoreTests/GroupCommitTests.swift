@@ -32,12 +32,12 @@ import Testing
         try await s.withConnection { db in try db.query("SELECT x FROM a ORDER BY x").compactMap { $0.int(0) } }
     }
 
-    @Test("A bare job (a worker's batch) and savepoint jobs pending together share one transaction")
+    @Test("Jobs pending together share one transaction (one commit, one fsync)")
     func bareAndSavepointJobsShareATransaction() async throws {
         let s = try await store()
         let before = s.groupCommit.committed
         let results = await together(s, [
-            { _ = try await s.groupWriteBare { db in try db.execute("INSERT INTO a VALUES (1)") } },
+            { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (1)") } },
             { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (2)") } },
             { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (3)") } },
         ])
@@ -48,34 +48,15 @@ import Testing
         #expect(try await rows(s) == [1, 2, 3])
     }
 
-    @Test("A savepoint job that throws is undone alone; the others in its transaction commit")
+    @Test("A job that throws is undone alone (its savepoint); the others in its transaction commit")
     func aFailingSavepointJobFailsAlone() async throws {
         let s = try await store()
         let results = await together(s, [
-            { _ = try await s.groupWriteBare { db in try db.execute("INSERT INTO a VALUES (1)") } },
+            { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (1)") } },
             { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (2)"); try db.execute("INSERT INTO a VALUES (NULL)") } },
             { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (3)") } },
         ])
         #expect(results.map { if case .success = $0 { true } else { false } } == [true, false, true])
         #expect(try await rows(s) == [1, 3])
-    }
-
-    @Test("A bare job that throws rolls the whole transaction back: every job in it gets the error, nothing is half-written")
-    func aFailingBareJobFailsTheTransaction() async throws {
-        let s = try await store()
-        struct Boom: Error {}
-        let results = await together(s, [
-            { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (1)") } },
-            { _ = try await s.groupWriteBare { db in try db.execute("INSERT INTO a VALUES (2)"); throw Boom() } },
-            { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (3)") } },
-        ])
-        for r in results {
-            guard case .failure(let e) = r else { Issue.record("a job of the failed transaction succeeded"); continue }
-            #expect(e is Boom)
-        }
-        #expect(try await rows(s) == [])
-        // The store goes on: the next job commits.
-        _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (4)") }
-        #expect(try await rows(s) == [4])
     }
 }

@@ -46,10 +46,7 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
     /// an event.
     public func apply(_ events: [PaymentEvent?]) async throws -> [Outcome] {
         let handler = self.handler
-        // In the store's group commit: the previous batch's outcomes (and receipt-sender's
-        // intents) recorded meanwhile share this transaction and its fsync. Bare (no outer
-        // savepoint): each event has its own, and what this throws fails the transaction.
-        return try await store.groupWriteBare { db -> [Outcome] in
+        return try await store.write { db -> [Outcome] in
             let now = Int64(Date().timeIntervalSince1970)
             // The same event twice in one batch (a duplicate publish): the second copy is a
             // duplicate, not an effect whose outcome is unknown.
