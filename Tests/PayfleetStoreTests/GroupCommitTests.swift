@@ -33,7 +33,7 @@ import Testing
     }
 
     @Test("Jobs pending together share one transaction (one commit, one fsync)")
-    func bareAndSavepointJobsShareATransaction() async throws {
+    func pendingJobsShareATransaction() async throws {
         let s = try await store()
         let before = s.groupCommit.committed
         let results = await together(s, [
@@ -49,7 +49,7 @@ import Testing
     }
 
     @Test("A job that throws is undone alone (its savepoint); the others in its transaction commit")
-    func aFailingSavepointJobFailsAlone() async throws {
+    func aFailingJobIsUndoneAlone() async throws {
         let s = try await store()
         let results = await together(s, [
             { _ = try await s.groupWrite { db in try db.execute("INSERT INTO a VALUES (1)") } },

@@ -57,7 +57,7 @@ public struct BatchApplier<Handler: WorkerHandler>: Sendable {
                 if try db.isProcessed(event.id) {
                     if let pending = try EffectJournal.pending(event.id, db: db) {
                         // A journaled effect this build cannot read fails its event alone (retry
-                        // tiers, then the DLQ): it must not fail the shared transaction.
+                        // tiers, then the DLQ): it must not fail the whole batch.
                         let effect: Handler.Effect
                         do { effect = try JSONDecoder().decode(Handler.Effect.self, from: Data(pending.effect)) } catch {
                             return .failed(.permanent("UnreadableEffectJournal", "the journaled effect cannot be decoded by this build (\(type(of: error)))"))
