@@ -268,12 +268,18 @@ public final class WorkerProcess: @unchecked Sendable {
         await process?.killNow()
         if ProcessInfo.processInfo.environment["PAYFLEET_TEST_KEEP"] != nil { return }
         if let s = try? await AMQPSession.connect(amqp) {
+            // settlement-aggregator declares its day-close feed itself (`day_closed_queue`,
+            // bound to `payfleet.events`): left behind, it made `settlement.day_closed` routable
+            // for every later test on the same broker.
+            let ownFeed = options.section == "settlement-aggregator" ? ["payfleet.\(name).day_closed"] : []
             let queues = topology.declarations.queues.map(\.name)
             let exchanges = topology.declarations.exchanges.map(\.name)
             _ = try? await s.declare { d in
                 for q in queues { try d.delete(queue: q) }
                 for e in exchanges { try d.delete(exchange: e) }
             }
+            // Last and on its own: a feed that was never declared cannot cost the deletes above.
+            _ = try? await s.declare { d in for q in ownFeed { try d.delete(queue: q) } }
             await s.close()
         }
         try? FileManager.default.removeItem(atPath: dir)
