@@ -593,8 +593,7 @@ public struct LedgerHandler: WorkerHandler {
         // ASCII without CR (where a Character is a byte): the same mapping on the bytes.
         if s.utf8.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "\r") }) {
             return String(decoding: s.utf8.prefix(200).map { b -> UInt8 in
-                let alnum = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
-                return alnum || Self.safePunctuation.contains(b) ? b : UInt8(ascii: "_")
+                return b.isASCIIAlphanumeric || Self.safePunctuation.contains(b) ? b : UInt8(ascii: "_")
             }, as: UTF8.self)
         }
         return String(s.prefix(200).map { c -> Character in

@@ -103,7 +103,7 @@ public struct MIMEMessage: Sendable, Equatable {
         var kept: [UInt8] = []
         kept.reserveCapacity(40)
         for b in utf8 where kept.count < 40 {
-            if (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) { kept.append(b) }
+            if b.isASCIIAlphanumeric { kept.append(b) }
         }
         return "=_payfleet_" + String(decoding: kept, as: UTF8.self)
     }

@@ -127,7 +127,7 @@ public final class SandboxTransport: EmailTransport, SMSTransport, @unchecked Se
             while bytes.first == UInt8(ascii: "@") { bytes = bytes.dropFirst() }
             if let at = bytes.firstIndex(of: UInt8(ascii: "@")) { bytes = bytes[..<at] }
             let kept = bytes.filter { b in
-                (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b == 0x2e || b == 0x2d
+                b.isASCIIAlphanumeric || b == 0x2e || b == 0x2d
             }
             return String(decoding: kept, as: UTF8.self)
         }

@@ -252,7 +252,7 @@ public struct SettlementSettings: Sendable, Equatable {
         guard grace >= 0 else { throw ConfigError(key: s.dotted("grace_period"), message: "must not be negative") }
         let interval = try s.durationMS("close_interval", default: 30_000)
         guard interval >= 10 else { throw ConfigError(key: s.dotted("close_interval"), message: "must be at least 10ms") }
-        let queue = try s.string("day_closed_queue", default: "payfleet.\(workerName).day_closed")
+        let queue = try s.string("day_closed_queue", default: Topology.dayClosedFeed(worker: workerName))
         return SettlementSettings(graceMS: grace, closeIntervalMS: interval, dayClosedQueue: queue.isEmpty ? nil : queue)
     }
 }

@@ -42,6 +42,19 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// How it ended when it ended by itself — a non-zero exit or a signal no test sends to stop
+    /// it (SIGKILL, SIGTERM, SIGINT) — else nil: what a failed run should show before the log
+    /// file is removed with the test's directory.
+    public var unexpectedEnd: String? {
+        if process.isRunning { return nil }
+        let status = process.terminationStatus
+        switch process.terminationReason {
+        case .exit where status != 0: return "exited with status \(status)"
+        case .uncaughtSignal where ![SIGKILL, SIGTERM, SIGINT].contains(status): return "died of signal \(status)"
+        default: return nil
+        }
+    }
 }
 
 /// Polls `condition` until it holds or the timeout passes.

@@ -265,13 +265,18 @@ public final class WorkerProcess: @unchecked Sendable {
     }
 
     public func cleanup() async {
+        if let end = process?.unexpectedEnd, let log = process?.log {
+            // The directory (and the log) goes below: keep the end of it where the run shows it.
+            let tail = log.split(separator: "\n", omittingEmptySubsequences: false).suffix(30).joined(separator: "\n")
+            FileHandle.standardError.write(Data("\(options.executable) \(name) \(end); the end of its log:\n\(tail)\n".utf8))
+        }
         await process?.killNow()
         if ProcessInfo.processInfo.environment["PAYFLEET_TEST_KEEP"] != nil { return }
         if let s = try? await AMQPSession.connect(amqp) {
             // settlement-aggregator declares its day-close feed itself (`day_closed_queue`,
             // bound to `payfleet.events`): left behind, it made `settlement.day_closed` routable
             // for every later test on the same broker.
-            let ownFeed = options.section == "settlement-aggregator" ? ["payfleet.\(name).day_closed"] : []
+            let ownFeed = options.section == "settlement-aggregator" ? [Topology.dayClosedFeed(worker: name)] : []
             let queues = topology.declarations.queues.map(\.name)
             let exchanges = topology.declarations.exchanges.map(\.name)
             _ = try? await s.declare { d in

@@ -39,7 +39,7 @@ public struct Merchant: Sendable, Equatable, Codable {
         if !bytes.isEmpty, bytes.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "\r") }) {
             for i in bytes.indices {
                 let b = bytes[i]
-                let keep = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D
+                let keep = b.isASCIIAlphanumeric || b == 0x2D
                 if !keep { bytes[i] = 0x2D }
             }
             if bytes[0] >= 0x61 && bytes[0] <= 0x7A {

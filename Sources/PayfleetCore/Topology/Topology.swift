@@ -3,6 +3,9 @@
 public enum Topology {
     /// The topic exchange every event is published to (routing key = event type).
     public static let eventsExchange = "payfleet.events"
+    /// settlement-aggregator's default `day_closed_queue`: the feed of its day closes, which the
+    /// worker declares and binds itself (it is not part of its `Topology`).
+    public static func dayClosedFeed(worker: String) -> String { "payfleet.\(worker).day_closed" }
     /// The partition-key headers every publisher to `payfleet.events` sets: a worker partitioned
     /// by customer hashes `x-partition-customer`, one partitioned by merchant
     /// `x-partition-merchant` (DESIGN §4 names one header; two are needed because the workers
