@@ -217,7 +217,7 @@ struct Resizer {
                 let deadline = ContinuousClock.now + .milliseconds(ConfigSection.parseDurationMS(command.pauseTimeout)!)
                 while try await outbox.relayPause()?.acknowledgedMS == nil {
                     guard ContinuousClock.now < deadline else {
-                        try? await outbox.resumeRelay(holder: holder)
+                        _ = try? await outbox.resumeRelay(holder: holder)
                         throw CLIFailure(
                             "ingest's relay did not acknowledge the pause within \(command.pauseTimeout) (is ingest running? pass --ingest-stopped if it is stopped); nothing was changed")
                     }
@@ -231,7 +231,7 @@ struct Resizer {
         // From here until the new layout is declared, a failure lifts the pause and changes nothing.
         func rollback(_ message: String) async -> CLIFailure {
             try? FileManager.default.removeItem(atPath: workDir)
-            if let outbox { try? await outbox.resumeRelay(holder: holder) }
+            if let outbox { _ = try? await outbox.resumeRelay(holder: holder) }
             return CLIFailure(message + "; nothing was changed, the relay publishes again")
         }
 
@@ -361,11 +361,14 @@ struct Resizer {
         figures["declare_s"] = Self.seconds(ContinuousClock.now - declareStart)
         do {
             try await thread.run { try split.install() }
-            let summary = try JSONSerialization.data(withJSONObject: ["from": old.partitions, "to": to, "at": RFC3339.format(Date())])
-            FileManager.default.createFile(atPath: workDir + "/DONE", contents: summary)
         } catch {
             throw CLIFailure(
                 "the new layout is declared but moving the files failed (\(error)): the relay stays paused; finish by hand from \(workDir) (docs/operations.md, \"An interrupted resize\")")
+        }
+        let summary = try? JSONSerialization.data(withJSONObject: ["from": old.partitions, "to": to, "at": RFC3339.format(Date())])
+        guard FileManager.default.createFile(atPath: workDir + "/DONE", contents: summary) else {
+            throw CLIFailure(
+                "the new layout is in place but \(workDir)/DONE could not be written: the relay stays paused; create that file, then lift the pause (docs/operations.md, \"An interrupted resize\")")
         }
 
         // 7. Resume.

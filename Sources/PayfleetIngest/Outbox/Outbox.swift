@@ -529,7 +529,7 @@ public final class Outbox: Sendable {
 
     /// The relay's acknowledgement: it publishes nothing until the pause is lifted.
     func acknowledgeRelayPause(nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) async throws {
-        try await store.write { db in
+        _ = try await store.write { db in
             try db.execute("UPDATE relay_pause SET acknowledged_ms = ? WHERE id = 1 AND acknowledged_ms IS NULL", [.int(nowMS)])
         }
     }

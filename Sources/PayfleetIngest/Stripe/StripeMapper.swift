@@ -148,7 +148,8 @@ public struct StripeMapper: Sendable {
                 c.email = email
                 customer = c
             }
-        case .paymentSucceeded, .paymentFailed where type.hasPrefix("charge."):
+        case .paymentSucceeded:
+            // charge.succeeded (payment_intent.succeeded is the case above).
             amountValue = JSONValue.int64(object["amount_captured"]).flatMap { $0 > 0 ? $0 : nil }
                 ?? JSONValue.int64(object["amount"])
             paymentID = idOf(object["payment_intent"]) ?? str(object["id"])
