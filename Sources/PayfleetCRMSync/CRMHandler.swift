@@ -5,6 +5,7 @@ import NIOCore
 import PayfleetCore
 import PayfleetStore
 import PayfleetWorker
+import Prometheus
 
 /// The `crm-sync` handler: customer state in SQLite (`CRMState`), each change pushed through the
 /// configured connector as the runtime's journaled effect, and
@@ -25,19 +26,23 @@ public struct CRMHandler: WorkerHandler {
     public let connector: any CRMConnector
     public let adminToken: AdminToken
     let logger: Logger
-    /// The newest version of each customer state the CRM is known to have (this process).
-    let pushed = Locked<[String: Int64]>([:])
+    /// The newest version of each customer state the CRM is known to have (this process, the
+    /// customers seen lately: `RecentVersions` says why forgetting the others is safe).
+    let pushed: Locked<RecentVersions>
+    /// The worker's store (set by `attach`): where a customer state `pushed` does not hold is read.
+    let store = Locked<Store?>(nil)
     let gate = KeyGate()
     /// Whether the start-up checks on the database ran (the first `apply`).
     let checkedStore = Locked(false)
 
     public init(
         connector: any CRMConnector, adminToken: AdminToken = AdminToken(token: nil, key: "crm-sync.admin_token_file"),
-        logger: Logger = Logger(label: "payfleet.crm-sync")
+        logger: Logger = Logger(label: "payfleet.crm-sync"), batchSize: Int = 200
     ) {
         self.connector = connector
         self.adminToken = adminToken
         self.logger = logger
+        pushed = Locked(RecentVersions(batchSize: batchSize))
     }
 
     /// Builds the handler from `crm-sync:` (and `state_dir` of the root).
@@ -76,7 +81,7 @@ public struct CRMHandler: WorkerHandler {
                 "the customers URL has no {merchant_id}: customers of different merchants with the same id share a CRM record",
                 metadata: [LogKey.configKey: "\(s.dotted("http"))"])
         }
-        self.init(connector: connector, adminToken: token, logger: logger)
+        self.init(connector: connector, adminToken: token, logger: logger, batchSize: try RuntimeConfiguration.batchSize(s))
     }
 
     public var migrations: [Migration] { CRMSchema.migrations }
@@ -105,13 +110,23 @@ public struct CRMHandler: WorkerHandler {
         guard let change = try CRMState.apply(event, db: db) else { return nil }
         // Seed what the CRM already has from the database, once per customer state in this
         // process (a restart forgets the memory; afterwards only this process's pushes raise it).
-        for s in change.customers where pushed.withLock({ $0[s.key] }) == nil {
+        try seed(change.customers, db: db)
+        return change
+    }
+
+    public func attach(store: Store, registry: PrometheusCollectorRegistry) async throws {
+        self.store.withLock { $0 = store }
+    }
+
+    /// What the CRM has of each state `pushed` does not hold (new in this process, or forgotten),
+    /// from `crm_balances.pushed_version`.
+    func seed(_ states: [CustomerSnapshot], db: SQLiteConnection) throws {
+        for s in states where pushed.withLock({ $0[s.key] }) == nil {
             let v = try db.queryOne(
                 "SELECT pushed_version FROM crm_balances WHERE customer_id = ? AND merchant_id = ? AND currency = ?",
                 [.text(s.customerID), .text(s.merchantID), .text(s.currency)])?.int(0) ?? 0
-            pushed.withLock { $0[s.key] = max($0[s.key] ?? 0, v) }
+            pushed.withLock { $0.raise(s.key, to: v) }
         }
-        return change
     }
 
     public func perform(_ change: CRMChange, event: PaymentEvent, attempt: Int, outcomeUnknown: Bool) async throws {
@@ -119,11 +134,18 @@ public struct CRMHandler: WorkerHandler {
         let keys = Array(Set(change.customers.map(\.customerKey))).sorted()
         await gate.acquire(keys)
         do {
+            // A redelivered or retried change reaches here without an `apply`: a state this
+            // process does not hold (restarted, or forgotten) is read first, so an older state
+            // never goes out over a newer one the CRM already has.
+            if change.customers.contains(where: { s in pushed.withLock { $0[s.key] } == nil }), let store = store.current {
+                let states = change.customers
+                try await store.withConnection { db in try seed(states, db: db) }
+            }
             let fresh = change.customers.filter { s in s.version > (pushed.withLock { $0[s.key] } ?? 0) }
             if !fresh.isEmpty || !change.payments.isEmpty {
                 try await connector.push(change, customers: fresh, outcomeUnknown: outcomeUnknown)
             }
-            pushed.withLock { m in for s in fresh { m[s.key] = max(m[s.key] ?? 0, s.version) } }
+            pushed.withLock { m in for s in fresh { m.raise(s.key, to: s.version) } }
         } catch {
             await gate.release(keys)
             throw error

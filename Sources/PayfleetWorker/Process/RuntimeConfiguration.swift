@@ -136,8 +136,13 @@ public struct RuntimeConfiguration: Sendable {
             statePath: try s.string("state_file", default: (stateDir as NSString).appendingPathComponent(file)),
             adminHost: try s.string("admin_host", default: "127.0.0.1"),
             adminPort: basePort == 0 ? 0 : basePort + partition,
-            batchSize: try s.int("batch_size", default: 200, range: 1...5000),
+            batchSize: try batchSize(s),
             processedRetentionMS: try s.durationMS("processed_retention", default: 35 * 86_400_000),
             effectConcurrency: s.has("effect_concurrency") ? try s.int("effect_concurrency", default: 8, range: 1...256) : nil)
+    }
+
+    /// `<section>.batch_size` (200; 1…5,000): also read by a handler whose memory it bounds.
+    public static func batchSize(_ s: ConfigSection) throws(ConfigError) -> Int {
+        try s.int("batch_size", default: 200, range: 1...5000)
     }
 }
