@@ -44,6 +44,17 @@ public struct SMSMessage: Sendable, Equatable, Codable {
         case eventID = "event_id"
         case messageID = "message_id"
     }
+
+    /// The sandbox's `.sms.json`: the message's JSON (keys sorted, as `JSONEncoder` with
+    /// `.sortedKeys` writes them) and a newline, written straight into bytes.
+    public var sandboxLine: [UInt8] {
+        var w = JSONObjectWriter(capacity: 96 + body.utf8.count)
+        w.field("body", body)
+        w.field("event_id", eventID)
+        w.field("message_id", messageID)
+        w.field("to", to)
+        return w.finished() + [10]
+    }
 }
 
 public protocol EmailTransport: Sendable {
@@ -192,10 +203,7 @@ public final class SandboxTransport: EmailTransport, SMSTransport, @unchecked Se
     }
 
     public func send(_ message: SMSMessage) async throws(TransportError) {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        let data = (try? enc.encode(message)) ?? Data()
-        try await write(Array(data) + [10], to: Self.stem(message.messageID) + ".sms.json")
+        try await write(message.sandboxLine, to: Self.stem(message.messageID) + ".sms.json")
     }
 }
 

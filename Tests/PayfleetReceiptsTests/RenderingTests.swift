@@ -428,3 +428,30 @@ import Testing
         #expect(try JSONDecoder().decode(ReceiptEffect.self, from: Data(fast)) == effect)
     }
 }
+
+/// The sandbox's `.sms.json`, written without `JSONEncoder`: parsed, it is what `JSONEncoder`
+/// (sorted keys) wrote before, keys in the same order, on one line.
+@Suite struct SMSSandboxLineTests {
+    @Test(arguments: [
+        SMSMessage(to: "+447700900123", body: "Acme: payment of £12.50 received. Ref pi_1", eventID: "evt_1",
+                   messageID: "<receipt.ab12.sms@payfleet.localhost>"),
+        SMSMessage(to: "+15005550006", body: "quote \" backslash \\ slash / tab\tnewline\ncr\r\u{01}\u{1f}", eventID: "evt_\"2",
+                   messageID: "<x@y>"),
+        SMSMessage(to: "", body: "Zoë 日本 🎉 \u{2028}\u{2029}", eventID: "", messageID: ""),
+    ])
+    func sameAsJSONEncoder(_ message: SMSMessage) throws {
+        let line = message.sandboxLine
+        #expect(line.last == 10)
+        #expect(!line.dropLast().contains(10))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        let a = try JSONSerialization.jsonObject(with: Data(line)) as? NSDictionary
+        let b = try JSONSerialization.jsonObject(with: enc.encode(message)) as? NSDictionary
+        #expect(a != nil && a == b, "\(String(decoding: line, as: UTF8.self))")
+        #expect(try JSONDecoder().decode(SMSMessage.self, from: Data(line)) == message)
+        // Keys sorted, as before: readers that diff the files see no change.
+        let text = String(decoding: line, as: UTF8.self)
+        let order = ["\"body\"", "\"event_id\"", "\"message_id\"", "\"to\""].map { text.range(of: $0)!.lowerBound }
+        #expect(order == order.sorted())
+    }
+}
