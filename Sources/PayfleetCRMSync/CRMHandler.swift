@@ -37,7 +37,8 @@ public struct CRMHandler: WorkerHandler {
 
     public init(
         connector: any CRMConnector, adminToken: AdminToken = AdminToken(token: nil, key: "crm-sync.admin_token_file"),
-        logger: Logger = Logger(label: "payfleet.crm-sync"), batchSize: Int = 200
+        logger: Logger = Logger(label: "payfleet.crm-sync"),
+        batchSize: Int = RuntimeConfiguration.defaultBatchSize
     ) {
         self.connector = connector
         self.adminToken = adminToken
@@ -108,8 +109,8 @@ public struct CRMHandler: WorkerHandler {
             return nil
         }
         guard let change = try CRMState.apply(event, db: db) else { return nil }
-        // Seed what the CRM already has from the database, once per customer state in this
-        // process (a restart forgets the memory; afterwards only this process's pushes raise it).
+        // Seed what the CRM already has from the database for a state not held (new in this
+        // process, or forgotten by `RecentVersions`); afterwards this process's pushes raise it.
         try seed(change.customers, db: db)
         return change
     }

@@ -9,8 +9,8 @@
 /// after it. Keys are written by the batches in hand (the one finishing and the one being
 /// applied: at most 2 × `batch_size` events, each naming its customer's states, one per
 /// currency); a generation of 20 × `batch_size` (at least 10,000) outlasts them, so by then that
-/// push's batch has finished and its outcome is committed. Before this, the map kept every customer state this process ever
-/// pushed: crm-sync's memory grew with the number of customers.
+/// push's batch has finished and its outcome is committed. Before this, the map kept every
+/// customer state this process ever pushed: crm-sync's memory grew with the number of customers.
 struct RecentVersions: Sendable {
     let generation: Int
     private var current: [String: Int64] = [:]

@@ -33,7 +33,7 @@ public struct RuntimeConfiguration: Sendable {
 
     public init(
         worker: String, partition: Int = 0, amqp: AMQPConfiguration, topology: WorkerTopology, statePath: String,
-        adminHost: String = "127.0.0.1", adminPort: Int = 0, batchSize: Int = 200,
+        adminHost: String = "127.0.0.1", adminPort: Int = 0, batchSize: Int = RuntimeConfiguration.defaultBatchSize,
         processedRetentionMS: Int = 35 * 86_400_000, effectConcurrency: Int? = nil
     ) {
         self.worker = worker
@@ -141,8 +141,11 @@ public struct RuntimeConfiguration: Sendable {
             effectConcurrency: s.has("effect_concurrency") ? try s.int("effect_concurrency", default: 8, range: 1...256) : nil)
     }
 
+    /// `batch_size` when not configured.
+    public static let defaultBatchSize = 200
+
     /// `<section>.batch_size` (200; 1…5,000): also read by a handler whose memory it bounds.
     public static func batchSize(_ s: ConfigSection) throws(ConfigError) -> Int {
-        try s.int("batch_size", default: 200, range: 1...5000)
+        try s.int("batch_size", default: defaultBatchSize, range: 1...5000)
     }
 }
